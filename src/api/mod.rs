@@ -1,0 +1,3 @@
+//! The SQL-callable surface, one module per feature.
+
+pub mod history;

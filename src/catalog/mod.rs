@@ -1,0 +1,100 @@
+//! Access to the extension's own tables (schema `pgmigrate`).
+//!
+//! Those tables belong to the extension owner and nobody else may touch
+//! them.  The API functions run as their caller (SECURITY INVOKER), so a
+//! caller's privileges apply to everything the caller asks for, and they
+//! step into the owner's identity only for the fixed, parameterised
+//! statements in this module, through `as_owner`.
+
+pub mod history;
+
+use pgrx::prelude::*;
+use std::cell::Cell;
+use std::ffi::CStr;
+
+thread_local! {
+    /// (extension oid, its owner) for this backend; re-read when the
+    /// extension is dropped and created again.
+    static OWNER: Cell<Option<(pg_sys::Oid, pg_sys::Oid)>> = const { Cell::new(None) };
+}
+
+fn extension_owner() -> pg_sys::Oid {
+    let ext = unsafe { pg_sys::get_extension_oid(c"pg_migrate".as_ptr(), false) };
+    if let Some((cached_ext, owner)) = OWNER.get() {
+        if cached_ext == ext {
+            return owner;
+        }
+    }
+    let owner = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT extowner FROM pg_catalog.pg_extension WHERE oid = $1",
+                None,
+                &[ext.into()],
+            )?
+            .first()
+            .get_one::<pg_sys::Oid>()
+    })
+    .ok()
+    .flatten()
+    .expect("pg_migrate is installed, so pg_extension has its row");
+    OWNER.set(Some((ext, owner)));
+    owner
+}
+
+/// Restores the caller's identity, also when an ERROR unwinds through.
+struct Restore {
+    user: pg_sys::Oid,
+    context: i32,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) }
+    }
+}
+
+/// Run `f` as the extension owner (like a SECURITY DEFINER function would),
+/// then switch back to the caller.
+pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
+    let owner = extension_owner();
+    let (mut user, mut context) = (pg_sys::Oid::INVALID, 0i32);
+    unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut context) };
+    let _restore = Restore { user, context };
+    unsafe {
+        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32)
+    };
+    f()
+}
+
+/// Name of a role, or its oid in brackets when it no longer exists.
+pub fn role_name(role: pg_sys::Oid) -> String {
+    let name = unsafe { pg_sys::GetUserNameFromId(role, true) };
+    if name.is_null() {
+        format!("(dropped role {})", role.to_u32())
+    } else {
+        unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// `current_user` of the caller.
+pub fn current_role_name() -> String {
+    role_name(unsafe { pg_sys::GetUserId() })
+}
+
+/// SPI failures other than a PostgreSQL ERROR (which unwinds on its own)
+/// are bugs in our SQL: raise them as internal errors with the statement.
+pub trait SpiOrBug<T> {
+    fn or_bug(self, what: &str) -> T;
+}
+
+impl<T> SpiOrBug<T> for Result<T, pgrx::spi::SpiError> {
+    fn or_bug(self, what: &str) -> T {
+        match self {
+            Ok(v) => v,
+            Err(e) => pgrx::error!("pg_migrate internal error while {what}: {e}"),
+        }
+    }
+}

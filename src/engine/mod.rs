@@ -1,0 +1,3 @@
+//! Pure logic: no PostgreSQL calls, covered by plain `cargo test`.
+
+pub mod history;

@@ -1,0 +1,441 @@
+//! Every error pg_migrate raises, and the one place that turns it into a
+//! PostgreSQL error: SQLSTATE, message, detail and hint.
+//!
+//! The enum itself is plain Rust so the pure logic in `engine` can return it
+//! and be tested with `cargo test`; `report()` is the bridge to `ereport`.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
+use thiserror::Error;
+
+/// PostgreSQL's packed form of a five-character SQLSTATE (MAKE_SQLSTATE).
+pub fn sqlstate_code(state: &str) -> PgSqlErrorCode {
+    let packed = state.bytes().enumerate().fold(0i32, |acc, (i, c)| {
+        acc | (((c.wrapping_sub(b'0')) as i32 & 0x3F) << (6 * i))
+    });
+    PgSqlErrorCode::from(packed)
+}
+
+/// What a DBA sees when a call is refused.  Messages follow PostgreSQL's
+/// style: lower case, no final period; details and hints are sentences.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MigrateError {
+    #[error("argument \"{arg}\" must not be NULL")]
+    NullArgument { arg: &'static str },
+
+    #[error("argument \"{arg}\" must not be empty")]
+    EmptyArgument { arg: &'static str },
+
+    #[error("argument \"{arg}\" is too long")]
+    TooLong {
+        arg: &'static str,
+        len: usize,
+        max: usize,
+    },
+
+    #[error("argument \"{arg}\" contains a control character")]
+    ControlCharacter { arg: &'static str },
+
+    #[error("invalid value for argument \"{arg}\": \"{value}\"")]
+    InvalidValue {
+        arg: &'static str,
+        value: String,
+        allowed: &'static str,
+    },
+
+    #[error("argument \"{arg}\" must not be negative")]
+    Negative { arg: &'static str },
+
+    #[error("an error message can only be recorded with status 'failed'")]
+    ErrorWithoutFailure,
+
+    #[error("migration run {run_id} does not exist")]
+    UnknownRun { run_id: i64 },
+
+    #[error("migration {app}.{name} has no history")]
+    UnknownMigration { app: String, name: String },
+
+    #[error("migration run {run_id} ({app}.{name}) is already finished")]
+    RunFinished {
+        run_id: i64,
+        app: String,
+        name: String,
+        status: String,
+        at: String,
+    },
+
+    #[error("migration {app}.{name} is already applied")]
+    AlreadyApplied {
+        app: String,
+        name: String,
+        run_id: i64,
+        at: String,
+        role: String,
+    },
+
+    #[error("migration {0} is already running")]
+    AlreadyRunning(Box<RunningInfo>),
+
+    #[error("migration {app}.{name} is being changed by another session")]
+    Busy {
+        app: String,
+        name: String,
+        pid: Option<i32>,
+    },
+
+    #[error("migration {app}.{name} was changed by another session at the same time")]
+    ConcurrentChange { app: String, name: String },
+
+    #[error("checksum of migration {app}.{name} does not match its earlier run")]
+    ChecksumMismatch {
+        app: String,
+        name: String,
+        recorded: String,
+        given: String,
+        run_id: i64,
+    },
+
+    #[error("migration {app}.{name} is not applied")]
+    NotApplied {
+        app: String,
+        name: String,
+        state: Option<Box<StateInfo>>,
+    },
+
+    #[error("migration {app}.{name} cannot be unapplied while it is {status}")]
+    CannotUnapply {
+        app: String,
+        name: String,
+        status: String,
+    },
+
+    #[error("migration {app}.{name} is already unapplied")]
+    AlreadyUnapplied {
+        app: String,
+        name: String,
+        at: String,
+        role: String,
+    },
+
+    #[error("relation {relation} has no column \"{column}\"")]
+    MissingColumn {
+        relation: String,
+        column: &'static str,
+        purpose: &'static str,
+    },
+}
+
+/// A migration that is running: who runs it and whether that backend lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningInfo {
+    pub app: String,
+    pub name: String,
+    pub run_id: i64,
+    pub since: String,
+    pub role: String,
+    pub pid: i32,
+    pub backend_alive: bool,
+}
+
+/// The current state of a migration that is not applied, for the startup
+/// check's detail and hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateInfo {
+    pub status: String,
+    pub run_id: i64,
+    pub at: String,
+    pub role: String,
+    pub pid: i32,
+    pub backend_alive: bool,
+    pub error: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl std::fmt::Display for RunningInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.app, self.name)
+    }
+}
+
+/// Quote a SQL literal for a hint the DBA can paste into psql.
+pub fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+impl MigrateError {
+    /// The five-character SQLSTATE, chosen on purpose for each case.
+    pub fn sqlstate(&self) -> &'static str {
+        use MigrateError::*;
+        match self {
+            NullArgument { .. } => "22004",     // null_value_not_allowed
+            EmptyArgument { .. } => "22023",    // invalid_parameter_value
+            TooLong { .. } => "22001",          // string_data_right_truncation
+            ControlCharacter { .. } => "22023", // invalid_parameter_value
+            InvalidValue { .. } => "22023",     // invalid_parameter_value
+            Negative { .. } => "22023",         // invalid_parameter_value
+            ErrorWithoutFailure => "22023",     // invalid_parameter_value
+            UnknownRun { .. } => "42704",       // undefined_object
+            UnknownMigration { .. } => "42704", // undefined_object
+            RunFinished { .. } => "55000",      // object_not_in_prerequisite_state
+            AlreadyApplied { .. } => "42710",   // duplicate_object
+            AlreadyRunning(_) => "55006",       // object_in_use
+            Busy { .. } => "55006",             // object_in_use
+            ConcurrentChange { .. } => "40001", // serialization_failure
+            ChecksumMismatch { .. } => "55000", // object_not_in_prerequisite_state
+            NotApplied { .. } => "55000",       // object_not_in_prerequisite_state
+            CannotUnapply { .. } => "55000",    // object_not_in_prerequisite_state
+            AlreadyUnapplied { .. } => "55000", // object_not_in_prerequisite_state
+            MissingColumn { .. } => "42703",    // undefined_column
+        }
+    }
+
+    /// The primary message (what `Display` prints).
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+
+    /// Facts that explain the error.
+    pub fn detail(&self) -> Option<String> {
+        use MigrateError::*;
+        match self {
+            TooLong { len, max, .. } => Some(format!(
+                "It has {len} characters; at most {max} are allowed."
+            )),
+            ControlCharacter { .. } => {
+                Some("Tabs, newlines and other control characters are not allowed in names.".into())
+            }
+            RunFinished { status, at, .. } => Some(format!("It was marked {status} at {at}.")),
+            AlreadyApplied {
+                run_id, at, role, ..
+            } => Some(format!(
+                "It was applied at {at} by role {role} (run {run_id})."
+            )),
+            AlreadyRunning(r) => Some(format!(
+                "Run {} was started at {} by role {} in backend {}{}.",
+                r.run_id,
+                r.since,
+                r.role,
+                r.pid,
+                if r.backend_alive {
+                    ""
+                } else {
+                    ", which has since exited"
+                }
+            )),
+            Busy { pid: Some(pid), .. } => Some(format!(
+                "Backend {pid} is starting or finishing it in a transaction that has not ended yet."
+            )),
+            Busy { pid: None, .. } => Some(
+                "Another transaction that has not ended yet is starting or finishing it.".into(),
+            ),
+            ChecksumMismatch {
+                recorded,
+                given,
+                run_id,
+                ..
+            } => Some(format!(
+                "Recorded checksum: {recorded} (run {run_id}). Given checksum: {given}."
+            )),
+            AlreadyUnapplied { at, role, .. } => {
+                Some(format!("It was unapplied at {at} by role {role}."))
+            }
+            NotApplied { state: None, .. } => Some("It has never been recorded.".into()),
+            NotApplied { state: Some(s), .. } => Some(match s.status.as_str() {
+                "running" => format!(
+                    "It is running: run {} was started at {} by role {} in backend {}{}.",
+                    s.run_id,
+                    s.at,
+                    s.role,
+                    s.pid,
+                    if s.backend_alive {
+                        ""
+                    } else {
+                        ", which has since exited"
+                    }
+                ),
+                "failed" => match &s.error {
+                    Some(e) => format!("Its last run ({}) failed at {}: {}", s.run_id, s.at, e),
+                    None => format!("Its last run ({}) failed at {}.", s.run_id, s.at),
+                },
+                "unapplied" => match &s.reason {
+                    Some(r) => format!("It was unapplied at {} by role {}: {}", s.at, s.role, r),
+                    None => format!("It was unapplied at {} by role {}.", s.at, s.role),
+                },
+                other => format!("Its status is {other}."),
+            }),
+            _ => None,
+        }
+    }
+
+    /// What the DBA can do about it.
+    pub fn hint(&self) -> Option<String> {
+        use MigrateError::*;
+        match self {
+            InvalidValue { allowed, .. } => Some(format!("Use {allowed}.")),
+            ErrorWithoutFailure => {
+                Some("Pass status => 'failed' together with the error, or leave error NULL.".into())
+            }
+            UnknownRun { .. } => Some(
+                "migrate_start() returns the run id; the run_id column of migrate_history shows the latest run of each migration."
+                    .into(),
+            ),
+            UnknownMigration { .. } => Some("migrate_history lists every recorded migration.".into()),
+            RunFinished { .. } => {
+                Some("A run is finished once; start a new run with migrate_start().".into())
+            }
+            AlreadyApplied { app, name, .. } => Some(format!(
+                "To run it again on purpose, pass force => true; to record that it was reversed, call migrate_unapply({}, {}).",
+                literal(app),
+                literal(name)
+            )),
+            AlreadyRunning(r) if r.backend_alive => Some(format!(
+                "Wait for it to finish; pg_stat_activity shows what backend {} is doing.",
+                r.pid
+            )),
+            AlreadyRunning(r) => Some(format!(
+                "The session that started it ended without finishing it. Check what it changed, then record the outcome with SELECT migrate_finish({}, 'failed', '...');",
+                r.run_id
+            )),
+            Busy { .. } => Some("Wait for that transaction to end, then try again.".into()),
+            ConcurrentChange { .. } => Some("Try again.".into()),
+            ChecksumMismatch { .. } => Some(
+                "If the migration was changed on purpose, pass force => true; otherwise deploy the version of the migration that ran before."
+                    .into(),
+            ),
+            NotApplied { app, name, state } => Some(match state.as_deref().map(|s| s.status.as_str()) {
+                Some("running") => format!(
+                    "Wait for migration {app}.{name} to finish before starting this version of the application."
+                ),
+                Some("failed") => format!(
+                    "Fix and rerun migration {app}.{name}; migrate_history shows its error."
+                ),
+                _ => format!(
+                    "Apply migration {app}.{name} before starting this version of the application."
+                ),
+            }),
+            CannotUnapply { status, .. } if status == "running" => Some(
+                "Finish the running migration with migrate_finish() first.".into(),
+            ),
+            CannotUnapply { .. } => Some("Only an applied or failed migration can be unapplied.".into()),
+            AlreadyUnapplied { .. } => Some("Nothing to do: migrate_history shows its status.".into()),
+            MissingColumn { purpose, .. } => Some((*purpose).to_string()),
+            _ => None,
+        }
+    }
+
+    /// Raise this error as a PostgreSQL ERROR.  Never returns.
+    pub fn report(self) -> ! {
+        let mut report =
+            ErrorReport::new(sqlstate_code(self.sqlstate()), self.message(), "pg_migrate");
+        if let Some(d) = self.detail() {
+            report = report.set_detail(d);
+        }
+        if let Some(h) = self.hint() {
+            report = report.set_hint(h);
+        }
+        report.report(PgLogLevel::ERROR);
+        unreachable!("ereport(ERROR) does not return")
+    }
+}
+
+/// `Result` with the extension's error type.
+pub type Result<T> = std::result::Result<T, MigrateError>;
+
+/// Unwrap a result or raise its error in PostgreSQL.
+pub trait OrReport<T> {
+    fn or_report(self) -> T;
+}
+
+impl<T> OrReport<T> for Result<T> {
+    fn or_report(self) -> T {
+        match self {
+            Ok(v) => v,
+            Err(e) => e.report(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sqlstate_is_five_characters() {
+        let samples = vec![
+            MigrateError::NullArgument { arg: "app" },
+            MigrateError::UnknownRun { run_id: 1 },
+            MigrateError::Busy {
+                app: "a".into(),
+                name: "b".into(),
+                pid: Some(1),
+            },
+            MigrateError::ConcurrentChange {
+                app: "a".into(),
+                name: "b".into(),
+            },
+        ];
+        for e in samples {
+            assert_eq!(e.sqlstate().len(), 5, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn sqlstates_map_to_postgres_codes() {
+        assert_eq!(
+            sqlstate_code("55000"),
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+        );
+        assert_eq!(
+            sqlstate_code("42710"),
+            PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT
+        );
+        assert_eq!(
+            sqlstate_code("55006"),
+            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE
+        );
+        assert_eq!(
+            sqlstate_code("22004"),
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED
+        );
+        assert_eq!(
+            sqlstate_code("40001"),
+            PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE
+        );
+    }
+
+    #[test]
+    fn literal_doubles_quotes() {
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn too_long_has_counts_in_detail() {
+        let e = MigrateError::TooLong {
+            arg: "name",
+            len: 300,
+            max: 255,
+        };
+        assert_eq!(e.message(), "argument \"name\" is too long");
+        assert_eq!(
+            e.detail().unwrap(),
+            "It has 300 characters; at most 255 are allowed."
+        );
+        assert_eq!(e.sqlstate(), "22001");
+    }
+
+    #[test]
+    fn already_applied_hint_is_pasteable() {
+        let e = MigrateError::AlreadyApplied {
+            app: "shop".into(),
+            name: "0002_o'brien".into(),
+            run_id: 7,
+            at: "2026-01-01 00:00:00+00".into(),
+            role: "deploy".into(),
+        };
+        assert!(e
+            .hint()
+            .unwrap()
+            .contains("migrate_unapply('shop', '0002_o''brien')"));
+        assert_eq!(e.sqlstate(), "42710");
+    }
+}
