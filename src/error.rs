@@ -157,6 +157,20 @@ impl std::fmt::Display for RunningInfo {
     }
 }
 
+/// What to pass for an argument that was missing or empty.
+fn argument_hint(arg: &str) -> Option<&'static str> {
+    Some(match arg {
+        "app" => "Pass the name of the application or component the migration belongs to, such as 'shop'.",
+        "name" => "Pass the migration's name, such as '0001_initial'.",
+        "id" => "Pass the run id that migrate_start() returned.",
+        "status" => "Use 'applied' or 'failed'.",
+        "checksum" => "Pass NULL when the migration has no checksum.",
+        "force" => "Pass true or false.",
+        "source" => "Pass the table that holds Django's history, such as 'django_migrations'.",
+        _ => return None,
+    })
+}
+
 /// Quote a SQL literal for a hint the DBA can paste into psql.
 pub fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -271,6 +285,7 @@ impl MigrateError {
     pub fn hint(&self) -> Option<String> {
         use MigrateError::*;
         match self {
+            NullArgument { arg } | EmptyArgument { arg } => argument_hint(arg).map(String::from),
             InvalidValue { allowed, .. } => Some(format!("Use {allowed}.")),
             ErrorWithoutFailure => {
                 Some("Pass status => 'failed' together with the error, or leave error NULL.".into())

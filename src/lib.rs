@@ -24,6 +24,25 @@ extension_sql_file!("../sql/900_privileges.sql", name = "privileges", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {}
 
+// Helpers for the in-process tests (created only in test builds).
+#[cfg(feature = "pg_test")]
+extension_sql!(
+    r#"
+    CREATE SCHEMA IF NOT EXISTS tests;
+    GRANT USAGE ON SCHEMA tests TO PUBLIC;
+    -- Run a statement in a subtransaction: NULL if it worked, else its SQLSTATE.
+    CREATE FUNCTION tests.sqlstate_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
+    BEGIN
+        EXECUTE sql;
+        RETURN NULL;
+    EXCEPTION WHEN others THEN
+        RETURN SQLSTATE;
+    END $$;
+    "#,
+    name = "test_helpers",
+    requires = ["schema"]
+);
+
 /// The in-process test suite lives in `pgrx-tests/`; pgrx runs each test in
 /// its own rolled-back transaction, calling `tests.<name>()`.
 #[cfg(feature = "pg_test")]

@@ -9,6 +9,15 @@ use pgrx::datum::{Interval, JsonB};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
+/// Writing history needs a primary and a read-write transaction; say so
+/// the way PostgreSQL does (SQLSTATE 25006) before touching anything.
+fn require_writable(function: &std::ffi::CStr) {
+    unsafe {
+        pg_sys::PreventCommandIfReadOnly(function.as_ptr());
+        pg_sys::PreventCommandDuringRecovery(function.as_ptr());
+    }
+}
+
 fn flag(arg: &'static str, v: Option<bool>) -> bool {
     v.ok_or(MigrateError::NullArgument { arg }).or_report()
 }
@@ -84,6 +93,11 @@ fn new_run(
     status: Status,
     duration: Option<Interval>,
 ) -> i64 {
+    require_writable(if event == "started" {
+        c"migrate_start()"
+    } else {
+        c"migrate_record()"
+    });
     let role = current_role_name();
     as_owner(|| {
         log::lock(app, name)?;
@@ -139,6 +153,7 @@ fn migrate_finish(
         .ok_or(MigrateError::NullArgument { arg: "id" })
         .or_report();
     let (outcome, error) = rules::parse_outcome(status, error).or_report();
+    require_writable(c"migrate_finish()");
     let role = current_role_name();
     as_owner(|| {
         let run = log::run_state(run_id);
@@ -176,6 +191,7 @@ fn migrate_unapply(app: Option<&str>, name: Option<&str>, reason: default!(Optio
     let app = rules::require_name("app", app).or_report();
     let name = rules::require_name("name", name).or_report();
     let reason = rules::optional_text("reason", reason).or_report();
+    require_writable(c"migrate_unapply()");
     let role = current_role_name();
     as_owner(|| {
         log::lock(app, name)?;
@@ -237,6 +253,7 @@ fn migrate_import_django(
     let source = source
         .ok_or(MigrateError::NullArgument { arg: "source" })
         .or_report();
+    require_writable(c"migrate_import_django()");
     let relname: String =
         Spi::get_one_with_args("SELECT $1::regclass::text", &[source.oid().into()])
             .ok()

@@ -17,7 +17,7 @@ pub const LOCK_CLASS: i32 = 0x504D_4947;
 
 const CURRENT_SQL: &str = "\
 SELECT e.status, e.seq, e.run_id,
-       pg_catalog.date_trunc('second', e.at)::text,
+       pg_catalog.to_char(e.at, 'YYYY-MM-DD HH24:MI:SSOF'),
        e.role_name::text, e.pid,
        CASE WHEN e.status = 'running' THEN EXISTS (
             SELECT 1 FROM pg_catalog.pg_stat_get_activity(e.pid) a
@@ -102,7 +102,7 @@ pub fn run_state(run_id: i64) -> Option<RunState> {
     Spi::connect(|client| {
         let rows = client
             .select(
-                "SELECT e.app, e.name, e.status, pg_catalog.date_trunc('second', e.at)::text, e.seq
+                "SELECT e.app, e.name, e.status, pg_catalog.to_char(e.at, 'YYYY-MM-DD HH24:MI:SSOF'), e.seq
                    FROM pgmigrate.events e
                   WHERE e.run_id = $1
                   ORDER BY e.seq DESC LIMIT 1",

@@ -133,7 +133,7 @@ pub fn optional_checksum(v: Option<&str>) -> Result<Option<&str>> {
 pub fn optional_text<'a>(arg: &'static str, v: Option<&'a str>) -> Result<Option<&'a str>> {
     match v {
         None => Ok(None),
-        Some(s) if s.is_empty() => Ok(None),
+        Some("") => Ok(None),
         Some(s) => {
             check_chars(arg, s, MAX_TEXT_CHARS, true)?;
             Ok(Some(s))

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The demo: set up, build and install pg_migrate, start a local server with
+# it preloaded, create a 1,000,000-row table and show pg_migrate at work.
+# Run it again at will: it reuses what is there.  `make demo-stop` stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+DIR=.demo
+PORT=${DEMO_PORT:-54329}
+DB=demo
+PSQL=(psql -X -h 127.0.0.1 -p "$PORT" -U postgres)
+
+scripts/setup.sh
+
+echo "==> building and installing pg_migrate (release)"
+cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null
+
+echo "==> local server in $DIR on port $PORT"
+if scripts/cluster.sh status "$DIR"; then
+    scripts/cluster.sh restart "$DIR"          # load the build just installed
+else
+    scripts/cluster.sh start "$DIR" "$PORT"
+fi
+
+if ! "${PSQL[@]}" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1; then
+    "${PSQL[@]}" -d postgres -qc "CREATE DATABASE $DB"
+fi
+
+echo "==> demo data: orders, 1,000,000 rows"
+"${PSQL[@]}" -d "$DB" -q -v ON_ERROR_STOP=1 <<'SQL'
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pg_migrate;
+CREATE TABLE IF NOT EXISTS orders (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer_id bigint        NOT NULL,
+    status      text          NOT NULL,
+    amount      numeric(12,2) NOT NULL,
+    currency    char(3)       NOT NULL DEFAULT 'EUR',
+    note        text,
+    created_at  timestamptz   NOT NULL
+);
+INSERT INTO orders (customer_id, status, amount, note, created_at)
+SELECT 1 + (random() * 49999)::bigint,
+       (ARRAY['new', 'paid', 'shipped', 'delivered', 'cancelled'])[1 + floor(random() * 5)::int],
+       round((random() * 500)::numeric, 2),
+       CASE WHEN random() < 0.2 THEN 'gift wrap' END,
+       now() - random() * interval '730 days'
+  FROM generate_series(1, 1000000)
+ WHERE NOT EXISTS (SELECT 1 FROM orders);
+ANALYZE orders;
+SQL
+"${PSQL[@]}" -d "$DB" -tAc "SELECT format('    %s rows, %s', count(*), pg_size_pretty(pg_total_relation_size('orders'))) FROM orders"
+
+echo
+echo "==> 1. migration history"
+echo "    A Django project adopts pg_migrate: its django_migrations rows are imported."
+"${PSQL[@]}" -d "$DB" -q -v ON_ERROR_STOP=1 <<'SQL'
+SET client_min_messages = warning;
+CREATE TABLE IF NOT EXISTS django_migrations (
+    id serial PRIMARY KEY, app varchar(255) NOT NULL, name varchar(255) NOT NULL, applied timestamptz NOT NULL);
+INSERT INTO django_migrations (app, name, applied)
+SELECT v.app, v.name, v.applied::timestamptz
+  FROM (VALUES ('contenttypes', '0001_initial', '2024-01-10 09:00:00+00'),
+               ('auth', '0001_initial', '2024-01-10 09:00:01+00'),
+               ('shop', '0001_initial', '2024-01-10 09:00:02+00'),
+               ('shop', '0041_orders_note', '2025-06-02 21:14:00+00')) v(app, name, applied)
+ WHERE NOT EXISTS (SELECT 1 FROM django_migrations);
+SQL
+"${PSQL[@]}" -d "$DB" -tAc "SELECT format('    imported %s new rows (a second run imports 0)', migrate_import_django())"
+
+echo "    A deploy runs migration shop.0042_orders_amount_cents between migrate_start and migrate_finish:"
+"${PSQL[@]}" -d "$DB" -q -v ON_ERROR_STOP=1 <<'SQL'
+DO $$
+DECLARE run bigint;
+BEGIN
+    IF migrate_applied('shop', '0042_orders_amount_cents') THEN
+        RAISE NOTICE 'already applied: nothing to do';
+        RETURN;
+    END IF;
+    run := migrate_start('shop', '0042_orders_amount_cents',
+                         checksum => md5('ALTER TABLE orders ADD COLUMN amount_cents bigint'),
+                         description => 'expand: nullable amount_cents, backfilled later');
+    ALTER TABLE orders ADD COLUMN IF NOT EXISTS amount_cents bigint;
+    PERFORM migrate_finish(run);
+    RAISE NOTICE 'applied as run %', run;
+END $$;
+SQL
+echo "    The application's startup check for a migration that is there ..."
+"${PSQL[@]}" -d "$DB" -qc "SELECT migrate_require('shop', '0042_orders_amount_cents')" >/dev/null && echo "    ok"
+echo "    ... and for one that is not (the app refuses to start, and says why):"
+"${PSQL[@]}" -d "$DB" -qc "SELECT migrate_require('shop', '0043_orders_status_index')" 2>&1 | sed 's/^/    /' || true
+
+echo
+"${PSQL[@]}" -d "$DB" -c "SELECT app, name, status, duration, applied_by, run_id FROM migrate_history ORDER BY app, name"
+"${PSQL[@]}" -d "$DB" -c "SELECT * FROM migrate_status ORDER BY app"
+
+cat <<EOF
+
+pg_migrate is running on a local server with the demo database.
+  connect:  psql -h 127.0.0.1 -p $PORT -U postgres $DB
+  then try: SELECT * FROM migrate_history;
+            SELECT migrate_require('shop', '0042_orders_amount_cents');
+  stop:     make demo-stop      (make demo starts it again; data stays in $DIR/)
+EOF

@@ -1,0 +1,47 @@
+-- Every refusal: SQLSTATE, message, detail, hint.  Nothing is written.
+SELECT count(*) AS events_before FROM migrate_events;
+
+-- missing or malformed names
+SELECT regress.expect_error($$SELECT migrate_start(NULL, '0001')$$);
+SELECT regress.expect_error($$SELECT migrate_start('errtest', NULL)$$);
+SELECT regress.expect_error($$SELECT migrate_start('', '0001')$$);
+SELECT regress.expect_error($$SELECT migrate_start('errtest', '   ')$$);
+SELECT regress.expect_error($$SELECT migrate_start('errtest', repeat('n', 256))$$);
+SELECT regress.expect_error($$SELECT migrate_start(repeat('a', 300), '0001')$$);
+SELECT regress.expect_error($$SELECT migrate_start('errtest', E'0001\ninitial')$$);
+SELECT regress.expect_error($$SELECT migrate_start('errtest', '0001', checksum => '')$$);
+SELECT regress.expect_error($$SELECT migrate_start('errtest', '0001', description => repeat('d', 10001))$$);
+SELECT regress.expect_error($$SELECT migrate_start('errtest', '0001', force => NULL)$$);
+SELECT regress.expect_error($$SELECT migrate_applied(NULL, NULL)$$);
+SELECT regress.expect_error($$SELECT migrate_require('errtest', '')$$);
+SELECT regress.expect_error($$SELECT migrate_unapply('errtest', NULL)$$);
+SELECT regress.expect_error($$SELECT migrate_record('errtest', '0001', duration => '-1 minute')$$);
+
+-- finishing
+SELECT regress.expect_error($$SELECT migrate_finish(NULL)$$);
+SELECT regress.expect_error($$SELECT migrate_finish(9999)$$);
+SELECT regress.expect_error($$SELECT migrate_finish(9999, 'done')$$);
+SELECT regress.expect_error($$SELECT migrate_finish(9999, NULL)$$);
+SELECT regress.expect_error($$SELECT migrate_finish(9999, 'applied', 'but with an error')$$);
+
+-- unapplying what was never recorded
+SELECT regress.expect_error($$SELECT migrate_unapply('errtest', 'never_ran')$$);
+
+-- importing from something that is not Django's table
+SELECT regress.expect_error($$SELECT migrate_import_django()$$);
+CREATE TABLE not_django (app text, name text);
+SELECT regress.expect_error($$SELECT migrate_import_django('not_django')$$);
+SELECT regress.expect_error($$SELECT migrate_import_django(NULL)$$);
+
+SELECT count(*) AS events_after FROM migrate_events;
+
+-- A finished run cannot be finished again.
+SELECT migrate_start('errtest', '0001') AS run \gset
+SELECT migrate_finish(:run);
+SELECT regress.expect_error(format('SELECT migrate_finish(%s, %L)', :run, 'failed'));
+
+-- Writing history needs a read-write transaction on a primary.
+BEGIN READ ONLY;
+SELECT regress.expect_error($$SELECT migrate_start('errtest', '0002')$$);
+SELECT migrate_applied('errtest', '0001') AS reading_works;
+ROLLBACK;
