@@ -20,3 +20,19 @@ COMMENT ON FUNCTION migrate_require IS
     'pg_migrate: raise SQLSTATE 55000 unless migration (app, name) is applied (application startup check)';
 COMMENT ON FUNCTION migrate_import_django IS
     'pg_migrate: import Django''s django_migrations rows as applied migrations; returns how many were new';
+
+-- Jobs.  Any role may queue a backfill of a table it may update (the job
+-- runs with that role's rights); only the job's owner, members of that
+-- role and superusers may see its SQL or control it.  The procedures call
+-- internal functions in schema pgmigrate, so every role may look the
+-- schema up; its tables stay closed.
+GRANT USAGE ON SCHEMA pgmigrate TO PUBLIC;
+
+COMMENT ON FUNCTION migrate_backfill IS
+    'pg_migrate: queue a chunked backfill (UPDATE in batches, each committed with the job''s cursor); returns the job id';
+COMMENT ON FUNCTION migrate_pause IS 'pg_migrate: stop a job after its current batch';
+COMMENT ON FUNCTION migrate_resume IS 'pg_migrate: queue a paused job again';
+COMMENT ON FUNCTION migrate_cancel IS 'pg_migrate: end a job for good';
+COMMENT ON FUNCTION migrate_retry IS 'pg_migrate: queue a failed or cancelled job again, from the batch that failed';
+COMMENT ON PROCEDURE migrate_run IS 'pg_migrate: drive a job in this session, committing after every batch';
+COMMENT ON PROCEDURE migrate_wait IS 'pg_migrate: wait for a job to finish, reporting progress';

@@ -123,6 +123,51 @@ pub enum MigrateError {
         column: &'static str,
         purpose: &'static str,
     },
+
+    #[error("argument \"{arg}\" is out of range: {value}")]
+    OutOfRange { arg: &'static str, value: String, allowed: &'static str },
+
+    #[error("job {job_id} does not exist")]
+    UnknownJob { job_id: i64 },
+
+    #[error("permission denied for job {job_id}")]
+    NotJobOwner { job_id: i64, owner: String },
+
+    #[error("job {job_id} cannot be {action}: it is {state}")]
+    JobState { job_id: i64, action: &'static str, state: &'static str, hint: &'static str },
+
+    #[error("job {job_id} is being run by backend {pid}")]
+    JobDriven { job_id: i64, pid: i32, by: String },
+
+    #[error("{relation} is not a table")]
+    NotATable { relation: String, kind: &'static str },
+
+    #[error("{what} cannot be backfilled")]
+    CannotBackfill { what: String, why: String },
+
+    #[error("set_clause assigns key column \"{column}\"")]
+    KeyInSet { column: String },
+
+    #[error("{arg} is not a valid {expected}")]
+    BadClause { arg: &'static str, expected: &'static str, found: String },
+
+    #[error("a WHERE clause is required to backfill {relation}, which has no primary key")]
+    NeedsWhere { relation: String },
+
+    #[error("{what} cannot run inside a transaction block")]
+    InTransactionBlock { what: &'static str },
+
+    #[error("job {job_id} failed: {error}")]
+    JobFailed { job_id: i64, sqlstate: String, error: String, detail: Option<String> },
+
+    #[error("job {job_id} was cancelled")]
+    JobCancelled { job_id: i64 },
+
+    #[error("job {job_id} has not finished after {waited}")]
+    WaitTimeout { job_id: i64, waited: String, state: String },
+
+    #[error("migration {app}.{name} cannot be linked to a job: {why}")]
+    BadMigrationLink { app: String, name: String, why: String },
 }
 
 /// A migration that is running: who runs it and whether that backend lives.
@@ -178,7 +223,7 @@ pub fn literal(s: &str) -> String {
 
 impl MigrateError {
     /// The five-character SQLSTATE, chosen on purpose for each case.
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> &str {
         use MigrateError::*;
         match self {
             NullArgument { .. } => "22004",     // null_value_not_allowed
@@ -200,6 +245,21 @@ impl MigrateError {
             CannotUnapply { .. } => "55000",    // object_not_in_prerequisite_state
             AlreadyUnapplied { .. } => "55000", // object_not_in_prerequisite_state
             MissingColumn { .. } => "42703",    // undefined_column
+            OutOfRange { .. } => "22023",       // invalid_parameter_value
+            UnknownJob { .. } => "42704",       // undefined_object
+            NotJobOwner { .. } => "42501",      // insufficient_privilege
+            JobState { .. } => "55000",         // object_not_in_prerequisite_state
+            JobDriven { .. } => "55006",        // object_in_use
+            NotATable { .. } => "42809",        // wrong_object_type
+            CannotBackfill { .. } => "0A000",   // feature_not_supported
+            KeyInSet { .. } => "22023",         // invalid_parameter_value
+            BadClause { .. } => "42601",        // syntax_error
+            NeedsWhere { .. } => "22023",       // invalid_parameter_value
+            InTransactionBlock { .. } => "25001", // active_sql_transaction
+            JobFailed { sqlstate, .. } => sqlstate,
+            JobCancelled { .. } => "57014",     // query_canceled
+            WaitTimeout { .. } => "57014",      // query_canceled
+            BadMigrationLink { .. } => "22023", // invalid_parameter_value
         }
     }
 
@@ -334,6 +394,41 @@ impl MigrateError {
             CannotUnapply { .. } => Some("Only an applied or failed migration can be unapplied.".into()),
             AlreadyUnapplied { .. } => Some("Nothing to do: migrate_history shows its status.".into()),
             MissingColumn { purpose, .. } => Some((*purpose).to_string()),
+            OutOfRange { allowed, .. } => Some(format!("Use {allowed}.")),
+            UnknownJob { .. } => Some("migrate_progress lists the jobs you may see.".into()),
+            NotJobOwner { owner, .. } => Some(format!(
+                "Only role {owner}, its members and superusers may see or control this job."
+            )),
+            JobState { hint, .. } => Some((*hint).to_string()),
+            JobDriven { job_id, .. } => Some(format!(
+                "Wait for it, or stop it with migrate_pause({job_id}) and run it here afterwards."
+            )),
+            NotATable { .. } => Some("migrate_backfill() updates ordinary and partitioned tables.".into()),
+            KeyInSet { .. } => Some(
+                "A backfill walks the table by its key, so the key must not change under it; change key columns with a regular migration."
+                    .into(),
+            ),
+            BadClause { arg, .. } if *arg == "set_clause" => Some(
+                "Pass only the assignments of an UPDATE, such as 'summary = left(body, 300), flag = true'.".into(),
+            ),
+            BadClause { .. } => Some("Pass only the condition of a WHERE clause, such as 'summary IS NULL'.".into()),
+            NeedsWhere { .. } => Some(
+                "Without a key, batches go by physical position and a row moved by the update can be met again; add a primary key, or pass a where_clause that excludes rows already done, such as 'summary IS NULL'."
+                    .into(),
+            ),
+            InTransactionBlock { what } => Some(format!(
+                "{what} commits between batches; call it on its own, outside BEGIN ... COMMIT."
+            )),
+            JobFailed { job_id, .. } => Some(format!(
+                "Fix the cause, then SELECT migrate_retry({job_id}); it resumes at the batch that failed."
+            )),
+            JobCancelled { job_id } => Some(format!(
+                "SELECT migrate_retry({job_id}) queues it again from where it stopped."
+            )),
+            WaitTimeout { job_id, .. } => Some(format!("migrate_progress shows how far job {job_id} is.")),
+            BadMigrationLink { .. } => Some(
+                "Pass migration => ARRAY['app', 'name'] of a migration that is not applied, and have EXECUTE on migrate_start().".into(),
+            ),
             _ => None,
         }
     }

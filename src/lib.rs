@@ -12,17 +12,45 @@ pub mod api;
 pub mod catalog;
 pub mod engine;
 pub mod error;
+pub mod gucs;
+pub mod runner;
+pub mod sys;
+pub mod worker;
 
 extension_sql_file!("../sql/001_schema.sql", name = "schema", bootstrap);
+
+/// The internal schema, created by sql/001_schema.sql; declared here so that
+/// internal functions can be placed in it (`schema = "pgmigrate"`).
+#[pg_schema]
+mod pgmigrate {}
 extension_sql_file!(
     "../sql/010_history_views.sql",
     name = "history_views",
     requires = ["schema"]
 );
+extension_sql_file!("../sql/020_jobs.sql", name = "jobs", requires = ["schema"]);
+extension_sql_file!("../sql/030_jobs_views.sql", name = "jobs_views", requires = ["jobs"]);
+extension_sql_file!(
+    "../sql/040_run.sql",
+    name = "run_procedures",
+    requires = [
+        "jobs",
+        api::jobs::run_begin,
+        api::jobs::run_step,
+        api::jobs::run_interrupted,
+        api::jobs::run_failed,
+        api::jobs::job_outcome,
+        api::jobs::wait_poll,
+        api::jobs::wait_timeout
+    ]
+);
 extension_sql_file!("../sql/900_privileges.sql", name = "privileges", finalize);
 
 #[pg_guard]
-pub extern "C-unwind" fn _PG_init() {}
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+    worker::init();
+}
 
 // Helpers for the in-process tests (created only in test builds).
 #[cfg(feature = "pg_test")]

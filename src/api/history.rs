@@ -93,52 +93,10 @@ fn new_run(
     status: Status,
     duration: Option<Interval>,
 ) -> i64 {
-    require_writable(if event == "started" {
-        c"migrate_start()"
-    } else {
-        c"migrate_record()"
-    });
+    require_writable(if event == "started" { c"migrate_start()" } else { c"migrate_record()" });
     let role = current_role_name();
-    as_owner(|| {
-        log::lock(app, name)?;
-        let current = log::current(app, name);
-        let previous = log::previous_checksum(app, name);
-        let seq = rules::check_new_run(
-            app,
-            name,
-            current.as_ref(),
-            previous.as_ref(),
-            checksum,
-            force,
-        )?;
-        // Was force what let this run begin?  Kept in the log for the audit.
-        let forced = force
-            && rules::check_new_run(
-                app,
-                name,
-                current.as_ref(),
-                previous.as_ref(),
-                checksum,
-                false,
-            )
-            .is_err();
-        log::append(&NewEvent {
-            run_id: None,
-            app,
-            name,
-            seq,
-            event,
-            status,
-            checksum,
-            description,
-            error: None,
-            reason: None,
-            forced,
-            role: &role,
-            duration,
-        })
-    })
-    .or_report()
+    as_owner(|| log::start_run(app, name, checksum, description, force, event, status, duration, &role))
+        .or_report()
 }
 
 /// Finish run `id` as 'applied' or 'failed' (with the error).
@@ -155,33 +113,7 @@ fn migrate_finish(
     let (outcome, error) = rules::parse_outcome(status, error).or_report();
     require_writable(c"migrate_finish()");
     let role = current_role_name();
-    as_owner(|| {
-        let run = log::run_state(run_id);
-        if let Some(r) = &run {
-            log::lock(&r.app, &r.name)?;
-        }
-        // Read again under the lock: another session may just have finished it.
-        let run = run.and_then(|_| log::run_state(run_id));
-        let current = run.as_ref().and_then(|r| log::current(&r.app, &r.name));
-        let seq = rules::check_finish(run_id, run.as_ref(), current.as_ref())?;
-        let run = run.expect("check_finish accepts only a known run");
-        log::append(&NewEvent {
-            run_id: Some(run_id),
-            app: &run.app,
-            name: &run.name,
-            seq,
-            event: outcome.status().as_str(),
-            status: outcome.status(),
-            checksum: None,
-            description: None,
-            error,
-            reason: None,
-            forced: false,
-            role: &role,
-            duration: None,
-        })
-    })
-    .or_report();
+    as_owner(|| log::finish_run(run_id, outcome, error, &role)).or_report();
 }
 
 /// Record that applied (or failed) migration `app.name` was reversed.

@@ -4,7 +4,7 @@
 //! takes its values as parameters.
 
 use super::SpiOrBug;
-use crate::engine::history::{Current, PreviousChecksum, RunState, Status};
+use crate::engine::history::{self as rules, Current, Outcome, PreviousChecksum, RunState, Status};
 use crate::error::{MigrateError, Result};
 use pgrx::datum::{Interval, JsonB};
 use pgrx::prelude::*;
@@ -262,4 +262,71 @@ pub fn import(rows: JsonB, role: &str, source: &str) -> i64 {
             .or_bug("importing history")
             .len() as i64
     })
+}
+
+/// Open a run of `app.name` (a 'started' run, or a one-event 'recorded'
+/// run) after checking the rules.  Call as the owner.
+#[allow(clippy::too_many_arguments)]
+pub fn start_run(
+    app: &str,
+    name: &str,
+    checksum: Option<&str>,
+    description: Option<&str>,
+    force: bool,
+    event: &'static str,
+    status: Status,
+    duration: Option<Interval>,
+    role: &str,
+) -> Result<i64> {
+    lock(app, name)?;
+    let current = current(app, name);
+    let previous = previous_checksum(app, name);
+    let seq = rules::check_new_run(app, name, current.as_ref(), previous.as_ref(), checksum, force)?;
+    // Was force what let this run begin?  Kept in the log for the audit.
+    let forced =
+        force && rules::check_new_run(app, name, current.as_ref(), previous.as_ref(), checksum, false).is_err();
+    append(&NewEvent {
+        run_id: None,
+        app,
+        name,
+        seq,
+        event,
+        status,
+        checksum,
+        description,
+        error: None,
+        reason: None,
+        forced,
+        role,
+        duration,
+    })
+}
+
+/// Close run `run_id` as applied or failed.  Call as the owner.
+pub fn finish_run(run_id: i64, outcome: Outcome, error: Option<&str>, role: &str) -> Result<()> {
+    let run = run_state(run_id);
+    if let Some(r) = &run {
+        lock(&r.app, &r.name)?;
+    }
+    // Read again under the lock: another session may just have finished it.
+    let run = run.and_then(|_| run_state(run_id));
+    let current = run.as_ref().and_then(|r| current(&r.app, &r.name));
+    let seq = rules::check_finish(run_id, run.as_ref(), current.as_ref())?;
+    let run = run.expect("check_finish accepts only a known run");
+    append(&NewEvent {
+        run_id: Some(run_id),
+        app: &run.app,
+        name: &run.name,
+        seq,
+        event: outcome.status().as_str(),
+        status: outcome.status(),
+        checksum: None,
+        description: None,
+        error,
+        reason: None,
+        forced: false,
+        role,
+        duration: None,
+    })
+    .map(|_| ())
 }

@@ -7,6 +7,7 @@
 //! statements in this module, through `as_owner`.
 
 pub mod history;
+pub mod jobs;
 
 use pgrx::prelude::*;
 use std::cell::Cell;
@@ -42,29 +43,31 @@ fn extension_owner() -> pg_sys::Oid {
     owner
 }
 
-/// Restores the caller's identity, also when an ERROR unwinds through.
-struct Restore {
-    user: pg_sys::Oid,
-    context: i32,
-}
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) }
-    }
-}
-
 /// Run `f` as the extension owner (like a SECURITY DEFINER function would),
-/// then switch back to the caller.
+/// with `search_path` pinned to `pg_catalog, pg_temp`, then switch back to
+/// the caller and the caller's settings.  No statement run as the owner can
+/// be steered by objects in the caller's schemas.
 pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
-    let owner = extension_owner();
-    let (mut user, mut context) = (pg_sys::Oid::INVALID, 0i32);
-    unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut context) };
-    let _restore = Restore { user, context };
+    let nest = unsafe { pg_sys::NewGUCNestLevel() };
     unsafe {
-        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32)
-    };
-    f()
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+    }
+    let owner = extension_owner();
+    let identity = crate::sys::Identity::become_role(owner, false);
+    let r = f();
+    drop(identity);
+    // On an ERROR, transaction or subtransaction abort pops the level.
+    unsafe { pg_sys::AtEOXact_GUC(true, nest) };
+    r
 }
 
 /// Name of a role, or its oid in brackets when it no longer exists.

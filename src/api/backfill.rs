@@ -1,0 +1,364 @@
+//! migrate_backfill: validate everything at submit, queue the job, return.
+
+use crate::catalog::history as log;
+use crate::catalog::jobs::{self, NewJob};
+use crate::catalog::{as_owner, current_role_name};
+use crate::engine::history::{self as rules, Status};
+use crate::engine::keyset::{quote_ident, Backfill, BackfillSpec, KeyColumn, Walk};
+use crate::error::{MigrateError, OrReport};
+use crate::sys;
+use crate::worker;
+use pgrx::datum::{DatumWithOid, Interval, TimestampWithTimeZone};
+use pgrx::prelude::*;
+use pgrx::PgRelation;
+use std::ffi::CStr;
+
+/// Session settings a batch must see as the submitter saw them.
+const CAPTURED_SETTINGS: [&str; 5] = ["search_path", "DateStyle", "IntervalStyle", "TimeZone", "extra_float_digits"];
+
+fn int_arg(arg: &'static str, v: Option<i32>, min: i32, max: i32, allowed: &'static str) -> i32 {
+    let v = v.ok_or(MigrateError::NullArgument { arg }).or_report();
+    if v < min || v > max {
+        MigrateError::OutOfRange { arg, value: v.to_string(), allowed }.report();
+    }
+    v
+}
+
+/// An interval as milliseconds; months count as 30 days.
+fn interval_ms(arg: &'static str, v: Option<Interval>) -> i64 {
+    let v = v.ok_or(MigrateError::NullArgument { arg }).or_report();
+    if v.is_negative() {
+        MigrateError::Negative { arg }.report();
+    }
+    v.as_micros().min(i64::MAX as i128) as i64 / 1000
+}
+
+fn relkind_name(kind: u8) -> &'static str {
+    match kind {
+        b'v' => "view",
+        b'm' => "materialized view",
+        b'f' => "foreign table",
+        b'S' => "sequence",
+        b'i' | b'I' => "index",
+        b'c' => "composite type",
+        b't' => "TOAST table",
+        _ => "relation that is not a table",
+    }
+}
+
+/// The key to walk: the primary key, else the narrowest unique index on
+/// NOT NULL columns (no expressions, no predicate).  None: walk by ctid.
+fn choose_key(relid: pg_sys::Oid) -> Option<Vec<KeyColumn>> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT array_agg(a.attname::text ORDER BY k.ord),
+                    array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY k.ord)
+               FROM pg_catalog.pg_index i
+              CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+              WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indimmediate
+                AND i.indpred IS NULL AND i.indexprs IS NULL AND k.ord <= i.indnkeyatts
+              GROUP BY i.indexrelid, i.indisprimary
+             HAVING bool_and(a.attnotnull)
+              ORDER BY i.indisprimary DESC, count(*), i.indexrelid
+              LIMIT 1",
+            None,
+            &[relid.into()],
+        )?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let row = rows.first();
+        let names: Vec<String> = row.get(1)?.unwrap_or_default();
+        let types: Vec<String> = row.get(2)?.unwrap_or_default();
+        Ok::<_, pgrx::spi::SpiError>(Some(
+            names.into_iter().zip(types).map(|(name, type_name)| KeyColumn { name, type_name }).collect(),
+        ))
+    })
+    .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the table's keys: {e}"))
+}
+
+/// Columns the UPDATE assigns, from PostgreSQL's own parser; also refuses
+/// clauses that smuggle in FROM, RETURNING or WITH.
+fn assigned_columns(plain_update: &str) -> Vec<String> {
+    let query = std::ffi::CString::new(plain_update).unwrap_or_default();
+    let mut columns = Vec::new();
+    unsafe {
+        let list = pg_sys::raw_parser(query.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
+        let stmts = pgrx::PgList::<pg_sys::RawStmt>::from_pg(list);
+        let single = stmts.len() == 1;
+        let stmt = stmts.get_ptr(0).map(|r| (*r).stmt);
+        let update = match stmt {
+            Some(s) if single && (*s).type_ == pg_sys::NodeTag::T_UpdateStmt => s as *mut pg_sys::UpdateStmt,
+            _ => MigrateError::BadClause {
+                arg: "set_clause",
+                expected: "list of assignments",
+                found: "Together with the where clause it does not form one UPDATE statement.".into(),
+            }
+            .report(),
+        };
+        let smuggled = [
+            (!(*update).fromClause.is_null(), "FROM"),
+            (!(*update).returningList.is_null(), "RETURNING"),
+            (!(*update).withClause.is_null(), "WITH"),
+        ];
+        if let Some((_, what)) = smuggled.iter().find(|(present, _)| *present) {
+            MigrateError::BadClause {
+                arg: "set_clause or where_clause",
+                expected: "clause",
+                found: format!("It adds {what} to the UPDATE."),
+            }
+            .report();
+        }
+        let targets = pgrx::PgList::<pg_sys::ResTarget>::from_pg((*update).targetList);
+        for t in targets.iter_ptr() {
+            if !(*t).name.is_null() {
+                columns.push(CStr::from_ptr((*t).name).to_string_lossy().into_owned());
+            }
+        }
+    }
+    columns
+}
+
+/// Validate the job's statements as the caller, without running them:
+/// prepare the plain UPDATE (syntax, columns, types), parse it (no key
+/// column assigned), and EXPLAIN the batch statement (privileges).
+fn validate(b: &Backfill<'_>) {
+    let plain = b.plain_update();
+    let prepared = sys::subtransaction(false, || {
+        sys::capturing_position(|| Spi::connect(|client| client.prepare(plain.as_str(), &[]).map(|_| ())))
+    });
+    match prepared {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => pgrx::error!("pg_migrate: preparing the update: {e}"),
+        Err(e) => {
+            // Point at the user's own text: which clause, which character.
+            let position = sys::last_position();
+            let set_start = plain.split('\n').next().map_or(0, |l| l.chars().count() + 1) as i32;
+            let where_start = set_start + b.set_clause.chars().count() as i32 + 1;
+            let in_where = b.where_clause.is_some() && position > where_start;
+            let clause = if in_where { "where_clause" } else { "set_clause" };
+            let hint = (position > 0).then(|| match &e.hint {
+                Some(h) => format!("The error is in {clause}. {h}"),
+                None => format!("The error is in {clause}."),
+            });
+            sys::raise_at(&e, &plain, position, hint);
+        }
+    }
+    let assigned = assigned_columns(&plain);
+    if let Walk::Key { columns } = b.walk {
+        if let Some(k) = assigned.iter().find(|a| columns.iter().any(|c| &c.name == *a)) {
+            MigrateError::KeyInSet { column: k.clone() }.report();
+        }
+    }
+    let params: Vec<DatumWithOid<'_>> = match b.walk {
+        Walk::Key { columns } => {
+            let mut p: Vec<DatumWithOid<'_>> =
+                (0..2 * columns.len()).map(|_| DatumWithOid::null::<String>()).collect();
+            p.push(DatumWithOid::null::<i64>());
+            p
+        }
+        Walk::Ctid => vec![DatumWithOid::null::<i64>(), DatumWithOid::null::<i64>()],
+    };
+    let explain = format!("EXPLAIN (COSTS OFF)\n{}", b.batch_sql(true));
+    Spi::connect_mut(|client| client.update(explain.as_str(), None, &params).map(|_| ()))
+        .unwrap_or_else(|e| pgrx::error!("pg_migrate: checking the batch statement: {e}"));
+}
+
+/// Queue a backfill of `relation`: `UPDATE relation SET set_clause WHERE
+/// where_clause`, in batches that each commit with the job's cursor.
+/// Returns the job id at once; a background worker runs it (or CALL
+/// migrate_run).
+#[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::too_many_arguments)]
+fn migrate_backfill(
+    relation: Option<PgRelation>,
+    set_clause: Option<&str>,
+    where_clause: default!(Option<&str>, NULL),
+    batch_size: default!(Option<i32>, 5000),
+    sleep_ms: default!(Option<i32>, 0),
+    lock_timeout: default!(Option<Interval>, "'1s'"),
+    statement_timeout: default!(Option<Interval>, "'1min'"),
+    max_retries: default!(Option<i32>, 5),
+    run_at: default!(Option<TimestampWithTimeZone>, NULL),
+    migration: default!(Option<Vec<Option<String>>>, NULL),
+) -> i64 {
+    let rel = relation.ok_or(MigrateError::NullArgument { arg: "relation" }).or_report();
+    let set_clause = set_clause.ok_or(MigrateError::NullArgument { arg: "set_clause" }).or_report();
+    if set_clause.trim().is_empty() {
+        MigrateError::EmptyArgument { arg: "set_clause" }.report();
+    }
+    let where_clause = where_clause.filter(|w| !w.trim().is_empty());
+    let batch_size = int_arg("batch_size", batch_size, 1, 1_000_000, "a batch_size from 1 to 1000000");
+    let sleep_ms = int_arg("sleep_ms", sleep_ms, 0, 3_600_000, "a sleep_ms from 0 to 3600000 (one hour)");
+    let max_retries = int_arg("max_retries", max_retries, 0, 100, "max_retries from 0 to 100");
+    let lock_timeout_ms = interval_ms("lock_timeout", lock_timeout);
+    let statement_timeout_ms = interval_ms("statement_timeout", statement_timeout);
+    let migration = migration.map(|m| match m.as_slice() {
+        [Some(app), Some(name)] => (
+            rules::require_name("app", Some(app)).or_report().to_string(),
+            rules::require_name("name", Some(name)).or_report().to_string(),
+        ),
+        _ => MigrateError::InvalidValue {
+            arg: "migration",
+            value: format!("{m:?}"),
+            allowed: "ARRAY['app', 'name'], such as ARRAY['shop', '0043_backfill_summary']",
+        }
+        .report(),
+    });
+    unsafe {
+        pg_sys::PreventCommandIfReadOnly(c"migrate_backfill()".as_ptr());
+        pg_sys::PreventCommandDuringRecovery(c"migrate_backfill()".as_ptr());
+    }
+
+    // The table.
+    let relid = rel.oid();
+    let (relkind, persistence, namespace) = unsafe {
+        let form = rel.rd_rel;
+        ((*form).relkind as u8, (*form).relpersistence as u8, (*form).relnamespace)
+    };
+    let qualified = format!("{}.{}", rel.namespace(), rel.name());
+    if relkind != b'r' && relkind != b'p' {
+        MigrateError::NotATable { relation: qualified, kind: relkind_name(relkind) }.report();
+    }
+    if namespace == pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE) || unsafe { pg_sys::IsCatalogRelationOid(relid) } {
+        MigrateError::CannotBackfill {
+            what: format!("system catalog {qualified}"),
+            why: "pg_migrate changes user tables only.".into(),
+        }
+        .report();
+    }
+    if persistence == b't' {
+        MigrateError::CannotBackfill {
+            what: format!("temporary table {qualified}"),
+            why: "A temporary table exists only in the session that created it; the job's workers cannot see it."
+                .into(),
+        }
+        .report();
+    }
+    let walk = match choose_key(relid) {
+        Some(columns) => Walk::Key { columns },
+        None if relkind == b'p' => MigrateError::CannotBackfill {
+            what: format!("partitioned table {qualified} without a primary key"),
+            why: "Add a primary key (or a unique index on NOT NULL columns) so batches can walk it.".into(),
+        }
+        .report(),
+        None if where_clause.is_none() => MigrateError::NeedsWhere { relation: qualified }.report(),
+        None => Walk::Ctid,
+    };
+    let b = Backfill {
+        schema: rel.namespace(),
+        table: rel.name(),
+        walk: &walk,
+        set_clause,
+        where_clause,
+    };
+    validate(&b);
+
+    let spec = BackfillSpec {
+        set_clause: set_clause.to_string(),
+        where_clause: where_clause.map(String::from),
+        walk: walk.clone(),
+        sleep_ms: sleep_ms as i64,
+        lock_timeout_ms,
+        statement_timeout_ms,
+        max_retries,
+        settings: CAPTURED_SETTINGS.iter().map(|n| (n.to_string(), sys::setting(n))).collect(),
+    };
+    let owner = unsafe { pg_sys::GetUserId() };
+    let role = current_role_name();
+    let command = b.plain_update();
+    let link_allowed = migration.is_none() || may_write_history();
+    let id = as_owner(|| {
+        let run = match &migration {
+            Some((app, name)) => {
+                if !link_allowed {
+                    MigrateError::BadMigrationLink {
+                        app: app.clone(),
+                        name: name.clone(),
+                        why: "permission denied for function migrate_start".into(),
+                    }
+                    .report();
+                }
+                let description = format!("backfill of {}.{} by pg_migrate", quote_ident(b.schema), quote_ident(b.table));
+                let run = log::start_run(app, name, None, Some(&description), false, "started", Status::Running, None, &role)
+                    .or_report();
+                Some((app.as_str(), name.as_str(), run))
+            }
+            None => None,
+        };
+        jobs::insert(NewJob {
+            kind: "backfill",
+            relid,
+            relation: &qualified_display(b.schema, b.table),
+            owner,
+            spec: serde_json::to_value(&spec).expect("spec serialises"),
+            command: &command,
+            batch_size,
+            run_at,
+            migration: run,
+        })
+    });
+    announce(id);
+    id
+}
+
+fn qualified_display(schema: &str, table: &str) -> String {
+    let q = |s: &str| {
+        if s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && s.chars().next().is_some_and(|c| !c.is_ascii_digit())
+        {
+            s.to_string()
+        } else {
+            quote_ident(s)
+        }
+    };
+    format!("{}.{}", q(schema), q(table))
+}
+
+/// Does the caller hold EXECUTE on migrate_start (the grant that lets a
+/// role write history)?
+fn may_write_history() -> bool {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT pg_catalog.has_function_privilege(p.oid, 'EXECUTE')
+                   FROM pg_catalog.pg_proc p
+                   JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                                              AND d.objid = p.oid AND d.deptype = 'e'
+                   JOIN pg_catalog.pg_extension x ON x.oid = d.refobjid AND x.extname = 'pg_migrate'
+                  WHERE p.proname = 'migrate_start'",
+                None,
+                &[],
+            )?
+            .first()
+            .get_one::<bool>()
+    })
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+/// Tell the workers about a new or requeued job when this transaction
+/// commits, or say how it will run when there are none.
+pub fn announce(job_id: i64) {
+    if worker::preloaded() {
+        worker::wake_on_commit();
+        if crate::gucs::max_workers() == 0 {
+            pgrx::warning!(
+                "job {job_id} is queued, but pg_migrate.max_workers is 0: no background worker will run it"
+            );
+        }
+    } else {
+        pgrx::pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_WARNING,
+            format!("job {job_id} is queued, but no background worker will run it"),
+            "pg_migrate",
+        )
+        .set_detail("pg_migrate is not in shared_preload_libraries, so its workers are not running.")
+        .set_hint(format!(
+            "Run it in this session with CALL migrate_run({job_id}); or add pg_migrate to shared_preload_libraries and restart the server."
+        ))
+        .report(PgLogLevel::WARNING);
+    }
+}

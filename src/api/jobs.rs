@@ -1,0 +1,228 @@
+//! Controlling jobs, and the functions behind CALL migrate_run and CALL
+//! migrate_wait (the procedures themselves are PL/pgSQL in sql/040_run.sql:
+//! they commit between steps, which a C function cannot).
+
+use crate::api::backfill::announce;
+use crate::catalog::jobs::{self, Job};
+use crate::catalog::{as_owner, history, role_name};
+use crate::engine::history::{Outcome, Status};
+use crate::engine::jobs::{self as rules, Control, JobState};
+use crate::error::{MigrateError, OrReport};
+use crate::runner::{self, Driver};
+use crate::sys;
+use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// The job, locked, if the caller may see and control it: its owner, a
+/// member of the owner role, or a superuser.
+fn accessible(id: Option<i64>, lock: bool) -> Job {
+    let id = id.ok_or(MigrateError::NullArgument { arg: "job" }).or_report();
+    let job = as_owner(|| jobs::get(id, lock)).ok_or(MigrateError::UnknownJob { job_id: id }).or_report();
+    let me = unsafe { pg_sys::GetUserId() };
+    if !unsafe { pg_sys::is_member_of_role(me, job.owner) } {
+        MigrateError::NotJobOwner { job_id: id, owner: role_name(job.owner) }.report();
+    }
+    job
+}
+
+fn control(id: Option<i64>, action: Control) {
+    let job = accessible(id, true);
+    let to = rules::control(job.id, action, job.state).or_report();
+    let who = crate::catalog::current_role_name();
+    as_owner(|| {
+        let reason = match action {
+            Control::Pause => Some(format!("paused by {who}")),
+            _ => None,
+        };
+        jobs::set_state(job.id, to, reason.as_deref());
+        match action {
+            Control::Cancel => runner::finish_linked_run(&job, Outcome::Failed, Some(&format!("job {} was cancelled by {who}", job.id))),
+            Control::Retry => {
+                if let (Some(app), Some(name)) = (&job.migration_app, &job.migration_name) {
+                    let run = history::start_run(
+                        app,
+                        name,
+                        None,
+                        Some(&format!("retry of pg_migrate job {}", job.id)),
+                        false,
+                        "started",
+                        Status::Running,
+                        None,
+                        &role_name(job.owner),
+                    )
+                    .or_report();
+                    jobs::set_migration_run(job.id, run);
+                }
+            }
+            _ => {}
+        }
+    });
+    if to == JobState::Queued {
+        announce(job.id);
+    }
+}
+
+/// Stop a job after its current batch.  It keeps its place; migrate_resume
+/// queues it again.
+#[pg_extern(volatile, parallel_unsafe)]
+fn migrate_pause(job: Option<i64>) {
+    control(job, Control::Pause)
+}
+
+/// Queue a paused job again.
+#[pg_extern(volatile, parallel_unsafe)]
+fn migrate_resume(job: Option<i64>) {
+    control(job, Control::Resume)
+}
+
+/// End a job for good (after its current batch).  Batches already done
+/// stay done.
+#[pg_extern(volatile, parallel_unsafe)]
+fn migrate_cancel(job: Option<i64>) {
+    control(job, Control::Cancel)
+}
+
+/// Queue a failed or cancelled job again; it resumes at the batch that
+/// failed.
+#[pg_extern(volatile, parallel_unsafe)]
+fn migrate_retry(job: Option<i64>) {
+    control(job, Control::Retry)
+}
+
+/// CALL migrate_run, first step: take the job for this session.
+#[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_run_begin")]
+fn run_begin(job: Option<i64>) {
+    if sys::in_transaction_block() {
+        MigrateError::InTransactionBlock { what: "migrate_run()" }.report();
+    }
+    let j = accessible(job, true);
+    if !as_owner(|| jobs::claim_for_session(j.id)) {
+        if j.driven_elsewhere {
+            let by = match j.driver_kind.as_deref() {
+                Some("worker") => "a pg_migrate background worker".to_string(),
+                _ => "a session in CALL migrate_run".to_string(),
+            };
+            MigrateError::JobDriven { job_id: j.id, pid: j.driver_pid.unwrap_or(0), by }.report();
+        }
+        MigrateError::JobState {
+            job_id: j.id,
+            action: "run",
+            state: j.state.as_str(),
+            hint: "A finished job runs again only after migrate_retry().",
+        }
+        .report();
+    }
+}
+
+/// CALL migrate_run: one step, in the procedure's current transaction.
+#[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_run_step")]
+fn run_step(
+    job: i64,
+) -> TableIterator<'static, (name!(state, String), name!(done, bool), name!(sleep_ms, i64), name!(notice, Option<String>))>
+{
+    let r = runner::step(job, Driver::Session);
+    TableIterator::once((r.state.as_str().to_string(), r.done, r.sleep_ms, r.notice))
+}
+
+/// CALL migrate_run was cancelled: pause the job, so that nothing runs it
+/// until someone says so.
+#[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_run_interrupted")]
+fn run_interrupted(job: i64) {
+    as_owner(|| {
+        if let Some(j) = jobs::get(job, true) {
+            if j.mine && !j.state.is_terminal() {
+                jobs::set_state(job, JobState::Paused, Some("paused: its CALL migrate_run was cancelled"));
+            }
+        }
+    });
+}
+
+/// The end of CALL migrate_run or migrate_wait: quiet on success (a
+/// NOTICE sums it up), an ERROR for a failed or cancelled job.
+#[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_job_outcome")]
+fn job_outcome(job: i64) {
+    let j = accessible(Some(job), false);
+    match j.state {
+        JobState::Succeeded => pgrx::notice!(
+            "job {} succeeded: {} rows covered, {} updated, in {} batches",
+            j.id,
+            rules::thousands(j.rows_done),
+            rules::thousands(j.rows_updated),
+            j.batches
+        ),
+        JobState::Failed => MigrateError::JobFailed {
+            job_id: j.id,
+            sqlstate: j.error_sqlstate.clone().unwrap_or_else(|| "XX000".into()),
+            error: j.error.clone().unwrap_or_default(),
+            detail: j.error_detail.clone(),
+        }
+        .report(),
+        JobState::Cancelled => MigrateError::JobCancelled { job_id: j.id }.report(),
+        other => pgrx::warning!("job {} is {}; it did not finish", j.id, other.as_str()),
+    }
+}
+
+thread_local! {
+    static LAST_SEEN: RefCell<HashMap<i64, (Instant, String)>> = RefCell::new(HashMap::new());
+}
+
+/// CALL migrate_wait: one look at the job, with a progress line every few
+/// seconds or when its state changes.
+#[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_wait_poll")]
+fn wait_poll(
+    job: i64,
+    first: bool,
+) -> TableIterator<'static, (name!(state, String), name!(done, bool), name!(notice, Option<String>))> {
+    if first && sys::in_transaction_block() {
+        MigrateError::InTransactionBlock { what: "migrate_wait()" }.report();
+    }
+    let j = accessible(Some(job), false);
+    // A job whose driver is gone counts as queued, as migrate_progress shows.
+    let state = if matches!(j.state, JobState::Running | JobState::Waiting) && j.driver_pid.is_some() && !j.mine && !j.driven_elsewhere {
+        JobState::Queued
+    } else {
+        j.state
+    };
+    let line = match state {
+        JobState::Running | JobState::Waiting => {
+            rules::progress_line(j.id, j.rows_done, j.rows_estimate.unwrap_or(0).max(j.rows_done), j.rate)
+        }
+        other => format!("job {}: {}", j.id, other.as_str()),
+    };
+    let notice = LAST_SEEN.with_borrow_mut(|m| {
+        let now = Instant::now();
+        let show = match m.get(&job) {
+            None => true,
+            Some((t, s)) => s != state.as_str() || now.duration_since(*t).as_secs() >= 5,
+        };
+        if show {
+            m.insert(job, (now, state.as_str().to_string()));
+        }
+        show.then_some(line)
+    });
+    if state.is_terminal() {
+        LAST_SEEN.with_borrow_mut(|m| m.remove(&job));
+    }
+    TableIterator::once((state.as_str().to_string(), state.is_terminal(), notice))
+}
+
+/// CALL migrate_wait gave up.
+#[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_wait_timeout")]
+fn wait_timeout(job: i64, waited: pgrx::datum::Interval) {
+    let j = accessible(Some(job), false);
+    LAST_SEEN.with_borrow_mut(|m| m.remove(&job));
+    MigrateError::WaitTimeout { job_id: job, waited: format!("{waited}"), state: j.state.as_str().to_string() }.report();
+}
+
+/// CALL migrate_run hit an error outside any batch: fail the job so that it
+/// is not left held by this session.
+#[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_run_failed")]
+fn run_failed(job: i64, sqlstate: String, message: String) {
+    if let Some(j) = as_owner(|| jobs::get(job, true)) {
+        if j.mine && !j.state.is_terminal() {
+            runner::fail(&j, &sys::Caught { sqlstate, message, detail: None, hint: None });
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! Reading and changing `pgmigrate.jobs`.  Callers wrap these in
+//! `as_owner`; statements are fully qualified and take values as parameters.
+
+use super::SpiOrBug;
+use crate::engine::jobs::JobState;
+use pgrx::datum::{JsonB, TimestampWithTimeZone};
+use pgrx::prelude::*;
+use pgrx::spi::SpiHeapTupleData;
+
+/// This backend's start time: with the pid it names a driver uniquely
+/// (pids are reused, start times are not).
+const MY_START: &str = "(SELECT a.backend_start FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) a)";
+
+/// A job is free to be driven when nobody alive drives it.
+const FREE: &str = "(j.driver_pid IS NULL OR NOT pgmigrate.backend_alive(j.driver_pid, j.driver_started))";
+
+/// Runnable now: queued or left running/waiting by a driver that is gone,
+/// and due.
+const RUNNABLE: &str = "j.state IN ('queued', 'running', 'waiting')
+   AND j.run_at <= pg_catalog.now()
+   AND coalesce(j.wait_until, '-infinity') <= pg_catalog.now()";
+
+/// A job as a step sees it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: i64,
+    pub kind: String,
+    pub relid: pg_sys::Oid,
+    pub relation: String,
+    pub owner: pg_sys::Oid,
+    pub state: JobState,
+    pub spec: serde_json::Value,
+    pub cursor: Option<Vec<String>>,
+    pub lower: Option<Vec<String>>,
+    pub upper: Option<Vec<String>>,
+    pub rows_done: i64,
+    pub rows_updated: i64,
+    pub rows_estimate: Option<i64>,
+    pub batches: i32,
+    pub batch_size: i32,
+    pub rate: Option<f64>,
+    pub retries: i32,
+    pub error: Option<String>,
+    pub error_sqlstate: Option<String>,
+    pub error_detail: Option<String>,
+    pub migration_app: Option<String>,
+    pub migration_name: Option<String>,
+    pub migration_run: Option<i64>,
+    pub driver_pid: Option<i32>,
+    pub driver_kind: Option<String>,
+    /// This backend drives the job now.
+    pub mine: bool,
+    /// Another backend that is alive drives the job now.
+    pub driven_elsewhere: bool,
+}
+
+const JOB_COLUMNS: &str = "j.job_id, j.kind, j.relid, j.relation, j.owner, j.state, j.spec, j.cursor,
+       j.lower_bound, j.upper_bound, j.rows_done, j.rows_updated, j.rows_estimate, j.batches,
+       j.batch_size, j.rate, j.retries, j.error, j.error_sqlstate, j.error_detail,
+       j.migration_app, j.migration_name, j.migration_run, j.driver_pid, j.driver_kind";
+
+fn job_from(row: &SpiHeapTupleData<'_>, mine_at: usize) -> Job {
+    let get = "reading a job";
+    let state: String = row.get(6).or_bug(get).unwrap_or_default();
+    let spec: Option<JsonB> = row.get(7).or_bug(get);
+    Job {
+        id: row.get(1).or_bug(get).unwrap_or(0),
+        kind: row.get(2).or_bug(get).unwrap_or_default(),
+        relid: row.get(3).or_bug(get).unwrap_or(pg_sys::Oid::INVALID),
+        relation: row.get(4).or_bug(get).unwrap_or_default(),
+        owner: row.get(5).or_bug(get).unwrap_or(pg_sys::Oid::INVALID),
+        state: JobState::parse(&state).expect("jobs_state_check allows only known states"),
+        spec: spec.map(|j| j.0).unwrap_or(serde_json::Value::Null),
+        cursor: row.get(8).or_bug(get),
+        lower: row.get(9).or_bug(get),
+        upper: row.get(10).or_bug(get),
+        rows_done: row.get(11).or_bug(get).unwrap_or(0),
+        rows_updated: row.get(12).or_bug(get).unwrap_or(0),
+        rows_estimate: row.get(13).or_bug(get),
+        batches: row.get(14).or_bug(get).unwrap_or(0),
+        batch_size: row.get(15).or_bug(get).unwrap_or(1),
+        rate: row.get(16).or_bug(get),
+        retries: row.get(17).or_bug(get).unwrap_or(0),
+        error: row.get(18).or_bug(get),
+        error_sqlstate: row.get(19).or_bug(get),
+        error_detail: row.get(20).or_bug(get),
+        migration_app: row.get(21).or_bug(get),
+        migration_name: row.get(22).or_bug(get),
+        migration_run: row.get(23).or_bug(get),
+        driver_pid: row.get(24).or_bug(get),
+        driver_kind: row.get(25).or_bug(get),
+        mine: row.get(mine_at).or_bug(get).unwrap_or(false),
+        driven_elsewhere: row.get(mine_at + 1).or_bug(get).unwrap_or(false),
+    }
+}
+
+/// Read job `id`; with `lock`, lock its row for the rest of the transaction
+/// (a running batch holds it, so this waits for that batch).
+pub fn get(id: i64, lock: bool) -> Option<Job> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS},
+                coalesce(j.driver_pid = pg_catalog.pg_backend_pid() AND j.driver_started = {MY_START}, false),
+                NOT {FREE} AND NOT coalesce(j.driver_pid = pg_catalog.pg_backend_pid()
+                                            AND j.driver_started = {MY_START}, false)
+           FROM pgmigrate.jobs j WHERE j.job_id = $1 {}",
+        if lock { "FOR UPDATE" } else { "" }
+    );
+    Spi::connect_mut(|client| {
+        let rows = client.update(&sql, None, &[id.into()]).or_bug("reading a job");
+        rows.into_iter().next().map(|row| job_from(&row, 26))
+    })
+}
+
+/// A new job's row.
+pub struct NewJob<'a> {
+    pub kind: &'a str,
+    pub relid: pg_sys::Oid,
+    pub relation: &'a str,
+    pub owner: pg_sys::Oid,
+    pub spec: serde_json::Value,
+    pub command: &'a str,
+    pub batch_size: i32,
+    pub run_at: Option<TimestampWithTimeZone>,
+    pub migration: Option<(&'a str, &'a str, i64)>,
+}
+
+pub fn insert(j: NewJob<'_>) -> i64 {
+    let (app, name, run) = match j.migration {
+        Some((a, n, r)) => (Some(a), Some(n), Some(r)),
+        None => (None, None, None),
+    };
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "INSERT INTO pgmigrate.jobs (kind, relid, relation, owner, spec, command, batch_size, run_at,
+                                             migration_app, migration_name, migration_run)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, pg_catalog.now()), $9, $10, $11)
+                 RETURNING job_id",
+                None,
+                &[
+                    j.kind.into(),
+                    j.relid.into(),
+                    j.relation.into(),
+                    j.owner.into(),
+                    JsonB(j.spec).into(),
+                    j.command.into(),
+                    j.batch_size.into(),
+                    j.run_at.into(),
+                    app.into(),
+                    name.into(),
+                    run.into(),
+                ],
+            )
+            .or_bug("queueing a job")
+            .first()
+            .get_one::<i64>()
+            .or_bug("queueing a job")
+            .expect("INSERT ... RETURNING returns the id")
+    })
+}
+
+/// Take the next runnable job for this worker: mark it running with this
+/// backend as its driver.  Skips rows another claimer holds.
+pub fn claim_next() -> Option<i64> {
+    let sql = format!(
+        "UPDATE pgmigrate.jobs AS u
+            SET state = 'running', driver_pid = pg_catalog.pg_backend_pid(), driver_started = {MY_START},
+                driver_kind = 'worker', wait_reason = NULL, wait_until = NULL,
+                started_at = coalesce(u.started_at, pg_catalog.now()), updated_at = pg_catalog.now()
+          WHERE u.job_id = (SELECT j.job_id FROM pgmigrate.jobs j
+                             WHERE {RUNNABLE} AND {FREE}
+                             ORDER BY j.job_id
+                             LIMIT 1
+                             FOR UPDATE SKIP LOCKED)
+          RETURNING u.job_id"
+    );
+    Spi::connect_mut(|client| {
+        let rows = client.update(&sql, None, &[]).or_bug("claiming a job");
+        if rows.is_empty() {
+            None
+        } else {
+            rows.first().get_one::<i64>().or_bug("claiming a job")
+        }
+    })
+}
+
+/// Other jobs a worker could take now.
+pub fn runnable_count() -> i64 {
+    let sql = format!("SELECT count(*) FROM pgmigrate.jobs j WHERE {RUNNABLE} AND {FREE}");
+    Spi::connect(|client| client.select(&sql, None, &[])?.first().get_one::<i64>())
+        .or_bug("counting runnable jobs")
+        .unwrap_or(0)
+}
+
+/// Seconds until the next queued or waiting job falls due, if any.
+pub fn seconds_to_next_due() -> Option<f64> {
+    let sql = format!(
+        "SELECT extract(epoch FROM min(greatest(j.run_at, coalesce(j.wait_until, j.run_at))) - pg_catalog.now())::float8
+           FROM pgmigrate.jobs j WHERE j.state IN ('queued', 'waiting') AND {FREE}"
+    );
+    Spi::connect(|client| client.select(&sql, None, &[])?.first().get_one::<f64>()).or_bug("scheduling")
+}
+
+/// Take job `id` for this session (CALL migrate_run).  False when it is
+/// finished or another live backend drives it.
+pub fn claim_for_session(id: i64) -> bool {
+    let sql = format!(
+        "UPDATE pgmigrate.jobs AS j
+            SET state = 'running', driver_pid = pg_catalog.pg_backend_pid(), driver_started = {MY_START},
+                driver_kind = 'session', wait_reason = NULL, wait_until = NULL,
+                started_at = coalesce(j.started_at, pg_catalog.now()), updated_at = pg_catalog.now()
+          WHERE j.job_id = $1
+            AND j.state IN ('queued', 'running', 'waiting', 'paused')
+            AND ({FREE} OR (j.driver_pid = pg_catalog.pg_backend_pid() AND j.driver_started = {MY_START}))
+          RETURNING j.job_id"
+    );
+    Spi::connect_mut(|client| !client.update(&sql, None, &[id.into()]).or_bug("claiming a job").is_empty())
+}
+
+/// The first and last key (and the row estimate) fixed at the first step.
+pub fn set_bounds(id: i64, lower: Option<Vec<String>>, upper: Option<Vec<String>>, estimate: i64) {
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "UPDATE pgmigrate.jobs SET lower_bound = $2, upper_bound = $3, rows_estimate = $4,
+                        updated_at = pg_catalog.now()
+                  WHERE job_id = $1",
+                None,
+                &[id.into(), lower.into(), upper.into(), estimate.into()],
+            )
+            .or_bug("recording job bounds");
+    });
+}
+
+/// What one batch did, committed with the batch itself.
+pub struct BatchDone {
+    pub cursor: Vec<String>,
+    pub covered: i64,
+    pub updated: i64,
+    pub batch_ms: f64,
+    pub rate: f64,
+    pub rows_estimate: i64,
+}
+
+pub fn after_batch(id: i64, b: &BatchDone) {
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "UPDATE pgmigrate.jobs
+                    SET cursor = $2, rows_done = rows_done + $3, rows_updated = rows_updated + $4,
+                        batches = batches + 1, last_batch_ms = $5, rate = $6, rows_estimate = $7,
+                        retries = 0, state = 'running', wait_reason = NULL, wait_until = NULL,
+                        error = NULL, error_sqlstate = NULL, error_detail = NULL,
+                        updated_at = pg_catalog.now()
+                  WHERE job_id = $1",
+                None,
+                &[
+                    id.into(),
+                    b.cursor.clone().into(),
+                    b.covered.into(),
+                    b.updated.into(),
+                    b.batch_ms.into(),
+                    b.rate.into(),
+                    b.rows_estimate.into(),
+                ],
+            )
+            .or_bug("advancing a job");
+    });
+}
+
+/// Note a retry: the job waits (its driver keeps it) until `backoff_ms`.
+pub fn retry_later(id: i64, retries: i32, reason: &str, error: &crate::sys::Caught, backoff_ms: i64) {
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "UPDATE pgmigrate.jobs
+                    SET state = 'waiting', retries = $2, wait_reason = $3,
+                        wait_until = pg_catalog.now() + $4 * interval '1 millisecond',
+                        error = $5, error_sqlstate = $6, error_detail = $7, updated_at = pg_catalog.now()
+                  WHERE job_id = $1",
+                None,
+                &[
+                    id.into(),
+                    retries.into(),
+                    reason.into(),
+                    backoff_ms.into(),
+                    error.message.as_str().into(),
+                    error.sqlstate.as_str().into(),
+                    error.detail.clone().into(),
+                ],
+            )
+            .or_bug("scheduling a retry");
+    });
+}
+
+/// End the job (succeeded, failed or cancelled) and let go of it.
+pub fn finish(id: i64, state: JobState, error: Option<(&str, &str, Option<&str>)>) {
+    let (message, sqlstate, detail) = match error {
+        Some((m, s, d)) => (Some(m), Some(s), d),
+        None => (None, None, None),
+    };
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "UPDATE pgmigrate.jobs
+                    SET state = $2, error = $3, error_sqlstate = $4, error_detail = $5,
+                        wait_reason = NULL, wait_until = NULL, driver_pid = NULL, driver_started = NULL,
+                        driver_kind = NULL,
+                        rows_total = CASE WHEN $2 = 'succeeded' THEN rows_done ELSE rows_total END,
+                        finished_at = pg_catalog.now(), updated_at = pg_catalog.now()
+                  WHERE job_id = $1",
+                None,
+                &[id.into(), state.as_str().into(), message.into(), sqlstate.into(), detail.into()],
+            )
+            .or_bug("finishing a job");
+    });
+}
+
+/// A control request: new state, and let go of the driver unless running
+/// continues.  Retrying clears the error and counters of the failed batch.
+pub fn set_state(id: i64, state: JobState, reason: Option<&str>) {
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "UPDATE pgmigrate.jobs
+                    SET state = $2, wait_reason = $3, wait_until = NULL,
+                        retries = CASE WHEN $2 = 'queued' THEN 0 ELSE retries END,
+                        error = CASE WHEN $2 = 'queued' THEN NULL ELSE error END,
+                        error_sqlstate = CASE WHEN $2 = 'queued' THEN NULL ELSE error_sqlstate END,
+                        error_detail = CASE WHEN $2 = 'queued' THEN NULL ELSE error_detail END,
+                        finished_at = CASE WHEN $2 IN ('succeeded', 'failed', 'cancelled')
+                                           THEN pg_catalog.now() END,
+                        driver_pid = CASE WHEN $2 = 'running' THEN driver_pid END,
+                        driver_started = CASE WHEN $2 = 'running' THEN driver_started END,
+                        driver_kind = CASE WHEN $2 = 'running' THEN driver_kind END,
+                        updated_at = pg_catalog.now()
+                  WHERE job_id = $1",
+                None,
+                &[id.into(), state.as_str().into(), reason.into()],
+            )
+            .or_bug("changing a job's state");
+    });
+}
+
+/// Link a new history run to the job (migrate_retry of a linked job).
+pub fn set_migration_run(id: i64, run: i64) {
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "UPDATE pgmigrate.jobs SET migration_run = $2 WHERE job_id = $1",
+                None,
+                &[id.into(), run.into()],
+            )
+            .or_bug("linking a migration run");
+    });
+}
+
+/// Facts about a job's table that a step needs.
+pub struct Table {
+    pub schema: String,
+    pub name: String,
+    pub pages: i64,
+}
+
+/// The table's current schema and name, or None when it was dropped.
+pub fn table(relid: pg_sys::Oid) -> Option<Table> {
+    Spi::connect(|client| {
+        let rows = client
+            .select(
+                "SELECT n.nspname::text, c.relname::text,
+                        (pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::int)::bigint
+                   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.oid = $1",
+                None,
+                &[relid.into()],
+            )
+            .or_bug("reading a table");
+        rows.into_iter().next().map(|r| Table {
+            schema: r.get(1).or_bug("reading a table").unwrap_or_default(),
+            name: r.get(2).or_bug("reading a table").unwrap_or_default(),
+            pages: r.get(3).or_bug("reading a table").unwrap_or(0),
+        })
+    })
+}
+
+/// The planner's row count for a table (summed over partitions).
+pub fn row_estimate(relid: pg_sys::Oid) -> i64 {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT coalesce(sum(CASE WHEN c.reltuples >= 0 THEN c.reltuples
+                                          ELSE (pg_catalog.pg_relation_size(c.oid) / 8192) * 60 END), 0)::bigint
+                   FROM pg_catalog.pg_partition_tree($1) t
+                   JOIN pg_catalog.pg_class c ON c.oid = t.relid
+                  WHERE c.relkind = 'r'",
+                None,
+                &[relid.into()],
+            )?
+            .first()
+            .get_one::<i64>()
+    })
+    .or_bug("estimating rows")
+    .unwrap_or(0)
+}

@@ -1,0 +1,288 @@
+//! The SQL a backfill runs, built from catalog names and the user's clauses.
+//!
+//! Batches walk the table in key order (keyset pagination: never OFFSET,
+//! never all keys in memory): each batch takes the next `limit` keys after
+//! the cursor and at or below the upper bound fixed when the job started,
+//! updates those rows that match the where clause, and returns how many keys
+//! it covered, how many rows it changed and the last key.  Tables without a
+//! usable key are walked by physical block ranges instead (`ctid`).
+//!
+//! Identifiers come from the catalog and are always quoted.  The user's
+//! clauses are placed on lines of their own inside parentheses, so a
+//! trailing `--` comment cannot swallow what follows.
+
+use serde::{Deserialize, Serialize};
+
+/// One column of the key the batches walk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyColumn {
+    pub name: String,
+    /// The column's type as `format_type` prints it, e.g. `bigint`, `uuid`.
+    pub type_name: String,
+}
+
+/// How batches are cut.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum Walk {
+    /// By the primary key (or a unique index on NOT NULL columns).
+    Key { columns: Vec<KeyColumn> },
+    /// By block ranges of the heap, for tables without such a key.
+    Ctid,
+}
+
+/// A backfill job's instructions, kept in the job row as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillSpec {
+    pub set_clause: String,
+    pub where_clause: Option<String>,
+    pub walk: Walk,
+    /// Pause between batches.
+    pub sleep_ms: i64,
+    /// lock_timeout of each batch (0: none).
+    pub lock_timeout_ms: i64,
+    /// statement timeout of each batch (0: none).
+    pub statement_timeout_ms: i64,
+    /// Retries of one batch after lock timeouts, deadlocks, serialization
+    /// failures and statement timeouts.
+    pub max_retries: i32,
+    /// The submitter's session settings, applied to every batch.
+    pub settings: Vec<(String, String)>,
+}
+
+/// Quote an identifier: always, so names keep their case.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Everything needed to write a backfill's statements.
+#[derive(Debug, Clone)]
+pub struct Backfill<'a> {
+    pub schema: &'a str,
+    pub table: &'a str,
+    pub walk: &'a Walk,
+    pub set_clause: &'a str,
+    pub where_clause: Option<&'a str>,
+}
+
+impl Backfill<'_> {
+    fn relation(&self) -> String {
+        format!("{}.{}", quote_ident(self.schema), quote_ident(self.table))
+    }
+
+    fn filter(&self) -> String {
+        match self.where_clause {
+            Some(w) => format!("\n   AND (\n{w}\n)"),
+            None => String::new(),
+        }
+    }
+
+    /// The statement as a DBA would write it by hand: shown in
+    /// migrate_progress, and used at submit to check the clauses.
+    pub fn plain_update(&self) -> String {
+        let mut s = format!("UPDATE {} SET\n{}\n", self.relation(), self.set_clause);
+        if let Some(w) = self.where_clause {
+            s.push_str(&format!("WHERE (\n{w}\n)"));
+        }
+        s
+    }
+
+    fn key_list(columns: &[KeyColumn], prefix: &str) -> String {
+        columns.iter().map(|c| format!("{prefix}{}", quote_ident(&c.name))).collect::<Vec<_>>().join(", ")
+    }
+
+    /// `($first::t1, $first+1::t2, ...)`: a row of typed parameters.
+    fn param_row(columns: &[KeyColumn], first: usize) -> String {
+        let items: Vec<String> =
+            columns.iter().enumerate().map(|(i, c)| format!("${}::{}", first + i, c.type_name)).collect();
+        format!("({})", items.join(", "))
+    }
+
+    /// The largest key now (`last`), the upper bound of the job, or the
+    /// smallest.  Returns one text[], or no row for an empty table.
+    pub fn bound_sql(&self, last: bool) -> Option<String> {
+        let Walk::Key { columns } = self.walk else { return None };
+        let texts: Vec<String> = columns.iter().map(|c| format!("{}::text", quote_ident(&c.name))).collect();
+        let order: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{}{}", quote_ident(&c.name), if last { " DESC" } else { "" }))
+            .collect();
+        Some(format!(
+            "SELECT ARRAY[{}] FROM {} ORDER BY {} LIMIT 1",
+            texts.join(", "),
+            self.relation(),
+            order.join(", ")
+        ))
+    }
+
+    /// One batch.  Parameters: the cursor (when `after_cursor`), then the
+    /// upper bound, then the batch size; with n key columns that is
+    /// `$1..$n` cursor, `$n+1..$2n` upper bound, `$2n+1` limit (or
+    /// `$1..$n` upper bound and `$n+1` limit for the first batch).
+    /// Returns one row: keys covered (bigint), rows updated (bigint), last
+    /// key (text[], NULL when the batch was empty).
+    pub fn batch_sql(&self, after_cursor: bool) -> String {
+        match self.walk {
+            Walk::Key { columns } => self.key_batch_sql(columns, after_cursor),
+            Walk::Ctid => self.ctid_batch_sql(),
+        }
+    }
+
+    fn key_batch_sql(&self, columns: &[KeyColumn], after_cursor: bool) -> String {
+        let n = columns.len();
+        let keys = Self::key_list(columns, "");
+        // The batch's own names for the key columns, so that the user's
+        // clauses can name the key columns without ambiguity.
+        let alias: Vec<String> = (1..=n).map(|i| format!("_pgm_k{i}")).collect();
+        let (lower, upper_first, limit) = if after_cursor {
+            (format!("({keys}) > {} AND ", Self::param_row(columns, 1)), n + 1, 2 * n + 1)
+        } else {
+            (String::new(), 1, n + 1)
+        };
+        let upper = format!("({keys}) <= {}", Self::param_row(columns, upper_first));
+        let target = quote_ident(self.table);
+        let join: Vec<String> = columns
+            .iter()
+            .zip(&alias)
+            .map(|(c, a)| format!("{target}.{} = _pgm_batch.{a}", quote_ident(&c.name)))
+            .collect();
+        let desc: Vec<String> = alias.iter().map(|a| format!("{a} DESC")).collect();
+        let last: Vec<String> = alias.iter().map(|a| format!("_pgm_last.{a}::text")).collect();
+        format!(
+            "WITH _pgm_batch ({aliases}) AS MATERIALIZED (
+    SELECT {keys} FROM {rel}
+     WHERE {lower}{upper}
+     ORDER BY {keys}
+     LIMIT ${limit}
+), _pgm_updated AS (
+    UPDATE {rel} SET
+{set}
+      FROM _pgm_batch
+     WHERE {join}{filter}
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM _pgm_batch), (SELECT count(*) FROM _pgm_updated),
+       CASE WHEN _pgm_last IS NULL THEN NULL ELSE ARRAY[{last}] END
+  FROM (SELECT 1) _pgm_one
+  LEFT JOIN (SELECT {aliases} FROM _pgm_batch ORDER BY {desc} LIMIT 1) _pgm_last ON true",
+            aliases = alias.join(", "),
+            rel = self.relation(),
+            set = self.set_clause,
+            join = join.join(" AND "),
+            filter = self.filter(),
+            desc = desc.join(", "),
+            last = last.join(", "),
+        )
+    }
+
+    /// Blocks `[$1, $2)` of the heap: `$1` and `$2` are block numbers.
+    fn ctid_batch_sql(&self) -> String {
+        format!(
+            "WITH _pgm_batch AS MATERIALIZED (
+    SELECT ctid AS _pgm_ctid FROM {rel}
+     WHERE ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid
+), _pgm_updated AS (
+    UPDATE {rel} SET
+{set}
+      FROM _pgm_batch
+     WHERE {target}.ctid = _pgm_batch._pgm_ctid{filter}
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM _pgm_batch), (SELECT count(*) FROM _pgm_updated), ARRAY[$2::text]",
+            rel = self.relation(),
+            set = self.set_clause,
+            target = quote_ident(self.table),
+            filter = self.filter(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(cols: &[(&str, &str)]) -> Walk {
+        Walk::Key {
+            columns: cols
+                .iter()
+                .map(|(n, t)| KeyColumn { name: n.to_string(), type_name: t.to_string() })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("orders"), "\"orders\"");
+        assert_eq!(quote_ident("Weird \"name\""), "\"Weird \"\"name\"\"\"");
+    }
+
+    #[test]
+    fn single_key_batch() {
+        let walk = key(&[("id", "bigint")]);
+        let b = Backfill { schema: "public", table: "orders", walk: &walk, set_clause: "n = n + 1", where_clause: Some("n < 10") };
+        let first = b.batch_sql(false);
+        assert!(first.contains("WHERE (\"id\") <= ($1::bigint)"), "{first}");
+        assert!(first.contains("LIMIT $2"), "{first}");
+        let next = b.batch_sql(true);
+        assert!(next.contains("WHERE (\"id\") > ($1::bigint) AND (\"id\") <= ($2::bigint)"), "{next}");
+        assert!(next.contains("LIMIT $3"), "{next}");
+        assert!(next.contains("\"orders\".\"id\" = _pgm_batch._pgm_k1\n   AND (\nn < 10\n)"), "{next}");
+        assert!(next.starts_with("WITH _pgm_batch (_pgm_k1) AS MATERIALIZED"), "{next}");
+        assert!(next.contains("UPDATE \"public\".\"orders\" SET\nn = n + 1\n"), "{next}");
+        assert!(!next.contains("OFFSET"));
+    }
+
+    #[test]
+    fn composite_key_batch_uses_row_comparison() {
+        let walk = key(&[("tenant", "integer"), ("created", "timestamp without time zone")]);
+        let b = Backfill { schema: "app", table: "Events", walk: &walk, set_clause: "x = 1", where_clause: None };
+        let sql = b.batch_sql(true);
+        assert!(sql.contains(
+            "(\"tenant\", \"created\") > ($1::integer, $2::timestamp without time zone) AND (\"tenant\", \"created\") <= ($3::integer, $4::timestamp without time zone)"
+        ), "{sql}");
+        assert!(sql.contains("LIMIT $5"));
+        assert!(sql.contains("ORDER BY _pgm_k1 DESC, _pgm_k2 DESC LIMIT 1"), "{sql}");
+        assert!(sql.contains("ARRAY[_pgm_last._pgm_k1::text, _pgm_last._pgm_k2::text]"), "{sql}");
+        assert!(!sql.contains("AND (\n"), "no where clause, no filter");
+        assert!(b.bound_sql(false).unwrap().ends_with("ORDER BY \"tenant\", \"created\" LIMIT 1"));
+        assert_eq!(
+            b.bound_sql(true).unwrap(),
+            "SELECT ARRAY[\"tenant\"::text, \"created\"::text] FROM \"app\".\"Events\" ORDER BY \"tenant\" DESC, \"created\" DESC LIMIT 1"
+        );
+    }
+
+    #[test]
+    fn a_trailing_comment_cannot_swallow_the_statement() {
+        let walk = key(&[("id", "bigint")]);
+        let b = Backfill { schema: "public", table: "t", walk: &walk, set_clause: "x = 1 -- set", where_clause: Some("x IS NULL -- only new") };
+        let sql = b.batch_sql(true);
+        // every user fragment ends its line, so the closing parenthesis and
+        // RETURNING survive
+        assert!(sql.contains("x IS NULL -- only new\n)\n    RETURNING 1"), "{sql}");
+        assert!(sql.contains("x = 1 -- set\n      FROM _pgm_batch"), "{sql}");
+    }
+
+    #[test]
+    fn ctid_walk() {
+        let b = Backfill { schema: "public", table: "logs", walk: &Walk::Ctid, set_clause: "y = 2", where_clause: Some("y IS NULL") };
+        assert!(b.bound_sql(true).is_none());
+        let sql = b.batch_sql(true);
+        assert!(sql.contains("ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid"));
+        assert!(sql.contains("\"logs\".ctid = _pgm_batch._pgm_ctid\n   AND (\ny IS NULL\n)"));
+    }
+
+    #[test]
+    fn plain_update_is_what_a_dba_reads() {
+        let walk = key(&[("id", "bigint")]);
+        let b = Backfill { schema: "public", table: "articles", walk: &walk, set_clause: "summary = left(body, 300)", where_clause: Some("summary IS NULL") };
+        assert_eq!(b.plain_update(), "UPDATE \"public\".\"articles\" SET\nsummary = left(body, 300)\nWHERE (\nsummary IS NULL\n)");
+    }
+
+    #[test]
+    fn walk_serialises_with_a_mode_tag() {
+        let walk = key(&[("id", "bigint")]);
+        let json = serde_json::to_string(&walk).unwrap();
+        assert_eq!(json, r#"{"mode":"key","columns":[{"name":"id","type_name":"bigint"}]}"#);
+        assert_eq!(serde_json::from_str::<Walk>(r#"{"mode":"ctid"}"#).unwrap(), Walk::Ctid);
+    }
+}

@@ -1,0 +1,366 @@
+//! One batch of a backfill.
+//!
+//! The batch runs as the role that submitted the job, under the session
+//! settings it had then (search_path, DateStyle, ...), inside a
+//! subtransaction; it and the advance of the job's cursor commit together
+//! in the step's transaction, so after a crash the job resumes at exactly
+//! the next batch.
+
+use super::{fail, succeed, Driver, StepReport};
+use crate::catalog::jobs::{self, BatchDone, Job};
+use crate::catalog::{as_owner, role_name};
+use crate::engine::jobs::{self as rules, ErrorClass, JobState};
+use crate::engine::keyset::{Backfill, BackfillSpec, Walk};
+use crate::sys::{self, Caught, Identity, StatementTimeout};
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// How often a foreground run prints progress.
+const NOTICE_EVERY_SECS: u64 = 5;
+
+thread_local! {
+    static LAST_NOTICE: RefCell<HashMap<i64, Instant>> = RefCell::new(HashMap::new());
+}
+
+fn caught(sqlstate: &str, message: String, detail: Option<String>) -> Caught {
+    Caught { sqlstate: sqlstate.into(), message, detail, hint: None }
+}
+
+/// Run `f` as the job's owner with the job's statement timeout, in a
+/// subtransaction kept on success (or always rolled back for probes).
+fn as_job_owner<R>(job: &Job, spec: &BackfillSpec, keep: bool, f: impl FnOnce() -> R) -> Result<R, Caught> {
+    sys::subtransaction(keep, || {
+        let _identity = Identity::become_role(job.owner, true);
+        let _timeout = StatementTimeout::arm(spec.statement_timeout_ms);
+        f()
+    })
+}
+
+fn texts(values: &[String]) -> Vec<DatumWithOid<'static>> {
+    values.iter().map(|v| v.as_str().into()).collect()
+}
+
+/// Keys covered, rows updated, last key.
+type BatchResult = (i64, i64, Option<Vec<String>>);
+
+fn run_batch(sql: &str, params: Vec<DatumWithOid<'_>>) -> BatchResult {
+    Spi::connect_mut(|client| {
+        let row = client.update(sql, None, &params)?.first();
+        Ok::<_, pgrx::spi::SpiError>((
+            row.get::<i64>(1)?.unwrap_or(0),
+            row.get::<i64>(2)?.unwrap_or(0),
+            row.get::<Vec<String>>(3)?,
+        ))
+    })
+    .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading a batch result: {e}"))
+}
+
+/// Apply the submitter's session settings and the job's lock timeout for
+/// the rest of this transaction.
+fn apply_settings(spec: &BackfillSpec) {
+    for (name, value) in &spec.settings {
+        sys::set_local(name, value);
+    }
+    sys::set_local("lock_timeout", &format!("{}ms", spec.lock_timeout_ms.max(0)));
+}
+
+pub fn step(job: &Job, driver: Driver) -> StepReport {
+    let spec: BackfillSpec = match serde_json::from_value(job.spec.clone()) {
+        Ok(s) => s,
+        Err(e) => return fail(job, &caught("XX000", format!("job {} has an unreadable spec: {e}", job.id), None)),
+    };
+    let Some(table) = as_owner(|| jobs::table(job.relid)) else {
+        return fail(job, &caught("42P01", format!("table {} was dropped", job.relation), None));
+    };
+    if role_name(job.owner).starts_with("(dropped role") {
+        return fail(
+            job,
+            &caught(
+                "42704",
+                format!("the role that submitted job {} no longer exists", job.id),
+                Some("A job runs as the role that submitted it.".into()),
+            ),
+        );
+    }
+    apply_settings(&spec);
+    let b = Backfill {
+        schema: &table.schema,
+        table: &table.name,
+        walk: &spec.walk,
+        set_clause: &spec.set_clause,
+        where_clause: spec.where_clause.as_deref(),
+    };
+
+    // First step: fix the range of the job.
+    let mut job = job.clone();
+    if job.upper.is_none() {
+        match bounds(&job, &spec, &b, table.pages) {
+            Ok(None) => return succeed(&job),
+            Ok(Some((lower, upper, estimate))) => {
+                as_owner(|| jobs::set_bounds(job.id, lower.clone(), Some(upper.clone()), estimate));
+                job.lower = lower;
+                job.upper = Some(upper);
+                job.rows_estimate = Some(estimate);
+            }
+            Err(e) => return fail(&job, &e),
+        }
+    }
+    let upper = job.upper.clone().expect("set above");
+
+    let (sql, params, ctid_next) = match &spec.walk {
+        Walk::Key { .. } => {
+            let mut params = Vec::new();
+            if let Some(c) = &job.cursor {
+                params.extend(texts(c));
+            }
+            params.extend(texts(&upper));
+            params.push((job.batch_size as i64).into());
+            (b.batch_sql(job.cursor.is_some()), params, None)
+        }
+        Walk::Ctid => {
+            let start: i64 = job.cursor.as_ref().and_then(|c| c[0].parse().ok()).unwrap_or(0);
+            let end_block: i64 = upper[0].parse().unwrap_or(0);
+            if start >= end_block {
+                return succeed(&job);
+            }
+            let per_page = (job.rows_estimate.unwrap_or(0) as f64 / table.pages.max(1) as f64).max(1.0);
+            let pages = ((job.batch_size as f64 / per_page).ceil() as i64).max(1);
+            let next = (start + pages).min(end_block);
+            (b.batch_sql(true), vec![start.into(), next.into()], Some(next))
+        }
+    };
+
+    sys::report_activity(&format!(
+        "pg_migrate: backfill job {} on {}.{}: batch {} ({} rows so far)",
+        job.id,
+        table.schema,
+        table.name,
+        job.batches + 1,
+        job.rows_done
+    ));
+    let started = Instant::now();
+    let result = as_job_owner(&job, &spec, true, || run_batch(&sql, params));
+    let batch_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+    match result {
+        Ok((covered, updated, last)) => {
+            let (cursor, finished) = match ctid_next {
+                Some(next) => (vec![next.to_string()], next.to_string() == upper[0]),
+                None => match last {
+                    Some(l) => (l, false),
+                    None => return succeed(&job),
+                },
+            };
+            let seconds = (batch_ms + spec.sleep_ms as f64) / 1000.0;
+            let rate = rules::ewma(job.rate, covered as f64 / seconds.max(0.001), 0.3);
+            let rows_done = job.rows_done + covered;
+            let estimate = rules::refine_total(
+                job.rows_estimate.unwrap_or(0),
+                rows_done,
+                key_fraction(&spec.walk, job.lower.as_deref(), &cursor, &upper),
+            );
+            as_owner(|| {
+                jobs::after_batch(
+                    job.id,
+                    &BatchDone { cursor, covered, updated, batch_ms, rate, rows_estimate: estimate },
+                )
+            });
+            if finished {
+                return succeed(&job);
+            }
+            let notice = (driver == Driver::Session && notice_due(job.id))
+                .then(|| rules::progress_line(job.id, rows_done, estimate, Some(rate)));
+            StepReport::again(spec.sleep_ms, notice)
+        }
+        Err(e) => match rules::classify(&e.sqlstate, batch_ms, spec.statement_timeout_ms) {
+            ErrorClass::Retry(reason) => {
+                let attempt = job.retries + 1;
+                if attempt > spec.max_retries {
+                    let mut e = e.clone();
+                    e.detail = Some(format!(
+                        "Gave up after {} retries of the same batch ({reason}).{}",
+                        spec.max_retries,
+                        e.detail.map(|d| format!(" {d}")).unwrap_or_default()
+                    ));
+                    return fail(&job, &e);
+                }
+                let backoff = rules::backoff_ms(attempt);
+                let why = format!(
+                    "{reason}; retry {attempt} of {} in {}",
+                    spec.max_retries,
+                    rules::human_seconds(backoff as f64 / 1000.0)
+                );
+                as_owner(|| jobs::retry_later(job.id, attempt, &why, &e, backoff));
+                StepReport { state: JobState::Waiting, done: false, sleep_ms: backoff, notice: None }
+            }
+            ErrorClass::Interrupted => match driver {
+                Driver::Session => {
+                    // Let CALL migrate_run see the cancel: it pauses the job.
+                    pgrx::pg_sys::panic::ErrorReport::new(
+                        PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+                        e.message.clone(),
+                        "pg_migrate",
+                    )
+                    .report(PgLogLevel::ERROR);
+                    unreachable!()
+                }
+                Driver::Worker => {
+                    let why = "paused: its batch was cancelled (pg_cancel_backend); migrate_resume() continues it";
+                    as_owner(|| jobs::set_state(job.id, JobState::Paused, Some(why)));
+                    StepReport::done(JobState::Paused)
+                }
+            },
+            ErrorClass::Fail => {
+                let mut e = e;
+                let located = match &spec.walk {
+                    Walk::Key { columns } => failing_key(&job, &spec, &b, &upper).map(|key| {
+                        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+                        format!("Failing row: ({})=({}).", names.join(", "), key.join(", "))
+                    }),
+                    Walk::Ctid => Some(format!(
+                        "Failing batch: blocks {} to {} of the table.",
+                        job.cursor.as_ref().map(|c| c[0].clone()).unwrap_or_else(|| "0".into()),
+                        ctid_next.unwrap_or(0) - 1
+                    )),
+                };
+                e.detail = match (located, e.detail.take()) {
+                    (Some(l), Some(d)) => Some(format!("{l} {d}")),
+                    (Some(l), None) => Some(l),
+                    (None, d) => d,
+                };
+                fail(&job, &e)
+            }
+        },
+    }
+}
+
+/// The range a job covers, read as the job's owner: first and last key
+/// (or the number of blocks) and the planner's row count.  None for an
+/// empty table.
+#[allow(clippy::type_complexity)]
+fn bounds(
+    job: &Job,
+    spec: &BackfillSpec,
+    b: &Backfill<'_>,
+    pages: i64,
+) -> Result<Option<(Option<Vec<String>>, Vec<String>, i64)>, Caught> {
+    let estimate = as_owner(|| jobs::row_estimate(job.relid));
+    match &spec.walk {
+        Walk::Ctid => Ok((pages > 0).then(|| (None, vec![pages.to_string()], estimate))),
+        Walk::Key { .. } => {
+            let upper_sql = b.bound_sql(true).expect("key walk");
+            let lower_sql = b.bound_sql(false).expect("key walk");
+            as_job_owner(job, spec, true, || {
+                Spi::connect(|client| {
+                    let upper = client.select(&upper_sql, None, &[])?;
+                    if upper.is_empty() {
+                        return Ok(None);
+                    }
+                    let upper: Vec<String> = upper.first().get_one()?.unwrap_or_default();
+                    let lower: Option<Vec<String>> = client.select(&lower_sql, None, &[])?.first().get_one()?;
+                    Ok::<_, pgrx::spi::SpiError>(Some((lower, upper, estimate)))
+                })
+                .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading key bounds: {e}"))
+            })
+        }
+    }
+}
+
+/// How far the cursor is through the key range, for a single numeric key.
+fn key_fraction(walk: &Walk, lower: Option<&[String]>, cursor: &[String], upper: &[String]) -> Option<f64> {
+    let Walk::Key { columns } = walk else {
+        let (c, u): (f64, f64) = (cursor[0].parse().ok()?, upper[0].parse().ok()?);
+        return (u > 0.0).then(|| c / u);
+    };
+    if columns.len() != 1 {
+        return None;
+    }
+    let (l, c, u): (f64, f64, f64) = (lower?[0].parse().ok()?, cursor[0].parse().ok()?, upper[0].parse().ok()?);
+    (u > l).then(|| ((c - l) / (u - l)).clamp(0.0, 1.0))
+}
+
+fn notice_due(job_id: i64) -> bool {
+    LAST_NOTICE.with_borrow_mut(|m| {
+        let now = Instant::now();
+        match m.get(&job_id) {
+            Some(t) if now.duration_since(*t).as_secs() < NOTICE_EVERY_SECS => false,
+            _ => {
+                m.insert(job_id, now);
+                true
+            }
+        }
+    })
+}
+
+/// Find the row that makes the batch fail: list the batch's keys, then
+/// halve the range, trying each half in a subtransaction that is always
+/// rolled back.  None when the failure does not repeat.
+fn failing_key(job: &Job, spec: &BackfillSpec, b: &Backfill<'_>, upper: &[String]) -> Option<Vec<String>> {
+    let Walk::Key { columns } = &spec.walk else { return None };
+    let names: Vec<String> = columns.iter().map(|c| crate::engine::keyset::quote_ident(&c.name)).collect();
+    let keys = names.join(", ");
+    let typed = |first: usize| -> String {
+        let items: Vec<String> =
+            columns.iter().enumerate().map(|(i, c)| format!("${}::{}", first + i, c.type_name)).collect();
+        format!("({})", items.join(", "))
+    };
+    let n = columns.len();
+    let (lower_cond, upper_first) = match &job.cursor {
+        Some(_) => (format!("({keys}) > {} AND ", typed(1)), n + 1),
+        None => (String::new(), 1),
+    };
+    let list_sql = format!(
+        "SELECT ARRAY[{}] FROM {}.{} WHERE {lower_cond}({keys}) <= {} ORDER BY {keys} LIMIT ${}",
+        names.iter().map(|k| format!("{k}::text")).collect::<Vec<_>>().join(", "),
+        crate::engine::keyset::quote_ident(b.schema),
+        crate::engine::keyset::quote_ident(b.table),
+        typed(upper_first),
+        upper_first + n
+    );
+    let mut params = Vec::new();
+    if let Some(c) = &job.cursor {
+        params.extend(texts(c));
+    }
+    params.extend(texts(upper));
+    params.push((job.batch_size as i64).into());
+    let batch_keys: Vec<Vec<String>> = as_job_owner(job, spec, false, || {
+        Spi::connect(|client| {
+            client
+                .select(&list_sql, None, &params)?
+                .map(|r| r.get::<Vec<String>>(1).map(|k| k.unwrap_or_default()))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap_or_default()
+    })
+    .ok()?;
+
+    // Does the batch of keys (lo, hi] -- after key lo-1, up to key hi-1 -- fail?
+    let fails = |lo: usize, hi: usize| -> bool {
+        let (sql, mut params) = match lo {
+            0 => match &job.cursor {
+                Some(c) => (b.batch_sql(true), texts(c)),
+                None => (b.batch_sql(false), Vec::new()),
+            },
+            _ => (b.batch_sql(true), texts(&batch_keys[lo - 1])),
+        };
+        params.extend(texts(&batch_keys[hi - 1]));
+        params.push(((hi - lo) as i64).into());
+        as_job_owner(job, spec, false, || run_batch(&sql, params)).is_err()
+    };
+    let (mut lo, mut hi) = (0usize, batch_keys.len());
+    if hi == 0 || !fails(lo, hi) {
+        return None;
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fails(lo, mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    fails(lo, lo + 1).then(|| batch_keys[lo].clone())
+}

@@ -1,0 +1,268 @@
+//! PostgreSQL plumbing the rest of the extension shares: subtransactions
+//! that catch errors, running code as another role, statement timeouts for
+//! SPI statements, transaction-local settings.
+
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+use std::ffi::CString;
+use std::panic::AssertUnwindSafe;
+
+/// An ERROR caught in a subtransaction.
+#[derive(Debug, Clone)]
+pub struct Caught {
+    pub sqlstate: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+/// Unpack PostgreSQL's packed SQLSTATE into its five characters.
+pub fn sqlstate_text(code: PgSqlErrorCode) -> String {
+    let mut v = code as i32;
+    (0..5)
+        .map(|_| {
+            let c = ((v & 0x3F) as u8 + b'0') as char;
+            v >>= 6;
+            c
+        })
+        .collect()
+}
+
+fn caught(e: CaughtError) -> Caught {
+    match e {
+        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => Caught {
+            sqlstate: sqlstate_text(r.sql_error_code()),
+            message: r.message().to_string(),
+            detail: r.detail().map(String::from),
+            hint: r.hint().map(String::from),
+        },
+        other => other.rethrow(),
+    }
+}
+
+/// Run `f` in a subtransaction.  On success the subtransaction is kept
+/// (released into the current transaction) when `keep` is true and rolled
+/// back otherwise; on an ERROR it is rolled back and the error returned.
+pub fn subtransaction<R>(keep: bool, f: impl FnOnce() -> R) -> Result<R, Caught> {
+    let memory = unsafe { pg_sys::CurrentMemoryContext };
+    let owner = unsafe { pg_sys::CurrentResourceOwner };
+    let (memory, owner) = (AssertUnwindSafe(memory), AssertUnwindSafe(owner));
+    let restore = &|| unsafe {
+        pg_sys::MemoryContextSwitchTo(*memory);
+        pg_sys::CurrentResourceOwner = *owner;
+    };
+    unsafe {
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        // Keep allocating where the caller did; the subtransaction keeps
+        // its own resource owner until it ends.
+        pg_sys::MemoryContextSwitchTo(*memory);
+    }
+    PgTryBuilder::new(AssertUnwindSafe(|| {
+        let r = f();
+        unsafe {
+            if keep {
+                pg_sys::ReleaseCurrentSubTransaction();
+            } else {
+                pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            }
+        }
+        restore();
+        Ok(r)
+    }))
+    .catch_others(|e| {
+        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
+        restore();
+        Err(caught(e))
+    })
+    .execute()
+}
+
+/// Restores user id and security context when dropped, also on unwinding.
+pub struct Identity {
+    user: pg_sys::Oid,
+    context: i32,
+}
+
+impl Identity {
+    /// Become `role` until the returned guard is dropped.  `restricted`
+    /// adds SECURITY_RESTRICTED_OPERATION, as PostgreSQL does when it runs
+    /// user code on another role's behalf (no SET ROLE, no temp objects).
+    pub fn become_role(role: pg_sys::Oid, restricted: bool) -> Identity {
+        let (mut user, mut context) = (pg_sys::Oid::INVALID, 0i32);
+        unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut context) };
+        let mut flags = context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32;
+        if restricted {
+            flags |= pg_sys::SECURITY_RESTRICTED_OPERATION as i32;
+        }
+        unsafe { pg_sys::SetUserIdAndSecContext(role, flags) };
+        Identity { user, context }
+    }
+}
+
+impl Drop for Identity {
+    fn drop(&mut self) {
+        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) }
+    }
+}
+
+/// Set a setting for the rest of the transaction (SET LOCAL).
+pub fn set_local(name: &str, value: &str) {
+    let name = CString::new(name).expect("setting names have no NUL");
+    let value = CString::new(value).expect("setting values have no NUL");
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            0,
+            false,
+        );
+    }
+}
+
+/// A setting's current value.
+pub fn setting(name: &str) -> String {
+    let name = CString::new(name).expect("setting names have no NUL");
+    unsafe {
+        let v = pg_sys::GetConfigOptionByName(name.as_ptr(), std::ptr::null_mut(), false);
+        std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned()
+    }
+}
+
+// utils/timeout.h is not in pgrx's bindings.  STATEMENT_TIMEOUT is the
+// fourth TimeoutId (3) in PostgreSQL 13 to 18.
+const STATEMENT_TIMEOUT: i32 = 3;
+unsafe extern "C-unwind" {
+    fn enable_timeout_after(id: i32, delay_ms: i32);
+    fn disable_timeout(id: i32, keep_indicator: bool);
+}
+
+/// Arms PostgreSQL's statement timeout for the statements run while the
+/// guard lives (SPI statements are not top-level statements, so
+/// `statement_timeout` alone does not apply to them).
+pub struct StatementTimeout(bool);
+
+impl StatementTimeout {
+    pub fn arm(ms: i64) -> StatementTimeout {
+        if ms <= 0 {
+            unsafe { disable_timeout(STATEMENT_TIMEOUT, false) };
+            return StatementTimeout(false);
+        }
+        let ms = ms.min(i32::MAX as i64) as i32;
+        unsafe { enable_timeout_after(STATEMENT_TIMEOUT, ms) };
+        StatementTimeout(true)
+    }
+}
+
+impl Drop for StatementTimeout {
+    fn drop(&mut self) {
+        if self.0 {
+            unsafe { disable_timeout(STATEMENT_TIMEOUT, false) };
+        }
+    }
+}
+
+/// True inside BEGIN ... COMMIT (where a procedure cannot commit).
+pub fn in_transaction_block() -> bool {
+    unsafe { pg_sys::IsTransactionBlock() }
+}
+
+/// This backend's process id.
+pub fn my_pid() -> i32 {
+    unsafe { pg_sys::MyProcPid }
+}
+
+/// Report what this backend does (pg_stat_activity.query).
+pub fn report_activity(what: &str) {
+    let text = CString::new(what.replace('\0', " ")).unwrap_or_default();
+    unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr()) };
+}
+
+// ---- error positions -------------------------------------------------------
+//
+// pgrx re-raises a caught PostgreSQL error with its message, detail and hint
+// but without its cursor position.  These two error context callbacks carry
+// the position across: one records it while an error is being raised, the
+// other puts it back (as an internal query position, which psql shows as
+// "LINE n:" with a caret) when pgrx raises our error.
+
+thread_local! {
+    static CAPTURED: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+    static PENDING: std::cell::RefCell<Option<(CString, i32)>> = const { std::cell::RefCell::new(None) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn capture_position(_arg: *mut std::ffi::c_void) {
+    let internal = unsafe { pg_sys::getinternalerrposition() };
+    let plain = unsafe { pg_sys::geterrposition() };
+    CAPTURED.set(if internal > 0 { internal } else { plain });
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn apply_position(_arg: *mut std::ffi::c_void) {
+    if let Some((query, position)) = PENDING.take() {
+        unsafe {
+            pg_sys::internalerrposition(position);
+            pg_sys::internalerrquery(query.as_ptr());
+        }
+    }
+}
+
+struct PopContext(*mut pg_sys::ErrorContextCallback);
+
+impl Drop for PopContext {
+    fn drop(&mut self) {
+        unsafe { pg_sys::error_context_stack = self.0 };
+    }
+}
+
+/// Run `f`; if it raises an ERROR with a cursor position, `last_position()`
+/// tells it afterwards (0 when there was none).
+pub fn capturing_position<R>(f: impl FnOnce() -> R) -> R {
+    CAPTURED.set(0);
+    let mut callback = pg_sys::ErrorContextCallback {
+        previous: unsafe { pg_sys::error_context_stack },
+        callback: Some(capture_position),
+        arg: std::ptr::null_mut(),
+    };
+    let _pop = PopContext(callback.previous);
+    unsafe { pg_sys::error_context_stack = &mut callback };
+    f()
+}
+
+pub fn last_position() -> i32 {
+    CAPTURED.get()
+}
+
+/// Raise `e` as an ERROR that points at character `position` (1-based) of
+/// `query`.
+pub fn raise_at(e: &Caught, query: &str, position: i32, hint: Option<String>) -> ! {
+    static mut APPLY: pg_sys::ErrorContextCallback = pg_sys::ErrorContextCallback {
+        previous: std::ptr::null_mut(),
+        callback: Some(apply_position),
+        arg: std::ptr::null_mut(),
+    };
+    if position > 0 {
+        PENDING.set(Some((CString::new(query.replace('\0', " ")).unwrap_or_default(), position)));
+        // Left on the stack on purpose: the ERROR's abort (or the PG_CATCH
+        // of whoever catches it) resets error_context_stack.
+        unsafe {
+            let apply = &raw mut APPLY;
+            (*apply).previous = pg_sys::error_context_stack;
+            pg_sys::error_context_stack = apply;
+        }
+    }
+    let code = crate::error::sqlstate_code(&e.sqlstate);
+    let mut report = pgrx::pg_sys::panic::ErrorReport::new(code, e.message.clone(), "pg_migrate");
+    if let Some(d) = &e.detail {
+        report = report.set_detail(d.clone());
+    }
+    if let Some(h) = hint.or_else(|| e.hint.clone()) {
+        report = report.set_hint(h);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ereport(ERROR) does not return")
+}

@@ -1,0 +1,177 @@
+//! A worker in one database: claim a runnable job, drive it step by step
+//! (each step its own transaction), claim the next; exit when none is left,
+//! telling the launcher when to look again.
+
+use super::{request_worker, schedule};
+use crate::catalog::as_owner;
+use crate::catalog::jobs;
+use crate::gucs;
+use crate::runner::{self, Driver, StepReport};
+use crate::sys::{self, Caught};
+use pgrx::bgworkers::*;
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+const USECS_PER_SEC: i64 = 1_000_000;
+
+unsafe extern "C-unwind" {
+    /// PostgreSQL's SIGTERM handler for backends (postgres.c).
+    fn die(signal: std::ffi::c_int);
+}
+
+enum Claim {
+    NotInstalled,
+    Idle(Option<f64>),
+    Job(i64),
+}
+
+/// Run `f` in a transaction of its own; an ERROR aborts the transaction and
+/// comes back as `Err`.
+fn in_transaction<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
+    unsafe {
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    PgTryBuilder::new(AssertUnwindSafe(|| {
+        let r = f();
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        }
+        Ok(r)
+    }))
+    .catch_others(|e| {
+        unsafe { pg_sys::AbortCurrentTransaction() };
+        match e {
+            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => Err(Caught {
+                sqlstate: sys::sqlstate_text(r.sql_error_code()),
+                message: r.message().to_string(),
+                detail: r.detail().map(String::from),
+                hint: r.hint().map(String::from),
+            }),
+            CaughtError::RustPanic { ereport, .. } => Err(Caught {
+                sqlstate: "XX000".into(),
+                message: ereport.message().to_string(),
+                detail: None,
+                hint: None,
+            }),
+        }
+    })
+    .execute()
+}
+
+/// The extension is installed here, in a version that has the job table
+/// (a database may still run an older version until ALTER EXTENSION UPDATE).
+fn installed() -> bool {
+    unsafe {
+        if pg_sys::get_extension_oid(c"pg_migrate".as_ptr(), true) == pg_sys::Oid::INVALID {
+            return false;
+        }
+        let nsp = pg_sys::get_namespace_oid(c"pgmigrate".as_ptr(), true);
+        nsp != pg_sys::Oid::INVALID && pg_sys::get_relname_relid(c"jobs".as_ptr(), nsp) != pg_sys::Oid::INVALID
+    }
+}
+
+fn set_application_name(name: &std::ffi::CStr) {
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"application_name".as_ptr(),
+            name.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        );
+    }
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_migrate_worker_main(arg: pg_sys::Datum) {
+    let dboid = pg_sys::Oid::from(arg.value() as u32);
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
+    // SIGTERM (fast shutdown, pg_terminate_backend) interrupts the running
+    // batch at once: it rolls back with its cursor, and the job resumes at
+    // that batch later.
+    unsafe { pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(die)) };
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
+    set_application_name(c"pg_migrate worker");
+
+    loop {
+        pg_sys::check_for_interrupts!();
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        sys::report_activity("pg_migrate worker: looking for a job");
+        let claim = in_transaction(|| {
+            if !installed() || unsafe { pg_sys::RecoveryInProgress() } {
+                return Claim::NotInstalled;
+            }
+            match as_owner(jobs::claim_next) {
+                Some(id) => {
+                    if as_owner(jobs::runnable_count) > 0 {
+                        request_worker(dboid);
+                    }
+                    Claim::Job(id)
+                }
+                None => Claim::Idle(as_owner(jobs::seconds_to_next_due)),
+            }
+        });
+        let now = unsafe { pg_sys::GetCurrentTimestamp() };
+        let naptime = gucs::naptime_secs() as i64 * USECS_PER_SEC;
+        match claim {
+            Ok(Claim::Job(id)) => drive(id),
+            Ok(Claim::NotInstalled) => {
+                schedule(dboid, now + 10 * naptime);
+                break;
+            }
+            Ok(Claim::Idle(due)) => {
+                let wait = due.map_or(naptime, |s| ((s.max(0.0) * USECS_PER_SEC as f64) as i64).min(naptime));
+                schedule(dboid, now + wait.max(100_000));
+                break;
+            }
+            Err(e) => {
+                warning!("pg_migrate worker: {}", e.message);
+                schedule(dboid, now + naptime);
+                break;
+            }
+        }
+    }
+}
+
+/// Drive job `id` until it finishes or someone pauses or cancels it.
+fn drive(id: i64) {
+    set_application_name(&std::ffi::CString::new(format!("pg_migrate job {id}")).unwrap_or_default());
+    loop {
+        pg_sys::check_for_interrupts!();
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        let report: StepReport = match in_transaction(|| runner::step(id, Driver::Worker)) {
+            Ok(r) => r,
+            Err(e) => {
+                // Not a batch error (those are handled in the step): the job
+                // cannot go on.  Record why, if the job table is still there.
+                warning!("pg_migrate job {id}: {}", e.message);
+                let _ = in_transaction(|| {
+                    if installed() {
+                        if let Some(job) = as_owner(|| jobs::get(id, true)) {
+                            if job.mine {
+                                runner::fail(&job, &e);
+                            }
+                        }
+                    }
+                });
+                break;
+            }
+        };
+        if report.done {
+            break;
+        }
+        if report.sleep_ms > 0 {
+            sys::report_activity(&format!("pg_migrate job {id}: waiting {} ms", report.sleep_ms));
+            BackgroundWorker::wait_latch(Some(Duration::from_millis(report.sleep_ms as u64)));
+        }
+    }
+    set_application_name(c"pg_migrate worker");
+}
