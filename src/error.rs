@@ -125,7 +125,11 @@ pub enum MigrateError {
     },
 
     #[error("argument \"{arg}\" is out of range: {value}")]
-    OutOfRange { arg: &'static str, value: String, allowed: &'static str },
+    OutOfRange {
+        arg: &'static str,
+        value: String,
+        allowed: &'static str,
+    },
 
     #[error("job {job_id} does not exist")]
     UnknownJob { job_id: i64 },
@@ -134,13 +138,21 @@ pub enum MigrateError {
     NotJobOwner { job_id: i64, owner: String },
 
     #[error("job {job_id} cannot be {action}: it is {state}")]
-    JobState { job_id: i64, action: &'static str, state: &'static str, hint: &'static str },
+    JobState {
+        job_id: i64,
+        action: &'static str,
+        state: &'static str,
+        hint: &'static str,
+    },
 
     #[error("job {job_id} is being run by backend {pid}")]
     JobDriven { job_id: i64, pid: i32, by: String },
 
     #[error("{relation} is not a table")]
-    NotATable { relation: String, kind: &'static str },
+    NotATable {
+        relation: String,
+        kind: &'static str,
+    },
 
     #[error("{what} cannot be backfilled")]
     CannotBackfill { what: String, why: String },
@@ -149,7 +161,14 @@ pub enum MigrateError {
     KeyInSet { column: String },
 
     #[error("{arg} is not a valid {expected}")]
-    BadClause { arg: &'static str, expected: &'static str, found: String },
+    BadClause {
+        arg: &'static str,
+        expected: &'static str,
+        found: String,
+    },
+
+    #[error("set_clause and where_clause must not add {what} to the UPDATE")]
+    Smuggled { what: &'static str },
 
     #[error("a WHERE clause is required to backfill {relation}, which has no primary key")]
     NeedsWhere { relation: String },
@@ -158,16 +177,29 @@ pub enum MigrateError {
     InTransactionBlock { what: &'static str },
 
     #[error("job {job_id} failed: {error}")]
-    JobFailed { job_id: i64, sqlstate: String, error: String, detail: Option<String> },
+    JobFailed {
+        job_id: i64,
+        sqlstate: String,
+        error: String,
+        detail: Option<String>,
+    },
 
     #[error("job {job_id} was cancelled")]
     JobCancelled { job_id: i64 },
 
     #[error("job {job_id} has not finished after {waited}")]
-    WaitTimeout { job_id: i64, waited: String, state: String },
+    WaitTimeout {
+        job_id: i64,
+        waited: String,
+        state: String,
+    },
 
     #[error("migration {app}.{name} cannot be linked to a job: {why}")]
-    BadMigrationLink { app: String, name: String, why: String },
+    BadMigrationLink {
+        app: String,
+        name: String,
+        why: String,
+    },
 }
 
 /// A migration that is running: who runs it and whether that backend lives.
@@ -226,35 +258,36 @@ impl MigrateError {
     pub fn sqlstate(&self) -> &str {
         use MigrateError::*;
         match self {
-            NullArgument { .. } => "22004",     // null_value_not_allowed
-            EmptyArgument { .. } => "22023",    // invalid_parameter_value
-            TooLong { .. } => "22001",          // string_data_right_truncation
-            ControlCharacter { .. } => "22023", // invalid_parameter_value
-            InvalidValue { .. } => "22023",     // invalid_parameter_value
-            Negative { .. } => "22023",         // invalid_parameter_value
-            ErrorWithoutFailure => "22023",     // invalid_parameter_value
-            UnknownRun { .. } => "42704",       // undefined_object
-            UnknownMigration { .. } => "42704", // undefined_object
-            RunFinished { .. } => "55000",      // object_not_in_prerequisite_state
-            AlreadyApplied { .. } => "42710",   // duplicate_object
-            AlreadyRunning(_) => "55006",       // object_in_use
-            Busy { .. } => "55006",             // object_in_use
-            ConcurrentChange { .. } => "40001", // serialization_failure
-            ChecksumMismatch { .. } => "55000", // object_not_in_prerequisite_state
-            NotApplied { .. } => "55000",       // object_not_in_prerequisite_state
-            CannotUnapply { .. } => "55000",    // object_not_in_prerequisite_state
-            AlreadyUnapplied { .. } => "55000", // object_not_in_prerequisite_state
-            MissingColumn { .. } => "42703",    // undefined_column
-            OutOfRange { .. } => "22023",       // invalid_parameter_value
-            UnknownJob { .. } => "42704",       // undefined_object
-            NotJobOwner { .. } => "42501",      // insufficient_privilege
-            JobState { .. } => "55000",         // object_not_in_prerequisite_state
-            JobDriven { .. } => "55006",        // object_in_use
-            NotATable { .. } => "42809",        // wrong_object_type
-            CannotBackfill { .. } => "0A000",   // feature_not_supported
-            KeyInSet { .. } => "22023",         // invalid_parameter_value
-            BadClause { .. } => "42601",        // syntax_error
-            NeedsWhere { .. } => "22023",       // invalid_parameter_value
+            NullArgument { .. } => "22004",       // null_value_not_allowed
+            EmptyArgument { .. } => "22023",      // invalid_parameter_value
+            TooLong { .. } => "22001",            // string_data_right_truncation
+            ControlCharacter { .. } => "22023",   // invalid_parameter_value
+            InvalidValue { .. } => "22023",       // invalid_parameter_value
+            Negative { .. } => "22023",           // invalid_parameter_value
+            ErrorWithoutFailure => "22023",       // invalid_parameter_value
+            UnknownRun { .. } => "42704",         // undefined_object
+            UnknownMigration { .. } => "42704",   // undefined_object
+            RunFinished { .. } => "55000",        // object_not_in_prerequisite_state
+            AlreadyApplied { .. } => "42710",     // duplicate_object
+            AlreadyRunning(_) => "55006",         // object_in_use
+            Busy { .. } => "55006",               // object_in_use
+            ConcurrentChange { .. } => "40001",   // serialization_failure
+            ChecksumMismatch { .. } => "55000",   // object_not_in_prerequisite_state
+            NotApplied { .. } => "55000",         // object_not_in_prerequisite_state
+            CannotUnapply { .. } => "55000",      // object_not_in_prerequisite_state
+            AlreadyUnapplied { .. } => "55000",   // object_not_in_prerequisite_state
+            MissingColumn { .. } => "42703",      // undefined_column
+            OutOfRange { .. } => "22023",         // invalid_parameter_value
+            UnknownJob { .. } => "42704",         // undefined_object
+            NotJobOwner { .. } => "42501",        // insufficient_privilege
+            JobState { .. } => "55000",           // object_not_in_prerequisite_state
+            JobDriven { .. } => "55006",          // object_in_use
+            NotATable { .. } => "42809",          // wrong_object_type
+            CannotBackfill { .. } => "0A000",     // feature_not_supported
+            KeyInSet { .. } => "22023",           // invalid_parameter_value
+            BadClause { .. } => "42601",          // syntax_error
+            Smuggled { .. } => "42601",           // syntax_error
+            NeedsWhere { .. } => "22023",         // invalid_parameter_value
             InTransactionBlock { .. } => "25001", // active_sql_transaction
             JobFailed { sqlstate, .. } => sqlstate,
             JobCancelled { .. } => "57014",     // query_canceled
@@ -312,6 +345,15 @@ impl MigrateError {
             )),
             AlreadyUnapplied { at, role, .. } => {
                 Some(format!("It was unapplied at {at} by role {role}."))
+            }
+            NotJobOwner { job_id, owner } => Some(format!("Job {job_id} belongs to role {owner}.")),
+            JobDriven { by, .. } => Some(format!("It is being run by {by}.")),
+            NotATable { kind, .. } => Some(format!("It is a {kind}.")),
+            CannotBackfill { why, .. } => Some(why.clone()),
+            BadClause { found, .. } => Some(found.clone()),
+            JobFailed { detail, .. } => detail.clone(),
+            WaitTimeout { state, .. } => {
+                Some(format!("It is {state}; waiting for it does not stop it."))
             }
             NotApplied { state: None, .. } => Some("It has never been recorded.".into()),
             NotApplied { state: Some(s), .. } => Some(match s.status.as_str() {
@@ -412,12 +454,16 @@ impl MigrateError {
                 "Pass only the assignments of an UPDATE, such as 'summary = left(body, 300), flag = true'.".into(),
             ),
             BadClause { .. } => Some("Pass only the condition of a WHERE clause, such as 'summary IS NULL'.".into()),
+            Smuggled { .. } => Some(
+                "Pass only assignments in set_clause and only a condition in where_clause; to read other tables, use a subquery in an assignment."
+                    .into(),
+            ),
             NeedsWhere { .. } => Some(
                 "Without a key, batches go by physical position and a row moved by the update can be met again; add a primary key, or pass a where_clause that excludes rows already done, such as 'summary IS NULL'."
                     .into(),
             ),
             InTransactionBlock { what } => Some(format!(
-                "{what} commits between batches; call it on its own, outside BEGIN ... COMMIT."
+                "{what} commits as it goes; call it on its own, outside BEGIN ... COMMIT."
             )),
             JobFailed { job_id, .. } => Some(format!(
                 "Fix the cause, then SELECT migrate_retry({job_id}); it resumes at the batch that failed."

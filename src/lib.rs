@@ -29,7 +29,11 @@ extension_sql_file!(
     requires = ["schema"]
 );
 extension_sql_file!("../sql/020_jobs.sql", name = "jobs", requires = ["schema"]);
-extension_sql_file!("../sql/030_jobs_views.sql", name = "jobs_views", requires = ["jobs"]);
+extension_sql_file!(
+    "../sql/030_jobs_views.sql",
+    name = "jobs_views",
+    requires = ["jobs"]
+);
 extension_sql_file!(
     "../sql/040_run.sql",
     name = "run_procedures",
@@ -82,6 +86,7 @@ mod tests {
     use pgrx::prelude::*;
 
     include!("../pgrx-tests/history.rs");
+    include!("../pgrx-tests/jobs.rs");
 }
 
 #[cfg(test)]

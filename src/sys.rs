@@ -246,7 +246,10 @@ pub fn raise_at(e: &Caught, query: &str, position: i32, hint: Option<String>) ->
         arg: std::ptr::null_mut(),
     };
     if position > 0 {
-        PENDING.set(Some((CString::new(query.replace('\0', " ")).unwrap_or_default(), position)));
+        PENDING.set(Some((
+            CString::new(query.replace('\0', " ")).unwrap_or_default(),
+            position,
+        )));
         // Left on the stack on purpose: the ERROR's abort (or the PG_CATCH
         // of whoever catches it) resets error_context_stack.
         unsafe {

@@ -14,12 +14,23 @@ use pgrx::PgRelation;
 use std::ffi::CStr;
 
 /// Session settings a batch must see as the submitter saw them.
-const CAPTURED_SETTINGS: [&str; 5] = ["search_path", "DateStyle", "IntervalStyle", "TimeZone", "extra_float_digits"];
+const CAPTURED_SETTINGS: [&str; 5] = [
+    "search_path",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "extra_float_digits",
+];
 
 fn int_arg(arg: &'static str, v: Option<i32>, min: i32, max: i32, allowed: &'static str) -> i32 {
     let v = v.ok_or(MigrateError::NullArgument { arg }).or_report();
     if v < min || v > max {
-        MigrateError::OutOfRange { arg, value: v.to_string(), allowed }.report();
+        MigrateError::OutOfRange {
+            arg,
+            value: v.to_string(),
+            allowed,
+        }
+        .report();
     }
     v
 }
@@ -89,11 +100,14 @@ fn assigned_columns(plain_update: &str) -> Vec<String> {
         let single = stmts.len() == 1;
         let stmt = stmts.get_ptr(0).map(|r| (*r).stmt);
         let update = match stmt {
-            Some(s) if single && (*s).type_ == pg_sys::NodeTag::T_UpdateStmt => s as *mut pg_sys::UpdateStmt,
+            Some(s) if single && (*s).type_ == pg_sys::NodeTag::T_UpdateStmt => {
+                s as *mut pg_sys::UpdateStmt
+            }
             _ => MigrateError::BadClause {
                 arg: "set_clause",
                 expected: "list of assignments",
-                found: "Together with the where clause it does not form one UPDATE statement.".into(),
+                found: "Together with the where clause it does not form one UPDATE statement."
+                    .into(),
             }
             .report(),
         };
@@ -103,12 +117,7 @@ fn assigned_columns(plain_update: &str) -> Vec<String> {
             (!(*update).withClause.is_null(), "WITH"),
         ];
         if let Some((_, what)) = smuggled.iter().find(|(present, _)| *present) {
-            MigrateError::BadClause {
-                arg: "set_clause or where_clause",
-                expected: "clause",
-                found: format!("It adds {what} to the UPDATE."),
-            }
-            .report();
+            MigrateError::Smuggled { what }.report();
         }
         let targets = pgrx::PgList::<pg_sys::ResTarget>::from_pg((*update).targetList);
         for t in targets.iter_ptr() {
@@ -126,7 +135,9 @@ fn assigned_columns(plain_update: &str) -> Vec<String> {
 fn validate(b: &Backfill<'_>) {
     let plain = b.plain_update();
     let prepared = sys::subtransaction(false, || {
-        sys::capturing_position(|| Spi::connect(|client| client.prepare(plain.as_str(), &[]).map(|_| ())))
+        sys::capturing_position(|| {
+            Spi::connect(|client| client.prepare(plain.as_str(), &[]).map(|_| ()))
+        })
     });
     match prepared {
         Ok(Ok(())) => {}
@@ -134,10 +145,17 @@ fn validate(b: &Backfill<'_>) {
         Err(e) => {
             // Point at the user's own text: which clause, which character.
             let position = sys::last_position();
-            let set_start = plain.split('\n').next().map_or(0, |l| l.chars().count() + 1) as i32;
+            let set_start = plain
+                .split('\n')
+                .next()
+                .map_or(0, |l| l.chars().count() + 1) as i32;
             let where_start = set_start + b.set_clause.chars().count() as i32 + 1;
             let in_where = b.where_clause.is_some() && position > where_start;
-            let clause = if in_where { "where_clause" } else { "set_clause" };
+            let clause = if in_where {
+                "where_clause"
+            } else {
+                "set_clause"
+            };
             let hint = (position > 0).then(|| match &e.hint {
                 Some(h) => format!("The error is in {clause}. {h}"),
                 None => format!("The error is in {clause}."),
@@ -147,14 +165,18 @@ fn validate(b: &Backfill<'_>) {
     }
     let assigned = assigned_columns(&plain);
     if let Walk::Key { columns } = b.walk {
-        if let Some(k) = assigned.iter().find(|a| columns.iter().any(|c| &c.name == *a)) {
+        if let Some(k) = assigned
+            .iter()
+            .find(|a| columns.iter().any(|c| &c.name == *a))
+        {
             MigrateError::KeyInSet { column: k.clone() }.report();
         }
     }
     let params: Vec<DatumWithOid<'_>> = match b.walk {
         Walk::Key { columns } => {
-            let mut p: Vec<DatumWithOid<'_>> =
-                (0..2 * columns.len()).map(|_| DatumWithOid::null::<String>()).collect();
+            let mut p: Vec<DatumWithOid<'_>> = (0..2 * columns.len())
+                .map(|_| DatumWithOid::null::<String>())
+                .collect();
             p.push(DatumWithOid::null::<i64>());
             p
         }
@@ -183,25 +205,57 @@ fn migrate_backfill(
     run_at: default!(Option<TimestampWithTimeZone>, NULL),
     migration: default!(Option<Vec<Option<String>>>, NULL),
 ) -> i64 {
-    let rel = relation.ok_or(MigrateError::NullArgument { arg: "relation" }).or_report();
-    let set_clause = set_clause.ok_or(MigrateError::NullArgument { arg: "set_clause" }).or_report();
+    let rel = relation
+        .ok_or(MigrateError::NullArgument { arg: "relation" })
+        .or_report();
+    let set_clause = set_clause
+        .ok_or(MigrateError::NullArgument { arg: "set_clause" })
+        .or_report();
     if set_clause.trim().is_empty() {
         MigrateError::EmptyArgument { arg: "set_clause" }.report();
     }
     let where_clause = where_clause.filter(|w| !w.trim().is_empty());
-    let batch_size = int_arg("batch_size", batch_size, 1, 1_000_000, "a batch_size from 1 to 1000000");
-    let sleep_ms = int_arg("sleep_ms", sleep_ms, 0, 3_600_000, "a sleep_ms from 0 to 3600000 (one hour)");
-    let max_retries = int_arg("max_retries", max_retries, 0, 100, "max_retries from 0 to 100");
+    let batch_size = int_arg(
+        "batch_size",
+        batch_size,
+        1,
+        1_000_000,
+        "a batch_size from 1 to 1000000",
+    );
+    let sleep_ms = int_arg(
+        "sleep_ms",
+        sleep_ms,
+        0,
+        3_600_000,
+        "a sleep_ms from 0 to 3600000 (one hour)",
+    );
+    let max_retries = int_arg(
+        "max_retries",
+        max_retries,
+        0,
+        100,
+        "max_retries from 0 to 100",
+    );
     let lock_timeout_ms = interval_ms("lock_timeout", lock_timeout);
     let statement_timeout_ms = interval_ms("statement_timeout", statement_timeout);
     let migration = migration.map(|m| match m.as_slice() {
         [Some(app), Some(name)] => (
-            rules::require_name("app", Some(app)).or_report().to_string(),
-            rules::require_name("name", Some(name)).or_report().to_string(),
+            rules::require_name("app", Some(app))
+                .or_report()
+                .to_string(),
+            rules::require_name("name", Some(name))
+                .or_report()
+                .to_string(),
         ),
         _ => MigrateError::InvalidValue {
             arg: "migration",
-            value: format!("{m:?}"),
+            value: format!(
+                "{{{}}}",
+                m.iter()
+                    .map(|e| e.as_deref().unwrap_or("NULL"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
             allowed: "ARRAY['app', 'name'], such as ARRAY['shop', '0043_backfill_summary']",
         }
         .report(),
@@ -215,13 +269,23 @@ fn migrate_backfill(
     let relid = rel.oid();
     let (relkind, persistence, namespace) = unsafe {
         let form = rel.rd_rel;
-        ((*form).relkind as u8, (*form).relpersistence as u8, (*form).relnamespace)
+        (
+            (*form).relkind as u8,
+            (*form).relpersistence as u8,
+            (*form).relnamespace,
+        )
     };
     let qualified = format!("{}.{}", rel.namespace(), rel.name());
     if relkind != b'r' && relkind != b'p' {
-        MigrateError::NotATable { relation: qualified, kind: relkind_name(relkind) }.report();
+        MigrateError::NotATable {
+            relation: qualified,
+            kind: relkind_name(relkind),
+        }
+        .report();
     }
-    if namespace == pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE) || unsafe { pg_sys::IsCatalogRelationOid(relid) } {
+    if namespace == pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE)
+        || unsafe { pg_sys::IsCatalogRelationOid(relid) }
+    {
         MigrateError::CannotBackfill {
             what: format!("system catalog {qualified}"),
             why: "pg_migrate changes user tables only.".into(),
@@ -240,10 +304,15 @@ fn migrate_backfill(
         Some(columns) => Walk::Key { columns },
         None if relkind == b'p' => MigrateError::CannotBackfill {
             what: format!("partitioned table {qualified} without a primary key"),
-            why: "Add a primary key (or a unique index on NOT NULL columns) so batches can walk it.".into(),
+            why:
+                "Add a primary key (or a unique index on NOT NULL columns) so batches can walk it."
+                    .into(),
         }
         .report(),
-        None if where_clause.is_none() => MigrateError::NeedsWhere { relation: qualified }.report(),
+        None if where_clause.is_none() => MigrateError::NeedsWhere {
+            relation: qualified,
+        }
+        .report(),
         None => Walk::Ctid,
     };
     let b = Backfill {
@@ -263,7 +332,10 @@ fn migrate_backfill(
         lock_timeout_ms,
         statement_timeout_ms,
         max_retries,
-        settings: CAPTURED_SETTINGS.iter().map(|n| (n.to_string(), sys::setting(n))).collect(),
+        settings: CAPTURED_SETTINGS
+            .iter()
+            .map(|n| (n.to_string(), sys::setting(n)))
+            .collect(),
     };
     let owner = unsafe { pg_sys::GetUserId() };
     let role = current_role_name();
@@ -280,9 +352,23 @@ fn migrate_backfill(
                     }
                     .report();
                 }
-                let description = format!("backfill of {}.{} by pg_migrate", quote_ident(b.schema), quote_ident(b.table));
-                let run = log::start_run(app, name, None, Some(&description), false, "started", Status::Running, None, &role)
-                    .or_report();
+                let description = format!(
+                    "backfill of {}.{} by pg_migrate",
+                    quote_ident(b.schema),
+                    quote_ident(b.table)
+                );
+                let run = log::start_run(
+                    app,
+                    name,
+                    None,
+                    Some(&description),
+                    false,
+                    "started",
+                    Status::Running,
+                    None,
+                    &role,
+                )
+                .or_report();
                 Some((app.as_str(), name.as_str(), run))
             }
             None => None,
@@ -305,7 +391,8 @@ fn migrate_backfill(
 
 fn qualified_display(schema: &str, table: &str) -> String {
     let q = |s: &str| {
-        if s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        if s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
             && s.chars().next().is_some_and(|c| !c.is_ascii_digit())
         {
             s.to_string()

@@ -93,10 +93,26 @@ fn new_run(
     status: Status,
     duration: Option<Interval>,
 ) -> i64 {
-    require_writable(if event == "started" { c"migrate_start()" } else { c"migrate_record()" });
+    require_writable(if event == "started" {
+        c"migrate_start()"
+    } else {
+        c"migrate_record()"
+    });
     let role = current_role_name();
-    as_owner(|| log::start_run(app, name, checksum, description, force, event, status, duration, &role))
-        .or_report()
+    as_owner(|| {
+        log::start_run(
+            app,
+            name,
+            checksum,
+            description,
+            force,
+            event,
+            status,
+            duration,
+            &role,
+        )
+    })
+    .or_report()
 }
 
 /// Finish run `id` as 'applied' or 'failed' (with the error).

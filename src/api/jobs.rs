@@ -18,11 +18,19 @@ use std::time::Instant;
 /// The job, locked, if the caller may see and control it: its owner, a
 /// member of the owner role, or a superuser.
 fn accessible(id: Option<i64>, lock: bool) -> Job {
-    let id = id.ok_or(MigrateError::NullArgument { arg: "job" }).or_report();
-    let job = as_owner(|| jobs::get(id, lock)).ok_or(MigrateError::UnknownJob { job_id: id }).or_report();
+    let id = id
+        .ok_or(MigrateError::NullArgument { arg: "job" })
+        .or_report();
+    let job = as_owner(|| jobs::get(id, lock))
+        .ok_or(MigrateError::UnknownJob { job_id: id })
+        .or_report();
     let me = unsafe { pg_sys::GetUserId() };
     if !unsafe { pg_sys::is_member_of_role(me, job.owner) } {
-        MigrateError::NotJobOwner { job_id: id, owner: role_name(job.owner) }.report();
+        MigrateError::NotJobOwner {
+            job_id: id,
+            owner: role_name(job.owner),
+        }
+        .report();
     }
     job
 }
@@ -38,7 +46,11 @@ fn control(id: Option<i64>, action: Control) {
         };
         jobs::set_state(job.id, to, reason.as_deref());
         match action {
-            Control::Cancel => runner::finish_linked_run(&job, Outcome::Failed, Some(&format!("job {} was cancelled by {who}", job.id))),
+            Control::Cancel => runner::finish_linked_run(
+                &job,
+                Outcome::Failed,
+                Some(&format!("job {} was cancelled by {who}", job.id)),
+            ),
             Control::Retry => {
                 if let (Some(app), Some(name)) = (&job.migration_app, &job.migration_name) {
                     let run = history::start_run(
@@ -95,7 +107,10 @@ fn migrate_retry(job: Option<i64>) {
 #[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_run_begin")]
 fn run_begin(job: Option<i64>) {
     if sys::in_transaction_block() {
-        MigrateError::InTransactionBlock { what: "migrate_run()" }.report();
+        MigrateError::InTransactionBlock {
+            what: "migrate_run()",
+        }
+        .report();
     }
     let j = accessible(job, true);
     if !as_owner(|| jobs::claim_for_session(j.id)) {
@@ -104,7 +119,12 @@ fn run_begin(job: Option<i64>) {
                 Some("worker") => "a pg_migrate background worker".to_string(),
                 _ => "a session in CALL migrate_run".to_string(),
             };
-            MigrateError::JobDriven { job_id: j.id, pid: j.driver_pid.unwrap_or(0), by }.report();
+            MigrateError::JobDriven {
+                job_id: j.id,
+                pid: j.driver_pid.unwrap_or(0),
+                by,
+            }
+            .report();
         }
         MigrateError::JobState {
             job_id: j.id,
@@ -120,20 +140,36 @@ fn run_begin(job: Option<i64>) {
 #[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_run_step")]
 fn run_step(
     job: i64,
-) -> TableIterator<'static, (name!(state, String), name!(done, bool), name!(sleep_ms, i64), name!(notice, Option<String>))>
-{
+) -> TableIterator<
+    'static,
+    (
+        name!(state, String),
+        name!(done, bool),
+        name!(sleep_ms, i64),
+        name!(notice, Option<String>),
+    ),
+> {
     let r = runner::step(job, Driver::Session);
     TableIterator::once((r.state.as_str().to_string(), r.done, r.sleep_ms, r.notice))
 }
 
 /// CALL migrate_run was cancelled: pause the job, so that nothing runs it
 /// until someone says so.
-#[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_run_interrupted")]
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    schema = "pgmigrate",
+    name = "_run_interrupted"
+)]
 fn run_interrupted(job: i64) {
     as_owner(|| {
         if let Some(j) = jobs::get(job, true) {
             if j.mine && !j.state.is_terminal() {
-                jobs::set_state(job, JobState::Paused, Some("paused: its CALL migrate_run was cancelled"));
+                jobs::set_state(
+                    job,
+                    JobState::Paused,
+                    Some("paused: its CALL migrate_run was cancelled"),
+                );
             }
         }
     });
@@ -174,21 +210,38 @@ thread_local! {
 fn wait_poll(
     job: i64,
     first: bool,
-) -> TableIterator<'static, (name!(state, String), name!(done, bool), name!(notice, Option<String>))> {
+) -> TableIterator<
+    'static,
+    (
+        name!(state, String),
+        name!(done, bool),
+        name!(notice, Option<String>),
+    ),
+> {
     if first && sys::in_transaction_block() {
-        MigrateError::InTransactionBlock { what: "migrate_wait()" }.report();
+        MigrateError::InTransactionBlock {
+            what: "migrate_wait()",
+        }
+        .report();
     }
     let j = accessible(Some(job), false);
     // A job whose driver is gone counts as queued, as migrate_progress shows.
-    let state = if matches!(j.state, JobState::Running | JobState::Waiting) && j.driver_pid.is_some() && !j.mine && !j.driven_elsewhere {
+    let state = if matches!(j.state, JobState::Running | JobState::Waiting)
+        && j.driver_pid.is_some()
+        && !j.mine
+        && !j.driven_elsewhere
+    {
         JobState::Queued
     } else {
         j.state
     };
     let line = match state {
-        JobState::Running | JobState::Waiting => {
-            rules::progress_line(j.id, j.rows_done, j.rows_estimate.unwrap_or(0).max(j.rows_done), j.rate)
-        }
+        JobState::Running | JobState::Waiting => rules::progress_line(
+            j.id,
+            j.rows_done,
+            j.rows_estimate.unwrap_or(0).max(j.rows_done),
+            j.rate,
+        ),
         other => format!("job {}: {}", j.id, other.as_str()),
     };
     let notice = LAST_SEEN.with_borrow_mut(|m| {
@@ -209,11 +262,21 @@ fn wait_poll(
 }
 
 /// CALL migrate_wait gave up.
-#[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_wait_timeout")]
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    schema = "pgmigrate",
+    name = "_wait_timeout"
+)]
 fn wait_timeout(job: i64, waited: pgrx::datum::Interval) {
     let j = accessible(Some(job), false);
     LAST_SEEN.with_borrow_mut(|m| m.remove(&job));
-    MigrateError::WaitTimeout { job_id: job, waited: format!("{waited}"), state: j.state.as_str().to_string() }.report();
+    MigrateError::WaitTimeout {
+        job_id: job,
+        waited: format!("{waited}"),
+        state: j.state.as_str().to_string(),
+    }
+    .report();
 }
 
 /// CALL migrate_run hit an error outside any batch: fail the job so that it
@@ -222,7 +285,15 @@ fn wait_timeout(job: i64, waited: pgrx::datum::Interval) {
 fn run_failed(job: i64, sqlstate: String, message: String) {
     if let Some(j) = as_owner(|| jobs::get(job, true)) {
         if j.mine && !j.state.is_terminal() {
-            runner::fail(&j, &sys::Caught { sqlstate, message, detail: None, hint: None });
+            runner::fail(
+                &j,
+                &sys::Caught {
+                    sqlstate,
+                    message,
+                    detail: None,
+                    hint: None,
+                },
+            );
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The SQL-callable surface, one module per feature.
 
-pub mod history;
 pub mod backfill;
+pub mod history;
 pub mod jobs;

@@ -281,10 +281,25 @@ pub fn start_run(
     lock(app, name)?;
     let current = current(app, name);
     let previous = previous_checksum(app, name);
-    let seq = rules::check_new_run(app, name, current.as_ref(), previous.as_ref(), checksum, force)?;
+    let seq = rules::check_new_run(
+        app,
+        name,
+        current.as_ref(),
+        previous.as_ref(),
+        checksum,
+        force,
+    )?;
     // Was force what let this run begin?  Kept in the log for the audit.
-    let forced =
-        force && rules::check_new_run(app, name, current.as_ref(), previous.as_ref(), checksum, false).is_err();
+    let forced = force
+        && rules::check_new_run(
+            app,
+            name,
+            current.as_ref(),
+            previous.as_ref(),
+            checksum,
+            false,
+        )
+        .is_err();
     append(&NewEvent {
         run_id: None,
         app,

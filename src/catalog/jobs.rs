@@ -9,10 +9,12 @@ use pgrx::spi::SpiHeapTupleData;
 
 /// This backend's start time: with the pid it names a driver uniquely
 /// (pids are reused, start times are not).
-const MY_START: &str = "(SELECT a.backend_start FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) a)";
+const MY_START: &str =
+    "(SELECT a.backend_start FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) a)";
 
 /// A job is free to be driven when nobody alive drives it.
-const FREE: &str = "(j.driver_pid IS NULL OR NOT pgmigrate.backend_alive(j.driver_pid, j.driver_started))";
+const FREE: &str =
+    "(j.driver_pid IS NULL OR NOT pgmigrate.backend_alive(j.driver_pid, j.driver_started))";
 
 /// Runnable now: queued or left running/waiting by a driver that is gone,
 /// and due.
@@ -54,7 +56,8 @@ pub struct Job {
     pub driven_elsewhere: bool,
 }
 
-const JOB_COLUMNS: &str = "j.job_id, j.kind, j.relid, j.relation, j.owner, j.state, j.spec, j.cursor,
+const JOB_COLUMNS: &str =
+    "j.job_id, j.kind, j.relid, j.relation, j.owner, j.state, j.spec, j.cursor,
        j.lower_bound, j.upper_bound, j.rows_done, j.rows_updated, j.rows_estimate, j.batches,
        j.batch_size, j.rate, j.retries, j.error, j.error_sqlstate, j.error_detail,
        j.migration_app, j.migration_name, j.migration_run, j.driver_pid, j.driver_kind";
@@ -106,7 +109,9 @@ pub fn get(id: i64, lock: bool) -> Option<Job> {
         if lock { "FOR UPDATE" } else { "" }
     );
     Spi::connect_mut(|client| {
-        let rows = client.update(&sql, None, &[id.into()]).or_bug("reading a job");
+        let rows = client
+            .update(&sql, None, &[id.into()])
+            .or_bug("reading a job");
         rows.into_iter().next().map(|row| job_from(&row, 26))
     })
 }
@@ -198,7 +203,8 @@ pub fn seconds_to_next_due() -> Option<f64> {
         "SELECT extract(epoch FROM min(greatest(j.run_at, coalesce(j.wait_until, j.run_at))) - pg_catalog.now())::float8
            FROM pgmigrate.jobs j WHERE j.state IN ('queued', 'waiting') AND {FREE}"
     );
-    Spi::connect(|client| client.select(&sql, None, &[])?.first().get_one::<f64>()).or_bug("scheduling")
+    Spi::connect(|client| client.select(&sql, None, &[])?.first().get_one::<f64>())
+        .or_bug("scheduling")
 }
 
 /// Take job `id` for this session (CALL migrate_run).  False when it is
@@ -214,7 +220,12 @@ pub fn claim_for_session(id: i64) -> bool {
             AND ({FREE} OR (j.driver_pid = pg_catalog.pg_backend_pid() AND j.driver_started = {MY_START}))
           RETURNING j.job_id"
     );
-    Spi::connect_mut(|client| !client.update(&sql, None, &[id.into()]).or_bug("claiming a job").is_empty())
+    Spi::connect_mut(|client| {
+        !client
+            .update(&sql, None, &[id.into()])
+            .or_bug("claiming a job")
+            .is_empty()
+    })
 }
 
 /// The first and last key (and the row estimate) fixed at the first step.
@@ -269,7 +280,13 @@ pub fn after_batch(id: i64, b: &BatchDone) {
 }
 
 /// Note a retry: the job waits (its driver keeps it) until `backoff_ms`.
-pub fn retry_later(id: i64, retries: i32, reason: &str, error: &crate::sys::Caught, backoff_ms: i64) {
+pub fn retry_later(
+    id: i64,
+    retries: i32,
+    reason: &str,
+    error: &crate::sys::Caught,
+    backoff_ms: i64,
+) {
     Spi::connect_mut(|client| {
         client
             .update(

@@ -43,7 +43,10 @@ impl JobState {
 
     /// A finished job never runs again (except through migrate_retry).
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 
@@ -86,16 +89,22 @@ pub fn control(job_id: i64, action: Control, state: JobState) -> Result<JobState
     };
     match (action, state) {
         (Control::Pause, Queued | Waiting | Running) => Ok(Paused),
-        (Control::Pause, Paused) => refuse("It is already paused; migrate_resume() queues it again."),
+        (Control::Pause, Paused) => {
+            refuse("It is already paused; migrate_resume() queues it again.")
+        }
         (Control::Resume, Paused) => Ok(Queued),
-        (Control::Resume, Queued | Waiting | Running) => refuse("Only a paused job can be resumed."),
+        (Control::Resume, Queued | Waiting | Running) => {
+            refuse("Only a paused job can be resumed.")
+        }
         (Control::Cancel, Queued | Waiting | Running | Paused) => Ok(Cancelled),
         (Control::Retry, Failed | Cancelled) => Ok(Queued),
         (Control::Retry, _) if !state.is_terminal() => {
             refuse("Only a failed or cancelled job can be retried; it has not finished.")
         }
         (_, Succeeded) => refuse("It has succeeded; nothing is left to do."),
-        (_, Failed | Cancelled) => refuse("It has finished; migrate_retry() runs it again from where it stopped."),
+        (_, Failed | Cancelled) => {
+            refuse("It has finished; migrate_retry() runs it again from where it stopped.")
+        }
         _ => refuse("See migrate_progress for the job's state."),
     }
 }
@@ -149,7 +158,7 @@ pub fn ewma(previous: Option<f64>, sample: f64, alpha: f64) -> f64 {
 /// less than what was done.
 pub fn refine_total(estimate: i64, rows_done: i64, key_fraction: Option<f64>) -> i64 {
     let by_density = match key_fraction {
-        Some(f) if f >= 0.05 && f <= 1.0 => Some((rows_done as f64 / f).round() as i64),
+        Some(f) if (0.05..=1.0).contains(&f) => Some((rows_done as f64 / f).round() as i64),
         _ => None,
     };
     by_density.unwrap_or(estimate).max(rows_done)
@@ -195,7 +204,7 @@ pub fn thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -223,7 +232,15 @@ mod tests {
 
     #[test]
     fn states_round_trip() {
-        for s in ["queued", "running", "paused", "waiting", "succeeded", "failed", "cancelled"] {
+        for s in [
+            "queued",
+            "running",
+            "paused",
+            "waiting",
+            "succeeded",
+            "failed",
+            "cancelled",
+        ] {
             assert_eq!(JobState::parse(s).unwrap().as_str(), s);
         }
         assert_eq!(JobState::parse("done"), None);
@@ -241,7 +258,14 @@ mod tests {
         assert_eq!(control(1, Cancel, Running), Ok(Cancelled));
         assert_eq!(control(1, Retry, Failed), Ok(Queued));
         assert_eq!(control(1, Retry, Cancelled), Ok(Queued));
-        for (a, s) in [(Pause, Paused), (Resume, Running), (Cancel, Succeeded), (Retry, Running), (Retry, Succeeded), (Pause, Failed)] {
+        for (a, s) in [
+            (Pause, Paused),
+            (Resume, Running),
+            (Cancel, Succeeded),
+            (Retry, Running),
+            (Retry, Succeeded),
+            (Pause, Failed),
+        ] {
             let e = control(7, a, s).unwrap_err();
             assert_eq!(e.sqlstate(), "55000", "{a:?} {s:?}");
             assert!(e.hint().is_some(), "{a:?} {s:?}");
@@ -254,10 +278,22 @@ mod tests {
 
     #[test]
     fn error_classes() {
-        assert_eq!(classify("55P03", 10.0, 30_000), ErrorClass::Retry("lock timeout"));
-        assert_eq!(classify("40P01", 10.0, 30_000), ErrorClass::Retry("deadlock"));
-        assert_eq!(classify("40001", 10.0, 30_000), ErrorClass::Retry("serialization failure"));
-        assert_eq!(classify("57014", 29_990.0, 30_000), ErrorClass::Retry("statement timeout"));
+        assert_eq!(
+            classify("55P03", 10.0, 30_000),
+            ErrorClass::Retry("lock timeout")
+        );
+        assert_eq!(
+            classify("40P01", 10.0, 30_000),
+            ErrorClass::Retry("deadlock")
+        );
+        assert_eq!(
+            classify("40001", 10.0, 30_000),
+            ErrorClass::Retry("serialization failure")
+        );
+        assert_eq!(
+            classify("57014", 29_990.0, 30_000),
+            ErrorClass::Retry("statement timeout")
+        );
         assert_eq!(classify("57014", 1_000.0, 30_000), ErrorClass::Interrupted);
         assert_eq!(classify("57014", 1_000.0, 0), ErrorClass::Interrupted);
         assert_eq!(classify("22012", 1.0, 30_000), ErrorClass::Fail);
@@ -279,9 +315,21 @@ mod tests {
         assert_eq!(ewma(None, 100.0, 0.3), 100.0);
         assert!((ewma(Some(100.0), 200.0, 0.3) - 130.0).abs() < 1e-9);
         assert_eq!(refine_total(1_000, 500, None), 1_000);
-        assert_eq!(refine_total(1_000, 500, Some(0.25)), 2_000, "density wins once 5% is done");
-        assert_eq!(refine_total(1_000, 500, Some(0.01)), 1_000, "too early to trust density");
-        assert_eq!(refine_total(100, 500, None), 500, "never below what was done");
+        assert_eq!(
+            refine_total(1_000, 500, Some(0.25)),
+            2_000,
+            "density wins once 5% is done"
+        );
+        assert_eq!(
+            refine_total(1_000, 500, Some(0.01)),
+            1_000,
+            "too early to trust density"
+        );
+        assert_eq!(
+            refine_total(100, 500, None),
+            500,
+            "never below what was done"
+        );
         assert_eq!(percent(1, 3, false), 33.3);
         assert_eq!(percent(10, 10, false), 99.9);
         assert_eq!(percent(10, 10, true), 100.0);

@@ -88,24 +88,42 @@ impl Backfill<'_> {
     }
 
     fn key_list(columns: &[KeyColumn], prefix: &str) -> String {
-        columns.iter().map(|c| format!("{prefix}{}", quote_ident(&c.name))).collect::<Vec<_>>().join(", ")
+        columns
+            .iter()
+            .map(|c| format!("{prefix}{}", quote_ident(&c.name)))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// `($first::t1, $first+1::t2, ...)`: a row of typed parameters.
     fn param_row(columns: &[KeyColumn], first: usize) -> String {
-        let items: Vec<String> =
-            columns.iter().enumerate().map(|(i, c)| format!("${}::{}", first + i, c.type_name)).collect();
+        let items: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("${}::{}", first + i, c.type_name))
+            .collect();
         format!("({})", items.join(", "))
     }
 
     /// The largest key now (`last`), the upper bound of the job, or the
     /// smallest.  Returns one text[], or no row for an empty table.
     pub fn bound_sql(&self, last: bool) -> Option<String> {
-        let Walk::Key { columns } = self.walk else { return None };
-        let texts: Vec<String> = columns.iter().map(|c| format!("{}::text", quote_ident(&c.name))).collect();
+        let Walk::Key { columns } = self.walk else {
+            return None;
+        };
+        let texts: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{}::text", quote_ident(&c.name)))
+            .collect();
         let order: Vec<String> = columns
             .iter()
-            .map(|c| format!("{}{}", quote_ident(&c.name), if last { " DESC" } else { "" }))
+            .map(|c| {
+                format!(
+                    "{}{}",
+                    quote_ident(&c.name),
+                    if last { " DESC" } else { "" }
+                )
+            })
             .collect();
         Some(format!(
             "SELECT ARRAY[{}] FROM {} ORDER BY {} LIMIT 1",
@@ -135,7 +153,11 @@ impl Backfill<'_> {
         // clauses can name the key columns without ambiguity.
         let alias: Vec<String> = (1..=n).map(|i| format!("_pgm_k{i}")).collect();
         let (lower, upper_first, limit) = if after_cursor {
-            (format!("({keys}) > {} AND ", Self::param_row(columns, 1)), n + 1, 2 * n + 1)
+            (
+                format!("({keys}) > {} AND ", Self::param_row(columns, 1)),
+                n + 1,
+                2 * n + 1,
+            )
         } else {
             (String::new(), 1, n + 1)
         };
@@ -147,7 +169,10 @@ impl Backfill<'_> {
             .map(|(c, a)| format!("{target}.{} = _pgm_batch.{a}", quote_ident(&c.name)))
             .collect();
         let desc: Vec<String> = alias.iter().map(|a| format!("{a} DESC")).collect();
-        let last: Vec<String> = alias.iter().map(|a| format!("_pgm_last.{a}::text")).collect();
+        let last: Vec<String> = alias
+            .iter()
+            .map(|a| format!("_pgm_last.{a}::text"))
+            .collect();
         format!(
             "WITH _pgm_batch ({aliases}) AS MATERIALIZED (
     SELECT {keys} FROM {rel}
@@ -205,7 +230,10 @@ mod tests {
         Walk::Key {
             columns: cols
                 .iter()
-                .map(|(n, t)| KeyColumn { name: n.to_string(), type_name: t.to_string() })
+                .map(|(n, t)| KeyColumn {
+                    name: n.to_string(),
+                    type_name: t.to_string(),
+                })
                 .collect(),
         }
     }
@@ -219,32 +247,68 @@ mod tests {
     #[test]
     fn single_key_batch() {
         let walk = key(&[("id", "bigint")]);
-        let b = Backfill { schema: "public", table: "orders", walk: &walk, set_clause: "n = n + 1", where_clause: Some("n < 10") };
+        let b = Backfill {
+            schema: "public",
+            table: "orders",
+            walk: &walk,
+            set_clause: "n = n + 1",
+            where_clause: Some("n < 10"),
+        };
         let first = b.batch_sql(false);
         assert!(first.contains("WHERE (\"id\") <= ($1::bigint)"), "{first}");
         assert!(first.contains("LIMIT $2"), "{first}");
         let next = b.batch_sql(true);
-        assert!(next.contains("WHERE (\"id\") > ($1::bigint) AND (\"id\") <= ($2::bigint)"), "{next}");
+        assert!(
+            next.contains("WHERE (\"id\") > ($1::bigint) AND (\"id\") <= ($2::bigint)"),
+            "{next}"
+        );
         assert!(next.contains("LIMIT $3"), "{next}");
-        assert!(next.contains("\"orders\".\"id\" = _pgm_batch._pgm_k1\n   AND (\nn < 10\n)"), "{next}");
-        assert!(next.starts_with("WITH _pgm_batch (_pgm_k1) AS MATERIALIZED"), "{next}");
-        assert!(next.contains("UPDATE \"public\".\"orders\" SET\nn = n + 1\n"), "{next}");
+        assert!(
+            next.contains("\"orders\".\"id\" = _pgm_batch._pgm_k1\n   AND (\nn < 10\n)"),
+            "{next}"
+        );
+        assert!(
+            next.starts_with("WITH _pgm_batch (_pgm_k1) AS MATERIALIZED"),
+            "{next}"
+        );
+        assert!(
+            next.contains("UPDATE \"public\".\"orders\" SET\nn = n + 1\n"),
+            "{next}"
+        );
         assert!(!next.contains("OFFSET"));
     }
 
     #[test]
     fn composite_key_batch_uses_row_comparison() {
-        let walk = key(&[("tenant", "integer"), ("created", "timestamp without time zone")]);
-        let b = Backfill { schema: "app", table: "Events", walk: &walk, set_clause: "x = 1", where_clause: None };
+        let walk = key(&[
+            ("tenant", "integer"),
+            ("created", "timestamp without time zone"),
+        ]);
+        let b = Backfill {
+            schema: "app",
+            table: "Events",
+            walk: &walk,
+            set_clause: "x = 1",
+            where_clause: None,
+        };
         let sql = b.batch_sql(true);
         assert!(sql.contains(
             "(\"tenant\", \"created\") > ($1::integer, $2::timestamp without time zone) AND (\"tenant\", \"created\") <= ($3::integer, $4::timestamp without time zone)"
         ), "{sql}");
         assert!(sql.contains("LIMIT $5"));
-        assert!(sql.contains("ORDER BY _pgm_k1 DESC, _pgm_k2 DESC LIMIT 1"), "{sql}");
-        assert!(sql.contains("ARRAY[_pgm_last._pgm_k1::text, _pgm_last._pgm_k2::text]"), "{sql}");
+        assert!(
+            sql.contains("ORDER BY _pgm_k1 DESC, _pgm_k2 DESC LIMIT 1"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("ARRAY[_pgm_last._pgm_k1::text, _pgm_last._pgm_k2::text]"),
+            "{sql}"
+        );
         assert!(!sql.contains("AND (\n"), "no where clause, no filter");
-        assert!(b.bound_sql(false).unwrap().ends_with("ORDER BY \"tenant\", \"created\" LIMIT 1"));
+        assert!(b
+            .bound_sql(false)
+            .unwrap()
+            .ends_with("ORDER BY \"tenant\", \"created\" LIMIT 1"));
         assert_eq!(
             b.bound_sql(true).unwrap(),
             "SELECT ARRAY[\"tenant\"::text, \"created\"::text] FROM \"app\".\"Events\" ORDER BY \"tenant\" DESC, \"created\" DESC LIMIT 1"
@@ -254,17 +318,32 @@ mod tests {
     #[test]
     fn a_trailing_comment_cannot_swallow_the_statement() {
         let walk = key(&[("id", "bigint")]);
-        let b = Backfill { schema: "public", table: "t", walk: &walk, set_clause: "x = 1 -- set", where_clause: Some("x IS NULL -- only new") };
+        let b = Backfill {
+            schema: "public",
+            table: "t",
+            walk: &walk,
+            set_clause: "x = 1 -- set",
+            where_clause: Some("x IS NULL -- only new"),
+        };
         let sql = b.batch_sql(true);
         // every user fragment ends its line, so the closing parenthesis and
         // RETURNING survive
-        assert!(sql.contains("x IS NULL -- only new\n)\n    RETURNING 1"), "{sql}");
+        assert!(
+            sql.contains("x IS NULL -- only new\n)\n    RETURNING 1"),
+            "{sql}"
+        );
         assert!(sql.contains("x = 1 -- set\n      FROM _pgm_batch"), "{sql}");
     }
 
     #[test]
     fn ctid_walk() {
-        let b = Backfill { schema: "public", table: "logs", walk: &Walk::Ctid, set_clause: "y = 2", where_clause: Some("y IS NULL") };
+        let b = Backfill {
+            schema: "public",
+            table: "logs",
+            walk: &Walk::Ctid,
+            set_clause: "y = 2",
+            where_clause: Some("y IS NULL"),
+        };
         assert!(b.bound_sql(true).is_none());
         let sql = b.batch_sql(true);
         assert!(sql.contains("ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid"));
@@ -274,7 +353,13 @@ mod tests {
     #[test]
     fn plain_update_is_what_a_dba_reads() {
         let walk = key(&[("id", "bigint")]);
-        let b = Backfill { schema: "public", table: "articles", walk: &walk, set_clause: "summary = left(body, 300)", where_clause: Some("summary IS NULL") };
+        let b = Backfill {
+            schema: "public",
+            table: "articles",
+            walk: &walk,
+            set_clause: "summary = left(body, 300)",
+            where_clause: Some("summary IS NULL"),
+        };
         assert_eq!(b.plain_update(), "UPDATE \"public\".\"articles\" SET\nsummary = left(body, 300)\nWHERE (\nsummary IS NULL\n)");
     }
 
@@ -282,7 +367,13 @@ mod tests {
     fn walk_serialises_with_a_mode_tag() {
         let walk = key(&[("id", "bigint")]);
         let json = serde_json::to_string(&walk).unwrap();
-        assert_eq!(json, r#"{"mode":"key","columns":[{"name":"id","type_name":"bigint"}]}"#);
-        assert_eq!(serde_json::from_str::<Walk>(r#"{"mode":"ctid"}"#).unwrap(), Walk::Ctid);
+        assert_eq!(
+            json,
+            r#"{"mode":"key","columns":[{"name":"id","type_name":"bigint"}]}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Walk>(r#"{"mode":"ctid"}"#).unwrap(),
+            Walk::Ctid
+        );
     }
 }

@@ -26,12 +26,22 @@ thread_local! {
 }
 
 fn caught(sqlstate: &str, message: String, detail: Option<String>) -> Caught {
-    Caught { sqlstate: sqlstate.into(), message, detail, hint: None }
+    Caught {
+        sqlstate: sqlstate.into(),
+        message,
+        detail,
+        hint: None,
+    }
 }
 
 /// Run `f` as the job's owner with the job's statement timeout, in a
 /// subtransaction kept on success (or always rolled back for probes).
-fn as_job_owner<R>(job: &Job, spec: &BackfillSpec, keep: bool, f: impl FnOnce() -> R) -> Result<R, Caught> {
+fn as_job_owner<R>(
+    job: &Job,
+    spec: &BackfillSpec,
+    keep: bool,
+    f: impl FnOnce() -> R,
+) -> Result<R, Caught> {
     sys::subtransaction(keep, || {
         let _identity = Identity::become_role(job.owner, true);
         let _timeout = StatementTimeout::arm(spec.statement_timeout_ms);
@@ -64,16 +74,31 @@ fn apply_settings(spec: &BackfillSpec) {
     for (name, value) in &spec.settings {
         sys::set_local(name, value);
     }
-    sys::set_local("lock_timeout", &format!("{}ms", spec.lock_timeout_ms.max(0)));
+    sys::set_local(
+        "lock_timeout",
+        &format!("{}ms", spec.lock_timeout_ms.max(0)),
+    );
 }
 
 pub fn step(job: &Job, driver: Driver) -> StepReport {
     let spec: BackfillSpec = match serde_json::from_value(job.spec.clone()) {
         Ok(s) => s,
-        Err(e) => return fail(job, &caught("XX000", format!("job {} has an unreadable spec: {e}", job.id), None)),
+        Err(e) => {
+            return fail(
+                job,
+                &caught(
+                    "XX000",
+                    format!("job {} has an unreadable spec: {e}", job.id),
+                    None,
+                ),
+            )
+        }
     };
     let Some(table) = as_owner(|| jobs::table(job.relid)) else {
-        return fail(job, &caught("42P01", format!("table {} was dropped", job.relation), None));
+        return fail(
+            job,
+            &caught("42P01", format!("table {} was dropped", job.relation), None),
+        );
     };
     if role_name(job.owner).starts_with("(dropped role") {
         return fail(
@@ -121,15 +146,24 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
             (b.batch_sql(job.cursor.is_some()), params, None)
         }
         Walk::Ctid => {
-            let start: i64 = job.cursor.as_ref().and_then(|c| c[0].parse().ok()).unwrap_or(0);
+            let start: i64 = job
+                .cursor
+                .as_ref()
+                .and_then(|c| c[0].parse().ok())
+                .unwrap_or(0);
             let end_block: i64 = upper[0].parse().unwrap_or(0);
             if start >= end_block {
                 return succeed(&job);
             }
-            let per_page = (job.rows_estimate.unwrap_or(0) as f64 / table.pages.max(1) as f64).max(1.0);
+            let per_page =
+                (job.rows_estimate.unwrap_or(0) as f64 / table.pages.max(1) as f64).max(1.0);
             let pages = ((job.batch_size as f64 / per_page).ceil() as i64).max(1);
             let next = (start + pages).min(end_block);
-            (b.batch_sql(true), vec![start.into(), next.into()], Some(next))
+            (
+                b.batch_sql(true),
+                vec![start.into(), next.into()],
+                Some(next),
+            )
         }
     };
 
@@ -165,7 +199,14 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
             as_owner(|| {
                 jobs::after_batch(
                     job.id,
-                    &BatchDone { cursor, covered, updated, batch_ms, rate, rows_estimate: estimate },
+                    &BatchDone {
+                        cursor,
+                        covered,
+                        updated,
+                        batch_ms,
+                        rate,
+                        rows_estimate: estimate,
+                    },
                 )
             });
             if finished {
@@ -194,7 +235,12 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
                     rules::human_seconds(backoff as f64 / 1000.0)
                 );
                 as_owner(|| jobs::retry_later(job.id, attempt, &why, &e, backoff));
-                StepReport { state: JobState::Waiting, done: false, sleep_ms: backoff, notice: None }
+                StepReport {
+                    state: JobState::Waiting,
+                    done: false,
+                    sleep_ms: backoff,
+                    notice: None,
+                }
             }
             ErrorClass::Interrupted => match driver {
                 Driver::Session => {
@@ -222,7 +268,10 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
                     }),
                     Walk::Ctid => Some(format!(
                         "Failing batch: blocks {} to {} of the table.",
-                        job.cursor.as_ref().map(|c| c[0].clone()).unwrap_or_else(|| "0".into()),
+                        job.cursor
+                            .as_ref()
+                            .map(|c| c[0].clone())
+                            .unwrap_or_else(|| "0".into()),
                         ctid_next.unwrap_or(0) - 1
                     )),
                 };
@@ -260,7 +309,8 @@ fn bounds(
                         return Ok(None);
                     }
                     let upper: Vec<String> = upper.first().get_one()?.unwrap_or_default();
-                    let lower: Option<Vec<String>> = client.select(&lower_sql, None, &[])?.first().get_one()?;
+                    let lower: Option<Vec<String>> =
+                        client.select(&lower_sql, None, &[])?.first().get_one()?;
                     Ok::<_, pgrx::spi::SpiError>(Some((lower, upper, estimate)))
                 })
                 .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading key bounds: {e}"))
@@ -270,7 +320,12 @@ fn bounds(
 }
 
 /// How far the cursor is through the key range, for a single numeric key.
-fn key_fraction(walk: &Walk, lower: Option<&[String]>, cursor: &[String], upper: &[String]) -> Option<f64> {
+fn key_fraction(
+    walk: &Walk,
+    lower: Option<&[String]>,
+    cursor: &[String],
+    upper: &[String],
+) -> Option<f64> {
     let Walk::Key { columns } = walk else {
         let (c, u): (f64, f64) = (cursor[0].parse().ok()?, upper[0].parse().ok()?);
         return (u > 0.0).then(|| c / u);
@@ -278,7 +333,11 @@ fn key_fraction(walk: &Walk, lower: Option<&[String]>, cursor: &[String], upper:
     if columns.len() != 1 {
         return None;
     }
-    let (l, c, u): (f64, f64, f64) = (lower?[0].parse().ok()?, cursor[0].parse().ok()?, upper[0].parse().ok()?);
+    let (l, c, u): (f64, f64, f64) = (
+        lower?[0].parse().ok()?,
+        cursor[0].parse().ok()?,
+        upper[0].parse().ok()?,
+    );
     (u > l).then(|| ((c - l) / (u - l)).clamp(0.0, 1.0))
 }
 
@@ -298,13 +357,26 @@ fn notice_due(job_id: i64) -> bool {
 /// Find the row that makes the batch fail: list the batch's keys, then
 /// halve the range, trying each half in a subtransaction that is always
 /// rolled back.  None when the failure does not repeat.
-fn failing_key(job: &Job, spec: &BackfillSpec, b: &Backfill<'_>, upper: &[String]) -> Option<Vec<String>> {
-    let Walk::Key { columns } = &spec.walk else { return None };
-    let names: Vec<String> = columns.iter().map(|c| crate::engine::keyset::quote_ident(&c.name)).collect();
+fn failing_key(
+    job: &Job,
+    spec: &BackfillSpec,
+    b: &Backfill<'_>,
+    upper: &[String],
+) -> Option<Vec<String>> {
+    let Walk::Key { columns } = &spec.walk else {
+        return None;
+    };
+    let names: Vec<String> = columns
+        .iter()
+        .map(|c| crate::engine::keyset::quote_ident(&c.name))
+        .collect();
     let keys = names.join(", ");
     let typed = |first: usize| -> String {
-        let items: Vec<String> =
-            columns.iter().enumerate().map(|(i, c)| format!("${}::{}", first + i, c.type_name)).collect();
+        let items: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("${}::{}", first + i, c.type_name))
+            .collect();
         format!("({})", items.join(", "))
     };
     let n = columns.len();
@@ -312,7 +384,8 @@ fn failing_key(job: &Job, spec: &BackfillSpec, b: &Backfill<'_>, upper: &[String
         Some(_) => (format!("({keys}) > {} AND ", typed(1)), n + 1),
         None => (String::new(), 1),
     };
-    let list_sql = format!(
+    let list_sql =
+        format!(
         "SELECT ARRAY[{}] FROM {}.{} WHERE {lower_cond}({keys}) <= {} ORDER BY {keys} LIMIT ${}",
         names.iter().map(|k| format!("{k}::text")).collect::<Vec<_>>().join(", "),
         crate::engine::keyset::quote_ident(b.schema),

@@ -37,16 +37,51 @@ pub struct StepReport {
 
 impl StepReport {
     pub fn done(state: JobState) -> StepReport {
-        StepReport { state, done: true, sleep_ms: 0, notice: None }
+        StepReport {
+            state,
+            done: true,
+            sleep_ms: 0,
+            notice: None,
+        }
     }
 
     pub fn again(sleep_ms: i64, notice: Option<String>) -> StepReport {
-        StepReport { state: JobState::Running, done: false, sleep_ms, notice }
+        StepReport {
+            state: JobState::Running,
+            done: false,
+            sleep_ms,
+            notice,
+        }
+    }
+}
+
+/// A snapshot taken now, active for the rest of the step: every read in
+/// the step sees what was committed (or done by this transaction) before
+/// it began, whatever snapshot the caller had.  On an ERROR, (sub)transaction
+/// abort pops it.
+struct FreshSnapshot;
+
+impl FreshSnapshot {
+    fn push() -> FreshSnapshot {
+        unsafe {
+            pgrx::pg_sys::CommandCounterIncrement();
+            pgrx::pg_sys::PushActiveSnapshot(pgrx::pg_sys::GetTransactionSnapshot());
+        }
+        FreshSnapshot
+    }
+}
+
+impl Drop for FreshSnapshot {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            unsafe { pgrx::pg_sys::PopActiveSnapshot() };
+        }
     }
 }
 
 /// Run one step of job `id` in the current transaction.
 pub fn step(id: i64, driver: Driver) -> StepReport {
+    let _snapshot = FreshSnapshot::push();
     let Some(job) = as_owner(|| jobs::get(id, true)) else {
         return StepReport::done(JobState::Cancelled);
     };
@@ -79,7 +114,11 @@ pub fn succeed(job: &Job) -> StepReport {
 /// The job failed: keep the error, and mark its linked migration failed.
 pub fn fail(job: &Job, e: &Caught) -> StepReport {
     as_owner(|| {
-        jobs::finish(job.id, JobState::Failed, Some((&e.message, &e.sqlstate, e.detail.as_deref())));
+        jobs::finish(
+            job.id,
+            JobState::Failed,
+            Some((&e.message, &e.sqlstate, e.detail.as_deref())),
+        );
         let error = format!("job {} failed: {}", job.id, e.message);
         finish_linked_run(job, Outcome::Failed, Some(&error));
     });
@@ -91,7 +130,12 @@ pub fn fail(job: &Job, e: &Caught) -> StepReport {
 pub fn finish_linked_run(job: &Job, outcome: Outcome, error: Option<&str>) {
     if let Some(run) = job.migration_run {
         if let Err(e) = history::finish_run(run, outcome, error, &role_name(job.owner)) {
-            pgrx::warning!("job {}: migration run {} not updated: {}", job.id, run, e.message());
+            pgrx::warning!(
+                "job {}: migration run {} not updated: {}",
+                job.id,
+                run,
+                e.message()
+            );
         }
     }
 }

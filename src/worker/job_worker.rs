@@ -70,7 +70,8 @@ fn installed() -> bool {
             return false;
         }
         let nsp = pg_sys::get_namespace_oid(c"pgmigrate".as_ptr(), true);
-        nsp != pg_sys::Oid::INVALID && pg_sys::get_relname_relid(c"jobs".as_ptr(), nsp) != pg_sys::Oid::INVALID
+        nsp != pg_sys::Oid::INVALID
+            && pg_sys::get_relname_relid(c"jobs".as_ptr(), nsp) != pg_sys::Oid::INVALID
     }
 }
 
@@ -126,7 +127,9 @@ pub extern "C-unwind" fn pg_migrate_worker_main(arg: pg_sys::Datum) {
                 break;
             }
             Ok(Claim::Idle(due)) => {
-                let wait = due.map_or(naptime, |s| ((s.max(0.0) * USECS_PER_SEC as f64) as i64).min(naptime));
+                let wait = due.map_or(naptime, |s| {
+                    ((s.max(0.0) * USECS_PER_SEC as f64) as i64).min(naptime)
+                });
                 schedule(dboid, now + wait.max(100_000));
                 break;
             }
@@ -141,7 +144,9 @@ pub extern "C-unwind" fn pg_migrate_worker_main(arg: pg_sys::Datum) {
 
 /// Drive job `id` until it finishes or someone pauses or cancels it.
 fn drive(id: i64) {
-    set_application_name(&std::ffi::CString::new(format!("pg_migrate job {id}")).unwrap_or_default());
+    set_application_name(
+        &std::ffi::CString::new(format!("pg_migrate job {id}")).unwrap_or_default(),
+    );
     loop {
         pg_sys::check_for_interrupts!();
         if BackgroundWorker::sighup_received() {
@@ -169,7 +174,10 @@ fn drive(id: i64) {
             break;
         }
         if report.sleep_ms > 0 {
-            sys::report_activity(&format!("pg_migrate job {id}: waiting {} ms", report.sleep_ms));
+            sys::report_activity(&format!(
+                "pg_migrate job {id}: waiting {} ms",
+                report.sleep_ms
+            ));
             BackgroundWorker::wait_latch(Some(Duration::from_millis(report.sleep_ms as u64)));
         }
     }

@@ -36,7 +36,10 @@ fn databases() -> Vec<u32> {
     let mut out = Vec::new();
     unsafe {
         pg_sys::StartTransactionCommand();
-        let rel = pg_sys::table_open(pg_sys::DatabaseRelationId, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let rel = pg_sys::table_open(
+            pg_sys::DatabaseRelationId,
+            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+        );
         let scan = pg_sys::table_beginscan_catalog(rel, 0, std::ptr::null_mut());
         loop {
             let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
@@ -44,7 +47,8 @@ fn databases() -> Vec<u32> {
                 break;
             }
             let header = (*tuple).t_data;
-            let form = (header as *mut u8).add((*header).t_hoff as usize) as *mut pg_sys::FormData_pg_database;
+            let form = (header as *mut u8).add((*header).t_hoff as usize)
+                as *mut pg_sys::FormData_pg_database;
             if (*form).datallowconn && !(*form).datistemplate {
                 out.push((*form).oid.to_u32());
             }
@@ -120,8 +124,17 @@ pub extern "C-unwind" fn pg_migrate_launcher_main(_arg: pg_sys::Datum) {
         }
 
         // Start workers where due.
-        workers.retain(|(_, w)| !matches!(w.pid(), Err(BackgroundWorkerStatus::Stopped) | Err(BackgroundWorkerStatus::PostmasterDied)));
-        let mut due: Vec<(i64, u32)> = next.iter().filter(|(_, t)| **t <= now).map(|(db, t)| (*t, *db)).collect();
+        workers.retain(|(_, w)| {
+            !matches!(
+                w.pid(),
+                Err(BackgroundWorkerStatus::Stopped) | Err(BackgroundWorkerStatus::PostmasterDied)
+            )
+        });
+        let mut due: Vec<(i64, u32)> = next
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(db, t)| (*t, *db))
+            .collect();
         due.sort();
         for (_, db) in due {
             if workers.len() >= gucs::max_workers().max(0) as usize {

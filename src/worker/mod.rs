@@ -78,7 +78,10 @@ fn push(dboid: pg_sys::Oid, at: i64) {
         let mut s = SHARED.exclusive();
         if s.pending < REQUESTS {
             let i = s.pending;
-            s.requests[i] = Request { dboid: dboid.to_u32(), at };
+            s.requests[i] = Request {
+                dboid: dboid.to_u32(),
+                at,
+            };
             s.pending += 1;
         } else {
             s.rescan_all = true;
@@ -111,5 +114,7 @@ pub fn schedule(dboid: pg_sys::Oid, at: i64) {
 /// visible), ask for a worker in this database.
 pub fn wake_on_commit() {
     let dboid = unsafe { pg_sys::MyDatabaseId };
-    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || request_worker(dboid));
+    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || {
+        request_worker(dboid)
+    });
 }

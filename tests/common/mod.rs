@@ -213,6 +213,15 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
     }
 }
 
+/// Check `f` every 50 ms for `window`; panic the first time it is false.
+pub fn stays_for(what: &str, window: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        assert!(f(), "expected {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The SQLSTATE of a failed statement.
 pub fn sqlstate(e: &postgres::Error) -> String {
     e.code()

@@ -14,7 +14,7 @@ SELECT p.oid::regprocedure AS function, p.provolatile AS vol, p.proisstrict AS s
        has_function_privilege('public', p.oid, 'EXECUTE') AS public_may_call
   FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
  WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_migrate') AND d.deptype = 'e'
- ORDER BY 1::text;
+ ORDER BY p.oid::regprocedure::text;
 
 -- Views and their columns.
 SELECT c.relname AS view, a.attname AS column, format_type(a.atttypid, a.atttypmod) AS type
@@ -25,4 +25,5 @@ SELECT c.relname AS view, a.attname AS column, format_type(a.atttypid, a.atttypm
  ORDER BY c.relname, a.attnum;
 
 -- Tables whose rows pg_dump carries.
-SELECT unnest(extconfig)::regclass AS dumped FROM pg_extension WHERE extname = 'pg_migrate' ORDER BY 1::text;
+SELECT dumped FROM (SELECT unnest(extconfig)::regclass::text AS dumped FROM pg_extension WHERE extname = 'pg_migrate') s
+ ORDER BY dumped;

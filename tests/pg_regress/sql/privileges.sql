@@ -21,7 +21,10 @@ SELECT regress.expect_error($$SELECT * FROM pgmigrate.events$$);
 SELECT regress.expect_error($$INSERT INTO pgmigrate.events (run_id, app, name, seq, event, status, role_name) VALUES (1, 'x', 'y', 1, 'recorded', 'applied', 'me')$$);
 RESET ROLE;
 
--- Functions that run SQL pin their search_path.
+-- History functions pin their search_path with SET.  Job functions do not:
+-- a backfill's clauses are resolved with the caller's search_path on purpose
+-- (and the job keeps it); their own statements on pgmigrate tables run with
+-- search_path pinned inside the function.
 SELECT p.proname, p.proconfig, p.prosecdef
   FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
  WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_migrate') AND d.deptype = 'e'
