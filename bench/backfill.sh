@@ -12,7 +12,7 @@ CREATE TABLE orders_single (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, customer_id bigint NOT NULL, status text NOT NULL,
     amount numeric(12,2) NOT NULL, note text, created_at timestamptz NOT NULL, amount_cents bigint);
 INSERT INTO orders_single (customer_id, status, amount, note, created_at)
-SELECT 1 + (g * 7919) % 50000, (ARRAY['new','paid','shipped','delivered','cancelled'])[1 + g % 5],
+SELECT 1 + (g::bigint * 7919) % 50000, (ARRAY['new','paid','shipped','delivered','cancelled'])[1 + g % 5],
        round(((g * 37) % 50000) / 100.0, 2), CASE WHEN g % 5 = 0 THEN 'gift wrap' END,
        '2025-01-01'::timestamptz + (g % 730) * interval '1 day'
   FROM generate_series(1, $ROWS) g;
@@ -62,7 +62,7 @@ batches=$($PSQL -d $DB -tAc "SELECT batches FROM pgmigrate.jobs WHERE job_id = $
 
 echo "## Backfill throughput"
 echo
-echo "\`SET amount_cents = (amount * 100)::bigint\` on $(printf "%'d" "$ROWS") rows of the demo's orders table"
+echo "\`SET amount_cents = (amount * 100)::bigint\` on $(echo "$ROWS" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta') rows of the demo's orders table"
 echo "(bigint identity key, numeric amount, text, new nullable bigint column), three identical vacuumed"
 echo "copies, one per contender. migrate_backfill runs through a background worker with its defaults"
 echo "(batch_size $batch, $batches batches, each committed with the job's cursor); its time is from"

@@ -296,3 +296,57 @@ fn progress_shows_a_queued_job_and_its_schedule() {
         Some("queued|true|0|5000".into())
     );
 }
+
+#[pg_test]
+fn a_batch_never_scans_the_whole_table() {
+    // Statistics that make the where clause look selective (the column is
+    // already filled) tempt the planner into a sequential scan of the whole
+    // table for every batch; the batch must find its rows by ctid instead.
+    run("CREATE TABLE tplan (id bigint PRIMARY KEY, amount numeric, cents bigint)");
+    run("INSERT INTO tplan SELECT g, g / 100.0, g FROM generate_series(1, 200000) g");
+    run("ANALYZE tplan");
+    let walk = crate::engine::keyset::Walk::Key {
+        columns: vec![crate::engine::keyset::KeyColumn { name: "id".into(), type_name: "bigint".into() }],
+    };
+    let b = crate::engine::keyset::Backfill {
+        schema: "public",
+        table: "tplan",
+        walk: &walk,
+        set_clause: "cents = (amount * 100)::bigint",
+        where_clause: Some("cents IS NULL"),
+    };
+    let plan: Vec<String> = Spi::connect(|c| {
+        c.select(
+            &format!("EXPLAIN (COSTS OFF) {}", b.batch_sql(true)),
+            None,
+            &["100000".into(), "200000".into(), 5000i64.into()],
+        )
+        .unwrap()
+        .map(|r| r.get::<String>(1).unwrap().unwrap_or_default())
+        .collect()
+    });
+    let plan = plan.join("\n");
+    assert!(plan.contains("Tid Scan on tplan"), "{plan}");
+    assert!(!plan.contains("Seq Scan on tplan"), "{plan}");
+
+    // The same for a table walked by block ranges.
+    run("CREATE TABLE tplan2 (a int, b int)");
+    run("INSERT INTO tplan2 SELECT g, g FROM generate_series(1, 200000) g");
+    run("ANALYZE tplan2");
+    let b = crate::engine::keyset::Backfill {
+        schema: "public",
+        table: "tplan2",
+        walk: &crate::engine::keyset::Walk::Ctid,
+        set_clause: "b = a",
+        where_clause: Some("b IS NULL"),
+    };
+    let plan: Vec<String> = Spi::connect(|c| {
+        c.select(&format!("EXPLAIN (COSTS OFF) {}", b.batch_sql(true)), None, &[10i64.into(), 20i64.into()])
+            .unwrap()
+            .map(|r| r.get::<String>(1).unwrap().unwrap_or_default())
+            .collect()
+    });
+    let plan = plan.join("\n");
+    assert!(plan.contains("Tid Range Scan on tplan2"), "{plan}");
+    assert!(!plan.contains("Seq Scan on tplan2"), "{plan}");
+}

@@ -27,6 +27,17 @@ if ! "${PSQL[@]}" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$
     "${PSQL[@]}" -d postgres -qc "CREATE DATABASE $DB"
 fi
 
+# The demo database follows the build: when the installed extension script
+# changed since the last run (a new build of the same unreleased version),
+# recreate the extension.
+script=/usr/share/postgresql/15/extension/pg_migrate--$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2).sql
+sum=$(md5sum "$script" | cut -d' ' -f1)
+"${PSQL[@]}" -d "$DB" -qc "CREATE TABLE IF NOT EXISTS demo_meta (script_md5 text)" 2>/dev/null
+if [ "$("${PSQL[@]}" -d "$DB" -tAc "SELECT script_md5 FROM demo_meta")" != "$sum" ]; then
+    "${PSQL[@]}" -d "$DB" -q -c "SET client_min_messages = warning" -c "DROP EXTENSION IF EXISTS pg_migrate CASCADE" \
+        -c "CREATE EXTENSION pg_migrate" -c "TRUNCATE demo_meta" -c "INSERT INTO demo_meta VALUES ('$sum')"
+fi
+
 echo "==> demo data: orders, 1,000,000 rows"
 "${PSQL[@]}" -d "$DB" -q -v ON_ERROR_STOP=1 <<'SQL'
 SET client_min_messages = warning;
@@ -91,6 +102,28 @@ echo "    The application's startup check for a migration that is there ..."
 echo "    ... and for one that is not (the app refuses to start, and says why):"
 "${PSQL[@]}" -d "$DB" -qc "SELECT migrate_require('shop', '0043_orders_status_index')" 2>&1 | sed 's/^/    /' || true
 
+
+echo
+echo "==> 2. a chunked backfill by a background worker"
+echo "    Fill orders.amount_cents on all rows, in batches that each commit with the job's cursor,"
+echo "    linked to migration shop.0043_backfill_amount_cents (applied when the job succeeds):"
+job=$("${PSQL[@]}" -d "$DB" -tAc "
+    SELECT CASE WHEN migrate_applied('shop', '0043_backfill_amount_cents') THEN NULL
+                ELSE migrate_backfill('orders', 'amount_cents = (amount * 100)::bigint', 'amount_cents IS NULL',
+                                      migration => ARRAY['shop', '0043_backfill_amount_cents']) END")
+if [ -n "$job" ]; then
+    echo "    SELECT migrate_backfill(...) returned job $job at once; CALL migrate_wait($job) follows it:"
+    "${PSQL[@]}" -d "$DB" -qc "CALL migrate_wait($job)" 2>&1 | sed 's/^/    /'
+else
+    echo "    already applied in an earlier run: nothing to do"
+fi
+"${PSQL[@]}" -d "$DB" -c "SELECT job_id, relation, state, rows_done, rows_total, percent, rows_per_second, batch_size,
+                                 last_batch_ms, finished_at - started_at AS took, migration
+                            FROM migrate_progress ORDER BY job_id DESC LIMIT 1"
+"${PSQL[@]}" -d "$DB" -tAc "SELECT format('    check: %s of %s orders have amount_cents = amount * 100',
+                                          count(*) FILTER (WHERE amount_cents = (amount * 100)::bigint), count(*))
+                              FROM orders"
+
 echo
 "${PSQL[@]}" -d "$DB" -c "SELECT app, name, status, duration, applied_by, run_id FROM migrate_history ORDER BY app, name"
 "${PSQL[@]}" -d "$DB" -c "SELECT * FROM migrate_status ORDER BY app"
@@ -101,5 +134,7 @@ pg_migrate is running on a local server with the demo database.
   connect:  psql -h 127.0.0.1 -p $PORT -U postgres $DB
   then try: SELECT * FROM migrate_history;
             SELECT migrate_require('shop', '0042_orders_amount_cents');
+            SELECT migrate_backfill('orders', 'note = upper(note)', 'note IS NOT NULL', sleep_ms => 50);
+            SELECT * FROM migrate_progress \watch 1
   stop:     make demo-stop      (make demo starts it again; data stays in $DIR/)
 EOF

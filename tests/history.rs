@@ -258,6 +258,15 @@ fn the_startup_check_works_on_a_hot_standby() {
         .unwrap()
         .get(0);
     assert_eq!(n, 1);
+    // no launcher, no workers on a standby
+    let workers: i64 = s
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'pg_migrate%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(workers, 0);
     // writing is refused by the standby itself, clearly
     let err = s
         .execute("SELECT migrate_record('shop', '0002_next')", &[])

@@ -153,6 +153,40 @@ fn an_immediate_shutdown_and_restart_resume_exactly_once() {
 }
 
 #[test]
+fn a_fast_shutdown_stops_the_worker_promptly_and_the_job_resumes() {
+    let cluster = Cluster::start("fast");
+    let mut c = cluster.create_db("app");
+    counter_table(&mut c, "items", 400);
+    // Batches of 200 rows at 30 ms a row: 6 s each.  A worker that let its
+    // batch finish before stopping would hold the shutdown that long.
+    let id = submit(
+        &mut c,
+        "SELECT migrate_backfill('items', 'n = n + 1 + 0 * length(pg_sleep(0.03)::text)', batch_size => 200)",
+    );
+    wait_until("the worker to be inside a batch", LONG, || {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE '%: batch %'",
+                &[&format!("pg_migrate job {id}")],
+            )
+            .unwrap()
+            .get(0);
+        (n == 1).then_some(())
+    });
+    drop(c);
+    let t0 = Instant::now();
+    cluster.restart("fast");
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "fast restart took {:?}",
+        t0.elapsed()
+    );
+    let mut c = cluster.connect("app");
+    wait_state(&mut c, id, "succeeded", LONG);
+    assert_exactly_once(&mut c, "items", 400);
+}
+
+#[test]
 fn jobs_in_two_databases_run_and_at_most_max_workers_at_once() {
     let cluster = Cluster::start_with("multi", &["pg_migrate.max_workers=2"]);
     let mut a = cluster.create_db("shop");

@@ -125,25 +125,37 @@ pub fn run_state(run_id: i64) -> Option<RunState> {
     })
 }
 
-/// Serialise changes to `app.name` for the rest of the transaction.  Fails
-/// at once, naming the holder, when another transaction holds it.
+/// Serialise changes to `app.name` for the rest of the transaction.  When
+/// another transaction holds it, try again for a moment (a session that has
+/// just failed releases its locks only after the client has seen its error),
+/// then fail, naming the holder.
 pub fn lock(app: &str, name: &str) -> Result<()> {
+    const TRIES: u32 = 25;
+    const PAUSE_US: i64 = 10_000;
     let key = format!("{app}\u{1f}{name}");
-    Spi::connect_mut(|client| {
-        let got: Option<bool> = client
-            .update(
-                "SELECT pg_catalog.pg_try_advisory_xact_lock($1, pg_catalog.hashtext($2))",
-                None,
-                &[LOCK_CLASS.into(), key.as_str().into()],
-            )
-            .or_bug("locking a migration")
-            .first()
-            .get_one()
-            .or_bug("locking a migration");
+    for attempt in 1..=TRIES {
+        let got: Option<bool> = Spi::connect_mut(|client| {
+            client
+                .update(
+                    "SELECT pg_catalog.pg_try_advisory_xact_lock($1, pg_catalog.hashtext($2))",
+                    None,
+                    &[LOCK_CLASS.into(), key.as_str().into()],
+                )
+                .or_bug("locking a migration")
+                .first()
+                .get_one()
+                .or_bug("locking a migration")
+        });
         if got == Some(true) {
             return Ok(());
         }
-        let holder: Option<i32> = client
+        if attempt < TRIES {
+            unsafe { pg_sys::pg_usleep(PAUSE_US as _) };
+            pg_sys::check_for_interrupts!();
+        }
+    }
+    let holder: Option<i32> = Spi::connect(|client| {
+        client
             .select(
                 "SELECT l.pid FROM pg_catalog.pg_locks l
                   WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
@@ -156,12 +168,12 @@ pub fn lock(app: &str, name: &str) -> Result<()> {
             .or_bug("finding a lock holder")
             .first()
             .get_one()
-            .unwrap_or(None);
-        Err(MigrateError::Busy {
-            app: app.to_string(),
-            name: name.to_string(),
-            pid: holder,
-        })
+            .unwrap_or(None)
+    });
+    Err(MigrateError::Busy {
+        app: app.to_string(),
+        name: name.to_string(),
+        pid: holder,
     })
 }
 

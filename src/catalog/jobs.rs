@@ -19,8 +19,8 @@ const FREE: &str =
 /// Runnable now: queued or left running/waiting by a driver that is gone,
 /// and due.
 const RUNNABLE: &str = "j.state IN ('queued', 'running', 'waiting')
-   AND j.run_at <= pg_catalog.now()
-   AND coalesce(j.wait_until, '-infinity') <= pg_catalog.now()";
+   AND j.run_at <= pg_catalog.clock_timestamp()
+   AND coalesce(j.wait_until, '-infinity') <= pg_catalog.clock_timestamp()";
 
 /// A job as a step sees it.
 #[derive(Debug, Clone)]
@@ -139,7 +139,7 @@ pub fn insert(j: NewJob<'_>) -> i64 {
             .update(
                 "INSERT INTO pgmigrate.jobs (kind, relid, relation, owner, spec, command, batch_size, run_at,
                                              migration_app, migration_name, migration_run)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, pg_catalog.now()), $9, $10, $11)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, pg_catalog.clock_timestamp()), $9, $10, $11)
                  RETURNING job_id",
                 None,
                 &[
@@ -171,7 +171,7 @@ pub fn claim_next() -> Option<i64> {
         "UPDATE pgmigrate.jobs AS u
             SET state = 'running', driver_pid = pg_catalog.pg_backend_pid(), driver_started = {MY_START},
                 driver_kind = 'worker', wait_reason = NULL, wait_until = NULL,
-                started_at = coalesce(u.started_at, pg_catalog.now()), updated_at = pg_catalog.now()
+                started_at = coalesce(u.started_at, pg_catalog.clock_timestamp()), updated_at = pg_catalog.clock_timestamp()
           WHERE u.job_id = (SELECT j.job_id FROM pgmigrate.jobs j
                              WHERE {RUNNABLE} AND {FREE}
                              ORDER BY j.job_id
@@ -200,7 +200,7 @@ pub fn runnable_count() -> i64 {
 /// Seconds until the next queued or waiting job falls due, if any.
 pub fn seconds_to_next_due() -> Option<f64> {
     let sql = format!(
-        "SELECT extract(epoch FROM min(greatest(j.run_at, coalesce(j.wait_until, j.run_at))) - pg_catalog.now())::float8
+        "SELECT extract(epoch FROM min(greatest(j.run_at, coalesce(j.wait_until, j.run_at))) - pg_catalog.clock_timestamp())::float8
            FROM pgmigrate.jobs j WHERE j.state IN ('queued', 'waiting') AND {FREE}"
     );
     Spi::connect(|client| client.select(&sql, None, &[])?.first().get_one::<f64>())
@@ -214,7 +214,7 @@ pub fn claim_for_session(id: i64) -> bool {
         "UPDATE pgmigrate.jobs AS j
             SET state = 'running', driver_pid = pg_catalog.pg_backend_pid(), driver_started = {MY_START},
                 driver_kind = 'session', wait_reason = NULL, wait_until = NULL,
-                started_at = coalesce(j.started_at, pg_catalog.now()), updated_at = pg_catalog.now()
+                started_at = coalesce(j.started_at, pg_catalog.clock_timestamp()), updated_at = pg_catalog.clock_timestamp()
           WHERE j.job_id = $1
             AND j.state IN ('queued', 'running', 'waiting', 'paused')
             AND ({FREE} OR (j.driver_pid = pg_catalog.pg_backend_pid() AND j.driver_started = {MY_START}))
@@ -234,7 +234,7 @@ pub fn set_bounds(id: i64, lower: Option<Vec<String>>, upper: Option<Vec<String>
         client
             .update(
                 "UPDATE pgmigrate.jobs SET lower_bound = $2, upper_bound = $3, rows_estimate = $4,
-                        updated_at = pg_catalog.now()
+                        updated_at = pg_catalog.clock_timestamp()
                   WHERE job_id = $1",
                 None,
                 &[id.into(), lower.into(), upper.into(), estimate.into()],
@@ -262,7 +262,7 @@ pub fn after_batch(id: i64, b: &BatchDone) {
                         batches = batches + 1, last_batch_ms = $5, rate = $6, rows_estimate = $7,
                         retries = 0, state = 'running', wait_reason = NULL, wait_until = NULL,
                         error = NULL, error_sqlstate = NULL, error_detail = NULL,
-                        updated_at = pg_catalog.now()
+                        updated_at = pg_catalog.clock_timestamp()
                   WHERE job_id = $1",
                 None,
                 &[
@@ -292,8 +292,8 @@ pub fn retry_later(
             .update(
                 "UPDATE pgmigrate.jobs
                     SET state = 'waiting', retries = $2, wait_reason = $3,
-                        wait_until = pg_catalog.now() + $4 * interval '1 millisecond',
-                        error = $5, error_sqlstate = $6, error_detail = $7, updated_at = pg_catalog.now()
+                        wait_until = pg_catalog.clock_timestamp() + $4 * interval '1 millisecond',
+                        error = $5, error_sqlstate = $6, error_detail = $7, updated_at = pg_catalog.clock_timestamp()
                   WHERE job_id = $1",
                 None,
                 &[
@@ -324,7 +324,7 @@ pub fn finish(id: i64, state: JobState, error: Option<(&str, &str, Option<&str>)
                         wait_reason = NULL, wait_until = NULL, driver_pid = NULL, driver_started = NULL,
                         driver_kind = NULL,
                         rows_total = CASE WHEN $2 = 'succeeded' THEN rows_done ELSE rows_total END,
-                        finished_at = pg_catalog.now(), updated_at = pg_catalog.now()
+                        finished_at = pg_catalog.clock_timestamp(), updated_at = pg_catalog.clock_timestamp()
                   WHERE job_id = $1",
                 None,
                 &[id.into(), state.as_str().into(), message.into(), sqlstate.into(), detail.into()],
@@ -346,11 +346,11 @@ pub fn set_state(id: i64, state: JobState, reason: Option<&str>) {
                         error_sqlstate = CASE WHEN $2 = 'queued' THEN NULL ELSE error_sqlstate END,
                         error_detail = CASE WHEN $2 = 'queued' THEN NULL ELSE error_detail END,
                         finished_at = CASE WHEN $2 IN ('succeeded', 'failed', 'cancelled')
-                                           THEN pg_catalog.now() END,
+                                           THEN pg_catalog.clock_timestamp() END,
                         driver_pid = CASE WHEN $2 = 'running' THEN driver_pid END,
                         driver_started = CASE WHEN $2 = 'running' THEN driver_started END,
                         driver_kind = CASE WHEN $2 = 'running' THEN driver_kind END,
-                        updated_at = pg_catalog.now()
+                        updated_at = pg_catalog.clock_timestamp()
                   WHERE job_id = $1",
                 None,
                 &[id.into(), state.as_str().into(), reason.into()],

@@ -184,16 +184,20 @@ pub fn eta_seconds(rows_done: i64, rows_total: i64, rate: Option<f64>) -> Option
 
 /// A progress line for NOTICEs: "job 7: 120,000 of 1,000,000 rows (12.0%), 25,000 rows/s, about 36 s left".
 pub fn progress_line(job_id: i64, rows_done: i64, rows_total: i64, rate: Option<f64>) -> String {
+    if rows_total <= 0 && rows_done == 0 {
+        return format!("job {job_id}: starting");
+    }
+    let total = rows_total.max(rows_done);
     let mut s = format!(
         "job {job_id}: {} of {} rows ({:.1}%)",
         thousands(rows_done),
-        thousands(rows_total.max(rows_done)),
-        percent(rows_done, rows_total, false)
+        thousands(total),
+        percent(rows_done, total, false)
     );
     if let Some(r) = rate.filter(|r| *r > 0.0) {
         s.push_str(&format!(", {} rows/s", thousands(r.round() as i64)));
     }
-    if let Some(eta) = eta_seconds(rows_done, rows_total, rate) {
+    if let Some(eta) = eta_seconds(rows_done, total, rate) {
         s.push_str(&format!(", about {} left", human_seconds(eta)));
     }
     s
@@ -345,7 +349,11 @@ mod tests {
             progress_line(7, 120_000, 1_000_000, Some(25_000.4)),
             "job 7: 120,000 of 1,000,000 rows (12.0%), 25,000 rows/s, about 36 s left"
         );
-        assert_eq!(progress_line(7, 0, 0, None), "job 7: 0 of 0 rows (0.0%)");
+        assert_eq!(progress_line(7, 0, 0, None), "job 7: starting");
+        assert_eq!(
+            progress_line(7, 10, 0, None),
+            "job 7: 10 of 10 rows (99.9%)"
+        );
         assert_eq!(thousands(-1234), "-1,234");
         assert_eq!(human_seconds(125.0), "2 min 5 s");
         assert_eq!(human_seconds(7300.0), "2 h 1 min");

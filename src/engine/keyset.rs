@@ -149,9 +149,9 @@ impl Backfill<'_> {
     fn key_batch_sql(&self, columns: &[KeyColumn], after_cursor: bool) -> String {
         let n = columns.len();
         let keys = Self::key_list(columns, "");
-        // The batch's own names for the key columns, so that the user's
-        // clauses can name the key columns without ambiguity.
+        // The batch's own names for its columns, apart from the table's.
         let alias: Vec<String> = (1..=n).map(|i| format!("_pgm_k{i}")).collect();
+        let aliases = alias.join(", ");
         let (lower, upper_first, limit) = if after_cursor {
             (
                 format!("({keys}) > {} AND ", Self::param_row(columns, 1)),
@@ -162,61 +162,58 @@ impl Backfill<'_> {
             (String::new(), 1, n + 1)
         };
         let upper = format!("({keys}) <= {}", Self::param_row(columns, upper_first));
-        let target = quote_ident(self.table);
-        let join: Vec<String> = columns
-            .iter()
-            .zip(&alias)
-            .map(|(c, a)| format!("{target}.{} = _pgm_batch.{a}", quote_ident(&c.name)))
-            .collect();
         let desc: Vec<String> = alias.iter().map(|a| format!("{a} DESC")).collect();
         let last: Vec<String> = alias
             .iter()
             .map(|a| format!("_pgm_last.{a}::text"))
             .collect();
+        // The UPDATE does not join: it finds the batch's rows by ctid (a TID
+        // scan, one page per row), so no statistics can lead the planner to
+        // scan the whole table for every batch.  It rechecks that each row's
+        // key is still in this batch's range (cursor, last key]: a row that a
+        // concurrent update moved there is this batch's, one moved away is
+        // not.  PostgreSQL rechecks both conditions and the where clause on
+        // the newest version of a row updated under it.
         format!(
-            "WITH _pgm_batch ({aliases}) AS MATERIALIZED (
-    SELECT {keys} FROM {rel}
+            "WITH _pgm_batch (_pgm_ctid, {aliases}) AS MATERIALIZED (
+    SELECT ctid, {keys} FROM {rel}
      WHERE {lower}{upper}
      ORDER BY {keys}
      LIMIT ${limit}
+), _pgm_last AS (
+    SELECT {aliases} FROM _pgm_batch ORDER BY {desc} LIMIT 1
 ), _pgm_updated AS (
     UPDATE {rel} SET
 {set}
-      FROM _pgm_batch
-     WHERE {join}{filter}
+     WHERE ctid = ANY (ARRAY(SELECT _pgm_ctid FROM _pgm_batch))
+       AND {lower}({keys}) <= (SELECT {aliases} FROM _pgm_last){filter}
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM _pgm_batch), (SELECT count(*) FROM _pgm_updated),
-       CASE WHEN _pgm_last IS NULL THEN NULL ELSE ARRAY[{last}] END
-  FROM (SELECT 1) _pgm_one
-  LEFT JOIN (SELECT {aliases} FROM _pgm_batch ORDER BY {desc} LIMIT 1) _pgm_last ON true",
-            aliases = alias.join(", "),
+       (SELECT ARRAY[{last}] FROM _pgm_last)",
             rel = self.relation(),
             set = self.set_clause,
-            join = join.join(" AND "),
-            filter = self.filter(),
             desc = desc.join(", "),
             last = last.join(", "),
+            filter = self.filter(),
         )
     }
 
-    /// Blocks `[$1, $2)` of the heap: `$1` and `$2` are block numbers.
+    /// Blocks `[$1, $2)` of the heap: `$1` and `$2` are block numbers.  The
+    /// UPDATE scans the block range itself (a TID range scan); the rows it
+    /// covered are counted in the statement's snapshot, before the update.
     fn ctid_batch_sql(&self) -> String {
+        let range = "ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid";
         format!(
-            "WITH _pgm_batch AS MATERIALIZED (
-    SELECT ctid AS _pgm_ctid FROM {rel}
-     WHERE ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid
-), _pgm_updated AS (
+            "WITH _pgm_updated AS (
     UPDATE {rel} SET
 {set}
-      FROM _pgm_batch
-     WHERE {target}.ctid = _pgm_batch._pgm_ctid{filter}
+     WHERE {range}{filter}
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM _pgm_batch), (SELECT count(*) FROM _pgm_updated), ARRAY[$2::text]",
+SELECT (SELECT count(*) FROM {rel} WHERE {range}), (SELECT count(*) FROM _pgm_updated), ARRAY[$2::text]",
             rel = self.relation(),
             set = self.set_clause,
-            target = quote_ident(self.table),
             filter = self.filter(),
         )
     }
@@ -264,11 +261,17 @@ mod tests {
         );
         assert!(next.contains("LIMIT $3"), "{next}");
         assert!(
-            next.contains("\"orders\".\"id\" = _pgm_batch._pgm_k1\n   AND (\nn < 10\n)"),
+            next.contains(
+                "WHERE ctid = ANY (ARRAY(SELECT _pgm_ctid FROM _pgm_batch))\n       AND (\"id\") > ($1::bigint) AND (\"id\") <= (SELECT _pgm_k1 FROM _pgm_last)\n   AND (\nn < 10\n)"
+            ),
             "{next}"
         );
         assert!(
-            next.starts_with("WITH _pgm_batch (_pgm_k1) AS MATERIALIZED"),
+            first.contains("AND (\"id\") <= (SELECT _pgm_k1 FROM _pgm_last)"),
+            "{first}"
+        );
+        assert!(
+            next.starts_with("WITH _pgm_batch (_pgm_ctid, _pgm_k1) AS MATERIALIZED"),
             "{next}"
         );
         assert!(
@@ -332,7 +335,7 @@ mod tests {
             sql.contains("x IS NULL -- only new\n)\n    RETURNING 1"),
             "{sql}"
         );
-        assert!(sql.contains("x = 1 -- set\n      FROM _pgm_batch"), "{sql}");
+        assert!(sql.contains("x = 1 -- set\n     WHERE ctid = ANY"), "{sql}");
     }
 
     #[test]
@@ -347,7 +350,14 @@ mod tests {
         assert!(b.bound_sql(true).is_none());
         let sql = b.batch_sql(true);
         assert!(sql.contains("ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid"));
-        assert!(sql.contains("\"logs\".ctid = _pgm_batch._pgm_ctid\n   AND (\ny IS NULL\n)"));
+        assert!(
+            sql.contains("::tid\n   AND (\ny IS NULL\n)\n    RETURNING 1"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("SELECT (SELECT count(*) FROM \"public\".\"logs\" WHERE ctid >= "),
+            "{sql}"
+        );
     }
 
     #[test]

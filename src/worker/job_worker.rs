@@ -31,6 +31,9 @@ enum Claim {
 /// comes back as `Err`.
 fn in_transaction<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
     unsafe {
+        // As a backend does per statement: now() and statement_timestamp()
+        // in this transaction (the job's clauses may use them) are today's.
+        pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
     }
