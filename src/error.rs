@@ -4,6 +4,7 @@
 //! The enum itself is plain Rust so the pure logic in `engine` can return it
 //! and be tested with `cargo test`; `report()` is the bridge to `ereport`.
 
+use crate::engine::history::{Current, Status};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 use thiserror::Error;
@@ -73,8 +74,12 @@ pub enum MigrateError {
         role: String,
     },
 
-    #[error("migration {0} is already running")]
-    AlreadyRunning(Box<RunningInfo>),
+    #[error("migration {app}.{name} is already running")]
+    AlreadyRunning {
+        app: String,
+        name: String,
+        run: Box<Current>,
+    },
 
     #[error("migration {app}.{name} is being changed by another session")]
     Busy {
@@ -99,7 +104,7 @@ pub enum MigrateError {
     NotApplied {
         app: String,
         name: String,
-        state: Option<Box<StateInfo>>,
+        state: Option<Box<Current>>,
     },
 
     #[error("migration {app}.{name} cannot be unapplied while it is {status}")]
@@ -202,38 +207,6 @@ pub enum MigrateError {
     },
 }
 
-/// A migration that is running: who runs it and whether that backend lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunningInfo {
-    pub app: String,
-    pub name: String,
-    pub run_id: i64,
-    pub since: String,
-    pub role: String,
-    pub pid: i32,
-    pub backend_alive: bool,
-}
-
-/// The current state of a migration that is not applied, for the startup
-/// check's detail and hint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateInfo {
-    pub status: String,
-    pub run_id: i64,
-    pub at: String,
-    pub role: String,
-    pub pid: i32,
-    pub backend_alive: bool,
-    pub error: Option<String>,
-    pub reason: Option<String>,
-}
-
-impl std::fmt::Display for RunningInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.app, self.name)
-    }
-}
-
 /// What to pass for an argument that was missing or empty.
 fn argument_hint(arg: &str) -> Option<&'static str> {
     Some(match arg {
@@ -269,7 +242,7 @@ impl MigrateError {
             UnknownMigration { .. } => "42704",   // undefined_object
             RunFinished { .. } => "55000",        // object_not_in_prerequisite_state
             AlreadyApplied { .. } => "42710",     // duplicate_object
-            AlreadyRunning(_) => "55006",         // object_in_use
+            AlreadyRunning { .. } => "55006",     // object_in_use
             Busy { .. } => "55006",               // object_in_use
             ConcurrentChange { .. } => "40001",   // serialization_failure
             ChecksumMismatch { .. } => "55000",   // object_not_in_prerequisite_state
@@ -317,10 +290,10 @@ impl MigrateError {
             } => Some(format!(
                 "It was applied at {at} by role {role} (run {run_id})."
             )),
-            AlreadyRunning(r) => Some(format!(
+            AlreadyRunning { run: r, .. } => Some(format!(
                 "Run {} was started at {} by role {} in backend {}{}.",
                 r.run_id,
-                r.since,
+                r.at,
                 r.role,
                 r.pid,
                 if r.backend_alive {
@@ -356,8 +329,8 @@ impl MigrateError {
                 Some(format!("It is {state}; waiting for it does not stop it."))
             }
             NotApplied { state: None, .. } => Some("It has never been recorded.".into()),
-            NotApplied { state: Some(s), .. } => Some(match s.status.as_str() {
-                "running" => format!(
+            NotApplied { state: Some(s), .. } => Some(match s.status {
+                Status::Running => format!(
                     "It is running: run {} was started at {} by role {} in backend {}{}.",
                     s.run_id,
                     s.at,
@@ -369,15 +342,15 @@ impl MigrateError {
                         ", which has since exited"
                     }
                 ),
-                "failed" => match &s.error {
+                Status::Failed => match &s.error {
                     Some(e) => format!("Its last run ({}) failed at {}: {}", s.run_id, s.at, e),
                     None => format!("Its last run ({}) failed at {}.", s.run_id, s.at),
                 },
-                "unapplied" => match &s.reason {
+                Status::Unapplied => match &s.reason {
                     Some(r) => format!("It was unapplied at {} by role {}: {}", s.at, s.role, r),
                     None => format!("It was unapplied at {} by role {}.", s.at, s.role),
                 },
-                other => format!("Its status is {other}."),
+                Status::Applied => "It is applied.".to_string(),
             }),
             _ => None,
         }
@@ -405,11 +378,11 @@ impl MigrateError {
                 literal(app),
                 literal(name)
             )),
-            AlreadyRunning(r) if r.backend_alive => Some(format!(
+            AlreadyRunning { run: r, .. } if r.backend_alive => Some(format!(
                 "Wait for it to finish; pg_stat_activity shows what backend {} is doing.",
                 r.pid
             )),
-            AlreadyRunning(r) => Some(format!(
+            AlreadyRunning { run: r, .. } => Some(format!(
                 "The session that started it ended without finishing it. Check what it changed, then record the outcome with SELECT migrate_finish({}, 'failed', '...');",
                 r.run_id
             )),
@@ -419,11 +392,11 @@ impl MigrateError {
                 "If the migration was changed on purpose, pass force => true; otherwise deploy the version of the migration that ran before."
                     .into(),
             ),
-            NotApplied { app, name, state } => Some(match state.as_deref().map(|s| s.status.as_str()) {
-                Some("running") => format!(
+            NotApplied { app, name, state } => Some(match state.as_deref().map(|s| s.status) {
+                Some(Status::Running) => format!(
                     "Wait for migration {app}.{name} to finish before starting this version of the application."
                 ),
-                Some("failed") => format!(
+                Some(Status::Failed) => format!(
                     "Fix and rerun migration {app}.{name}; migrate_history shows its error."
                 ),
                 _ => format!(

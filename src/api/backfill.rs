@@ -3,7 +3,7 @@
 use crate::catalog::history as log;
 use crate::catalog::jobs::{self, NewJob};
 use crate::catalog::{as_owner, current_role_name};
-use crate::engine::history::{self as rules, Status};
+use crate::engine::history as rules;
 use crate::engine::keyset::{quote_ident, Backfill, BackfillSpec, KeyColumn, Walk};
 use crate::error::{MigrateError, OrReport};
 use crate::sys;
@@ -357,18 +357,8 @@ fn migrate_backfill(
                     quote_ident(b.schema),
                     quote_ident(b.table)
                 );
-                let run = log::start_run(
-                    app,
-                    name,
-                    None,
-                    Some(&description),
-                    false,
-                    "started",
-                    Status::Running,
-                    None,
-                    &role,
-                )
-                .or_report();
+                let run = log::start_run(&log::RunRequest::started(app, name, &description, &role))
+                    .or_report();
                 Some((app.as_str(), name.as_str(), run))
             }
             None => None,

@@ -22,6 +22,41 @@ fn flag(arg: &'static str, v: Option<bool>) -> bool {
     v.ok_or(MigrateError::NullArgument { arg }).or_report()
 }
 
+/// Check the arguments migrate_start and migrate_record share, then open
+/// the run for the caller.
+#[allow(clippy::too_many_arguments)]
+fn open_run(
+    function: &std::ffi::CStr,
+    app: Option<&str>,
+    name: Option<&str>,
+    checksum: Option<&str>,
+    description: Option<&str>,
+    force: Option<bool>,
+    event: &'static str,
+    status: Status,
+    duration: Option<Interval>,
+) -> i64 {
+    let app = rules::require_name("app", app).or_report();
+    let name = rules::require_name("name", name).or_report();
+    let checksum = rules::optional_checksum(checksum).or_report();
+    let description = rules::optional_text("description", description).or_report();
+    let force = flag("force", force);
+    require_writable(function);
+    let role = current_role_name();
+    let request = log::RunRequest {
+        app,
+        name,
+        checksum,
+        description,
+        force,
+        event,
+        status,
+        duration,
+        role: &role,
+    };
+    as_owner(|| log::start_run(&request)).or_report()
+}
+
 /// Start a run of migration `app.name` and return its run id.  Refused
 /// while it runs elsewhere, when already applied (unless `force`), and
 /// when `checksum` differs from the last recorded one (unless `force`).
@@ -34,12 +69,8 @@ fn migrate_start(
     description: default!(Option<&str>, NULL),
     force: default!(Option<bool>, false),
 ) -> i64 {
-    let app = rules::require_name("app", app).or_report();
-    let name = rules::require_name("name", name).or_report();
-    let checksum = rules::optional_checksum(checksum).or_report();
-    let description = rules::optional_text("description", description).or_report();
-    let force = flag("force", force);
-    new_run(
+    open_run(
+        c"migrate_start()",
         app,
         name,
         checksum,
@@ -62,15 +93,11 @@ fn migrate_record(
     duration: default!(Option<Interval>, NULL),
     force: default!(Option<bool>, false),
 ) -> i64 {
-    let app = rules::require_name("app", app).or_report();
-    let name = rules::require_name("name", name).or_report();
-    let checksum = rules::optional_checksum(checksum).or_report();
-    let description = rules::optional_text("description", description).or_report();
-    let force = flag("force", force);
     if duration.is_some_and(|d| d.is_negative()) {
         MigrateError::Negative { arg: "duration" }.report();
     }
-    new_run(
+    open_run(
+        c"migrate_record()",
         app,
         name,
         checksum,
@@ -80,39 +107,6 @@ fn migrate_record(
         Status::Applied,
         duration,
     )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn new_run(
-    app: &str,
-    name: &str,
-    checksum: Option<&str>,
-    description: Option<&str>,
-    force: bool,
-    event: &'static str,
-    status: Status,
-    duration: Option<Interval>,
-) -> i64 {
-    require_writable(if event == "started" {
-        c"migrate_start()"
-    } else {
-        c"migrate_record()"
-    });
-    let role = current_role_name();
-    as_owner(|| {
-        log::start_run(
-            app,
-            name,
-            checksum,
-            description,
-            force,
-            event,
-            status,
-            duration,
-            &role,
-        )
-    })
-    .or_report()
 }
 
 /// Finish run `id` as 'applied' or 'failed' (with the error).

@@ -5,7 +5,7 @@
 use crate::api::backfill::announce;
 use crate::catalog::jobs::{self, Job};
 use crate::catalog::{as_owner, history, role_name};
-use crate::engine::history::{Outcome, Status};
+use crate::engine::history::Outcome;
 use crate::engine::jobs::{self as rules, Control, JobState};
 use crate::error::{MigrateError, OrReport};
 use crate::runner::{self, Driver};
@@ -53,17 +53,14 @@ fn control(id: Option<i64>, action: Control) {
             ),
             Control::Retry => {
                 if let (Some(app), Some(name)) = (&job.migration_app, &job.migration_name) {
-                    let run = history::start_run(
+                    let description = format!("retry of pg_migrate job {}", job.id);
+                    let owner = role_name(job.owner);
+                    let run = history::start_run(&history::RunRequest::started(
                         app,
                         name,
-                        None,
-                        Some(&format!("retry of pg_migrate job {}", job.id)),
-                        false,
-                        "started",
-                        Status::Running,
-                        None,
-                        &role_name(job.owner),
-                    )
+                        &description,
+                        &owner,
+                    ))
                     .or_report();
                     jobs::set_migration_run(job.id, run);
                 }

@@ -276,20 +276,42 @@ pub fn import(rows: JsonB, role: &str, source: &str) -> i64 {
     })
 }
 
-/// Open a run of `app.name` (a 'started' run, or a one-event 'recorded'
-/// run) after checking the rules.  Call as the owner.
-#[allow(clippy::too_many_arguments)]
-pub fn start_run(
-    app: &str,
-    name: &str,
-    checksum: Option<&str>,
-    description: Option<&str>,
-    force: bool,
-    event: &'static str,
-    status: Status,
-    duration: Option<Interval>,
-    role: &str,
-) -> Result<i64> {
+/// A run to open: a 'started' run (migrate_start) or a one-event
+/// 'recorded' run (migrate_record).
+pub struct RunRequest<'a> {
+    pub app: &'a str,
+    pub name: &'a str,
+    pub checksum: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub force: bool,
+    pub event: &'static str,
+    pub status: Status,
+    /// For recorded runs: how long the run took.
+    pub duration: Option<Interval>,
+    /// The role the run is recorded for.
+    pub role: &'a str,
+}
+
+impl<'a> RunRequest<'a> {
+    /// A run that opens now and a job (or a later call) finishes.
+    pub fn started(app: &'a str, name: &'a str, description: &'a str, role: &'a str) -> Self {
+        RunRequest {
+            app,
+            name,
+            checksum: None,
+            description: Some(description),
+            force: false,
+            event: "started",
+            status: Status::Running,
+            duration: None,
+            role,
+        }
+    }
+}
+
+/// Open a run after checking the rules; returns its id.  Call as the owner.
+pub fn start_run(r: &RunRequest<'_>) -> Result<i64> {
+    let (app, name) = (r.app, r.name);
     lock(app, name)?;
     let current = current(app, name);
     let previous = previous_checksum(app, name);
@@ -298,17 +320,17 @@ pub fn start_run(
         name,
         current.as_ref(),
         previous.as_ref(),
-        checksum,
-        force,
+        r.checksum,
+        r.force,
     )?;
     // Was force what let this run begin?  Kept in the log for the audit.
-    let forced = force
+    let forced = r.force
         && rules::check_new_run(
             app,
             name,
             current.as_ref(),
             previous.as_ref(),
-            checksum,
+            r.checksum,
             false,
         )
         .is_err();
@@ -317,15 +339,15 @@ pub fn start_run(
         app,
         name,
         seq,
-        event,
-        status,
-        checksum,
-        description,
+        event: r.event,
+        status: r.status,
+        checksum: r.checksum,
+        description: r.description,
         error: None,
         reason: None,
         forced,
-        role,
-        duration,
+        role: r.role,
+        duration: r.duration,
     })
 }
 

@@ -4,7 +4,7 @@
 //! these functions whether a change is allowed, and appends the event they
 //! approve.  Nothing here touches PostgreSQL.
 
-use crate::error::{MigrateError, Result, RunningInfo, StateInfo};
+use crate::error::{MigrateError, Result};
 
 /// Longest app or migration name accepted (Django's own limit).
 pub const MAX_NAME_CHARS: usize = 255;
@@ -166,15 +166,11 @@ pub fn parse_outcome<'a>(
 }
 
 fn running_error(app: &str, name: &str, c: &Current) -> MigrateError {
-    MigrateError::AlreadyRunning(Box::new(RunningInfo {
+    MigrateError::AlreadyRunning {
         app: app.to_string(),
         name: name.to_string(),
-        run_id: c.run_id,
-        since: c.at.clone(),
-        role: c.role.clone(),
-        pid: c.pid,
-        backend_alive: c.backend_alive,
-    }))
+        run: Box::new(c.clone()),
+    }
 }
 
 /// May a new run of `app.name` begin (migrate_start, migrate_record)?
@@ -268,18 +264,7 @@ pub fn require_applied(app: &str, name: &str, current: Option<&Current>) -> Opti
     Some(MigrateError::NotApplied {
         app: app.to_string(),
         name: name.to_string(),
-        state: current.map(|c| {
-            Box::new(StateInfo {
-                status: c.status.as_str().to_string(),
-                run_id: c.run_id,
-                at: c.at.clone(),
-                role: c.role.clone(),
-                pid: c.pid,
-                backend_alive: c.backend_alive,
-                error: c.error.clone(),
-                reason: c.reason.clone(),
-            })
-        }),
+        state: current.map(|c| Box::new(c.clone())),
     })
 }
 
@@ -389,8 +374,8 @@ mod tests {
         let c = cur(Status::Running, 3);
         for force in [false, true] {
             match check_new_run("a", "m", Some(&c), None, None, force) {
-                Err(MigrateError::AlreadyRunning(r)) => {
-                    assert_eq!((r.run_id, r.pid), (10, 4242));
+                Err(MigrateError::AlreadyRunning { run, .. }) => {
+                    assert_eq!((run.run_id, run.pid), (10, 4242));
                 }
                 other => panic!("unexpected {other:?}"),
             }

@@ -146,12 +146,12 @@ impl Backfill<'_> {
         }
     }
 
-    fn key_batch_sql(&self, columns: &[KeyColumn], after_cursor: bool) -> String {
+    /// The key range of a batch, for the parameter layout of `batch_sql`:
+    /// (the cursor condition with a trailing AND, or nothing; the upper
+    /// bound condition; the number of the LIMIT parameter).
+    fn range(columns: &[KeyColumn], after_cursor: bool) -> (String, String, usize) {
         let n = columns.len();
         let keys = Self::key_list(columns, "");
-        // The batch's own names for its columns, apart from the table's.
-        let alias: Vec<String> = (1..=n).map(|i| format!("_pgm_k{i}")).collect();
-        let aliases = alias.join(", ");
         let (lower, upper_first, limit) = if after_cursor {
             (
                 format!("({keys}) > {} AND ", Self::param_row(columns, 1)),
@@ -161,7 +161,39 @@ impl Backfill<'_> {
         } else {
             (String::new(), 1, n + 1)
         };
-        let upper = format!("({keys}) <= {}", Self::param_row(columns, upper_first));
+        (
+            lower,
+            format!("({keys}) <= {}", Self::param_row(columns, upper_first)),
+            limit,
+        )
+    }
+
+    /// The keys one batch covers, as text[] rows in key order (same
+    /// parameters as `batch_sql`).  For finding a failing row.
+    pub fn batch_keys_sql(&self, after_cursor: bool) -> Option<String> {
+        let Walk::Key { columns } = self.walk else {
+            return None;
+        };
+        let keys = Self::key_list(columns, "");
+        let texts: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{}::text", quote_ident(&c.name)))
+            .collect();
+        let (lower, upper, limit) = Self::range(columns, after_cursor);
+        Some(format!(
+            "SELECT ARRAY[{}] FROM {} WHERE {lower}{upper} ORDER BY {keys} LIMIT ${limit}",
+            texts.join(", "),
+            self.relation()
+        ))
+    }
+
+    fn key_batch_sql(&self, columns: &[KeyColumn], after_cursor: bool) -> String {
+        let n = columns.len();
+        let keys = Self::key_list(columns, "");
+        // The batch's own names for its columns, apart from the table's.
+        let alias: Vec<String> = (1..=n).map(|i| format!("_pgm_k{i}")).collect();
+        let aliases = alias.join(", ");
+        let (lower, upper, limit) = Self::range(columns, after_cursor);
         let desc: Vec<String> = alias.iter().map(|a| format!("{a} DESC")).collect();
         let last: Vec<String> = alias
             .iter()
@@ -336,6 +368,26 @@ mod tests {
             "{sql}"
         );
         assert!(sql.contains("x = 1 -- set\n     WHERE ctid = ANY"), "{sql}");
+    }
+
+    #[test]
+    fn batch_keys_share_the_batch_parameters() {
+        let walk = key(&[("a", "integer"), ("b", "text")]);
+        let b = Backfill {
+            schema: "s",
+            table: "t",
+            walk: &walk,
+            set_clause: "x = 1",
+            where_clause: None,
+        };
+        assert_eq!(
+            b.batch_keys_sql(true).unwrap(),
+            "SELECT ARRAY[\"a\"::text, \"b\"::text] FROM \"s\".\"t\" WHERE (\"a\", \"b\") > ($1::integer, $2::text) AND (\"a\", \"b\") <= ($3::integer, $4::text) ORDER BY \"a\", \"b\" LIMIT $5"
+        );
+        assert!(b
+            .batch_keys_sql(false)
+            .unwrap()
+            .contains("WHERE (\"a\", \"b\") <= ($1::integer, $2::text) ORDER BY"));
     }
 
     #[test]

@@ -363,36 +363,7 @@ fn failing_key(
     b: &Backfill<'_>,
     upper: &[String],
 ) -> Option<Vec<String>> {
-    let Walk::Key { columns } = &spec.walk else {
-        return None;
-    };
-    let names: Vec<String> = columns
-        .iter()
-        .map(|c| crate::engine::keyset::quote_ident(&c.name))
-        .collect();
-    let keys = names.join(", ");
-    let typed = |first: usize| -> String {
-        let items: Vec<String> = columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("${}::{}", first + i, c.type_name))
-            .collect();
-        format!("({})", items.join(", "))
-    };
-    let n = columns.len();
-    let (lower_cond, upper_first) = match &job.cursor {
-        Some(_) => (format!("({keys}) > {} AND ", typed(1)), n + 1),
-        None => (String::new(), 1),
-    };
-    let list_sql =
-        format!(
-        "SELECT ARRAY[{}] FROM {}.{} WHERE {lower_cond}({keys}) <= {} ORDER BY {keys} LIMIT ${}",
-        names.iter().map(|k| format!("{k}::text")).collect::<Vec<_>>().join(", "),
-        crate::engine::keyset::quote_ident(b.schema),
-        crate::engine::keyset::quote_ident(b.table),
-        typed(upper_first),
-        upper_first + n
-    );
+    let list_sql = b.batch_keys_sql(job.cursor.is_some())?;
     let mut params = Vec::new();
     if let Some(c) = &job.cursor {
         params.extend(texts(c));
