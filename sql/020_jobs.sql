@@ -26,6 +26,10 @@ CREATE TABLE pgmigrate.jobs (
     last_batch_ms   double precision,
     rate            double precision,
     retries         integer     NOT NULL DEFAULT 0,
+    ms_per_row      double precision,
+    throttled_ms    bigint      NOT NULL DEFAULT 0,
+    throttled_batch_ms bigint   NOT NULL DEFAULT 0,
+    skipped         bigint      NOT NULL DEFAULT 0,
     error           text,
     error_sqlstate  text,
     error_detail    text,
@@ -64,6 +68,10 @@ COMMENT ON COLUMN pgmigrate.jobs.upper_bound IS 'the largest key when the job st
 COMMENT ON COLUMN pgmigrate.jobs.rows_done IS 'rows the batches have covered (matching the where clause or not)';
 COMMENT ON COLUMN pgmigrate.jobs.rows_updated IS 'rows the batches changed';
 COMMENT ON COLUMN pgmigrate.jobs.rate IS 'recent rows per second (moving average over batches)';
+COMMENT ON COLUMN pgmigrate.jobs.ms_per_row IS 'moving average of batch milliseconds per row: what adaptive batch sizing aims with';
+COMMENT ON COLUMN pgmigrate.jobs.throttled_ms IS 'time the job waited for throttles and budgets, in all';
+COMMENT ON COLUMN pgmigrate.jobs.throttled_batch_ms IS 'time waited for throttles since the last batch';
+COMMENT ON COLUMN pgmigrate.jobs.skipped IS 'rows skipped because they failed (on_error => ''skip'')';
 COMMENT ON COLUMN pgmigrate.jobs.driver_pid IS 'backend running the job now (a worker or a session in migrate_run)';
 
 -- Is backend `pid`, started at `started`, still there?  The start time
@@ -75,3 +83,36 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(pid) a WHERE a.backend_start = started)
 $$;
 GRANT EXECUTE ON FUNCTION pgmigrate.backend_alive(integer, timestamptz) TO PUBLIC;
+
+-- One row per batch, the most recent pg_migrate.batch_history of each job.
+CREATE TABLE pgmigrate.batches (
+    job_id        bigint      NOT NULL REFERENCES pgmigrate.jobs ON DELETE CASCADE,
+    batch_no      integer     NOT NULL,
+    finished_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    after_key     text[],
+    last_key      text[],
+    rows_covered  bigint      NOT NULL,
+    rows_updated  bigint      NOT NULL,
+    batch_size    integer     NOT NULL,
+    ms            double precision NOT NULL,
+    wal_bytes     bigint      NOT NULL,
+    retries       integer     NOT NULL,
+    throttled_ms  bigint      NOT NULL,
+    PRIMARY KEY (job_id, batch_no)
+);
+COMMENT ON TABLE pgmigrate.batches IS
+    'pg_migrate: recent batches of each job (key range, rows, time, WAL, retries, throttling). Read it through migrate_batches.';
+COMMENT ON COLUMN pgmigrate.batches.after_key IS 'the batch began after this key (NULL: at the start)';
+
+-- Rows a job skipped because they failed (on_error => 'skip').
+CREATE TABLE pgmigrate.skipped (
+    job_id    bigint      NOT NULL REFERENCES pgmigrate.jobs ON DELETE CASCADE,
+    key       text[]      NOT NULL,
+    sqlstate  text        NOT NULL,
+    error     text        NOT NULL,
+    detail    text,
+    at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (job_id, key)
+);
+COMMENT ON TABLE pgmigrate.skipped IS
+    'pg_migrate: rows that failed in a job run with on_error => ''skip'', with their error. Read it through migrate_skipped.';

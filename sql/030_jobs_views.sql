@@ -26,6 +26,8 @@ SELECT j.job_id,
        date_trunc('second', j.started_at) AS started_at,
        date_trunc('second', j.updated_at) AS updated_at,
        j.error,
+       make_interval(secs => j.throttled_ms / 1000.0) AS throttled,
+       j.skipped,
        j.rows_updated,
        j.retries,
        j.migration_app || '.' || j.migration_name AS migration,
@@ -40,3 +42,24 @@ COMMENT ON VIEW migrate_progress IS
     'pg_migrate: one row per job (backfills): state, progress, rate, ETA; the command only for its owner';
 
 GRANT SELECT ON migrate_progress TO PUBLIC;
+
+-- Recent batches and skipped rows: they show data (keys, errors), so only
+-- to the job's owner, members of that role and superusers.
+CREATE VIEW migrate_batches AS
+SELECT b.job_id, b.batch_no, b.finished_at, b.after_key, b.last_key, b.rows_covered, b.rows_updated,
+       b.batch_size, round(b.ms::numeric, 1) AS ms, b.wal_bytes, b.retries, b.throttled_ms
+  FROM pgmigrate.batches b
+  JOIN pgmigrate.jobs j USING (job_id)
+ WHERE pg_has_role(j.owner, 'MEMBER');
+COMMENT ON VIEW migrate_batches IS
+    'pg_migrate: the most recent batches of each job you own: key range, rows, duration, WAL, retries, time throttled';
+
+CREATE VIEW migrate_skipped AS
+SELECT s.job_id, s.key, s.sqlstate, s.error, s.detail, s.at
+  FROM pgmigrate.skipped s
+  JOIN pgmigrate.jobs j USING (job_id)
+ WHERE pg_has_role(j.owner, 'MEMBER');
+COMMENT ON VIEW migrate_skipped IS
+    'pg_migrate: rows that jobs you own skipped (on_error => ''skip''), with the error each raised';
+
+GRANT SELECT ON migrate_batches, migrate_skipped TO PUBLIC;

@@ -36,3 +36,5 @@ COMMENT ON FUNCTION migrate_cancel IS 'pg_migrate: end a job for good';
 COMMENT ON FUNCTION migrate_retry IS 'pg_migrate: queue a failed or cancelled job again, from the batch that failed';
 COMMENT ON PROCEDURE migrate_run IS 'pg_migrate: drive a job in this session, committing after every batch';
 COMMENT ON PROCEDURE migrate_wait IS 'pg_migrate: wait for a job to finish, reporting progress';
+COMMENT ON FUNCTION migrate_estimate IS
+    'pg_migrate: estimate a backfill (rows it would change, duration, WAL) from a sample update that is rolled back';

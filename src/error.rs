@@ -452,6 +452,21 @@ impl MigrateError {
         }
     }
 
+    /// Raise this error with a detail of its own.
+    pub fn report_with_detail(self, detail: String) -> ! {
+        crate::sys::raise_at(
+            &crate::sys::Caught {
+                sqlstate: self.sqlstate().to_string(),
+                message: self.message(),
+                detail: Some(detail),
+                hint: self.hint(),
+            },
+            "",
+            0,
+            None,
+        )
+    }
+
     /// Raise this error as a PostgreSQL ERROR.  Never returns.
     pub fn report(self) -> ! {
         let mut report =

@@ -11,6 +11,48 @@ static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 /// for rescheduling).
 static NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(60);
 
+/// The batch duration adaptive sizing aims at (ms).
+static TARGET_BATCH_MS: GucSetting<i32> = GucSetting::<i32>::new(200);
+/// Largest adaptive batch (rows).
+static MAX_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(100_000);
+/// Pause while a standby's replay lag exceeds this (ms; 0: off).
+static MAX_REPLAY_LAG: GucSetting<i32> = GucSetting::<i32>::new(5_000);
+/// Pause while a replication slot holds back more WAL than this (MB; 0: off).
+static MAX_SLOT_WAL: GucSetting<i32> = GucSetting::<i32>::new(5 * 1024);
+/// Rows per second a job may update (0: no budget).
+static MAX_ROWS_PER_SECOND: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// WAL a job may write per second (kB; 0: no budget).
+static MAX_WAL_PER_SECOND: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// Pause while a VACUUM works on the job's table.
+static PAUSE_DURING_VACUUM: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// Batches kept in each job's history.
+static BATCH_HISTORY: GucSetting<i32> = GucSetting::<i32>::new(1000);
+
+pub fn target_batch_ms() -> i64 {
+    TARGET_BATCH_MS.get() as i64
+}
+pub fn max_batch_size() -> i64 {
+    MAX_BATCH_SIZE.get() as i64
+}
+pub fn max_replay_lag_ms() -> i64 {
+    MAX_REPLAY_LAG.get() as i64
+}
+pub fn max_slot_wal_bytes() -> i64 {
+    MAX_SLOT_WAL.get() as i64 * 1024 * 1024
+}
+pub fn max_rows_per_second() -> i64 {
+    MAX_ROWS_PER_SECOND.get() as i64
+}
+pub fn max_wal_bytes_per_second() -> i64 {
+    MAX_WAL_PER_SECOND.get() as i64 * 1024
+}
+pub fn pause_during_vacuum() -> bool {
+    PAUSE_DURING_VACUUM.get()
+}
+pub fn batch_history() -> i64 {
+    BATCH_HISTORY.get() as i64
+}
+
 pub fn max_workers() -> i32 {
     MAX_WORKERS.get()
 }
@@ -39,6 +81,87 @@ pub fn init() {
         3600,
         GucContext::Sighup,
         GucFlags::UNIT_S,
+    );
+    // Defaults of every job; a job's own options override them.  Superusers
+    // may set them per database or role too (ALTER DATABASE ... SET): the
+    // workers read them in the job's database.
+    GucRegistry::define_int_guc(
+        c"pg_migrate.target_batch_ms",
+        c"Batch duration that adaptive batch sizing aims at.",
+        c"Rows locked by a batch stay locked until it commits: a writer that needs one of them waits at most about this long.",
+        &TARGET_BATCH_MS,
+        10,
+        60_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_migrate.max_batch_size",
+        c"Largest batch adaptive sizing may choose, in rows.",
+        c"",
+        &MAX_BATCH_SIZE,
+        1,
+        1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_migrate.max_replay_lag",
+        c"Jobs pause while a standby's replay lag exceeds this; 0 turns the check off.",
+        c"Read from pg_stat_replication before every batch.",
+        &MAX_REPLAY_LAG,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_migrate.max_slot_wal",
+        c"Jobs pause while a replication slot holds back more WAL than this; 0 turns the check off.",
+        c"Read from pg_replication_slots before every batch.",
+        &MAX_SLOT_WAL,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MB,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_migrate.max_rows_per_second",
+        c"Rows per second a job may cover; 0 means no budget.",
+        c"",
+        &MAX_ROWS_PER_SECOND,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_migrate.max_wal_per_second",
+        c"WAL a job may write per second; 0 means no budget.",
+        c"",
+        &MAX_WAL_PER_SECOND,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_migrate.pause_during_vacuum",
+        c"Jobs pause while a VACUUM (autovacuum or manual) works on their table.",
+        c"",
+        &PAUSE_DURING_VACUUM,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_migrate.batch_history",
+        c"Batches kept in each job's history (migrate_batches).",
+        c"Older batches of a job are removed as new ones are recorded.",
+        &BATCH_HISTORY,
+        0,
+        1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pg_migrate".as_ptr()) };
 }

@@ -3,8 +3,10 @@
 use crate::catalog::history as log;
 use crate::catalog::jobs::{self, NewJob};
 use crate::catalog::{as_owner, current_role_name};
+use crate::engine::cron::Cron;
 use crate::engine::history as rules;
 use crate::engine::keyset::{quote_ident, Backfill, BackfillSpec, KeyColumn, Walk};
+use crate::engine::pace;
 use crate::error::{MigrateError, OrReport};
 use crate::sys;
 use crate::worker;
@@ -22,7 +24,13 @@ const CAPTURED_SETTINGS: [&str; 5] = [
     "extra_float_digits",
 ];
 
-fn int_arg(arg: &'static str, v: Option<i32>, min: i32, max: i32, allowed: &'static str) -> i32 {
+pub fn int_arg(
+    arg: &'static str,
+    v: Option<i32>,
+    min: i32,
+    max: i32,
+    allowed: &'static str,
+) -> i32 {
     let v = v.ok_or(MigrateError::NullArgument { arg }).or_report();
     if v < min || v > max {
         MigrateError::OutOfRange {
@@ -132,7 +140,7 @@ fn assigned_columns(plain_update: &str) -> Vec<String> {
 /// Validate the job's statements as the caller, without running them:
 /// prepare the plain UPDATE (syntax, columns, types), parse it (no key
 /// column assigned), and EXPLAIN the batch statement (privileges).
-fn validate(b: &Backfill<'_>) {
+pub fn validate(b: &Backfill<'_>) {
     let plain = b.plain_update();
     let prepared = sys::subtransaction(false, || {
         sys::capturing_position(|| {
@@ -187,6 +195,165 @@ fn validate(b: &Backfill<'_>) {
         .unwrap_or_else(|e| pgrx::error!("pg_migrate: checking the batch statement: {e}"));
 }
 
+/// A table a backfill may work on, and how its batches walk it.
+pub struct Target {
+    pub qualified: String,
+    pub walk: Walk,
+}
+
+/// Check that `rel` is a table pg_migrate may update, and choose how to
+/// walk it.
+pub fn check_target(
+    rel: &PgRelation,
+    where_clause: Option<&str>,
+    on_error: pace::OnError,
+) -> Target {
+    let relid = rel.oid();
+    let (relkind, persistence, namespace) = unsafe {
+        let form = rel.rd_rel;
+        (
+            (*form).relkind as u8,
+            (*form).relpersistence as u8,
+            (*form).relnamespace,
+        )
+    };
+    let qualified = format!("{}.{}", rel.namespace(), rel.name());
+    if relkind != b'r' && relkind != b'p' {
+        MigrateError::NotATable {
+            relation: qualified,
+            kind: relkind_name(relkind),
+        }
+        .report();
+    }
+    if namespace == pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE)
+        || unsafe { pg_sys::IsCatalogRelationOid(relid) }
+    {
+        MigrateError::CannotBackfill {
+            what: format!("system catalog {qualified}"),
+            why: "pg_migrate changes user tables only.".into(),
+        }
+        .report();
+    }
+    if persistence == b't' {
+        MigrateError::CannotBackfill {
+            what: format!("temporary table {qualified}"),
+            why: "A temporary table exists only in the session that created it; the job's workers cannot see it."
+                .into(),
+        }
+        .report();
+    }
+    let walk = match choose_key(relid) {
+        Some(columns) => Walk::Key { columns },
+        None if relkind == b'p' => MigrateError::CannotBackfill {
+            what: format!("partitioned table {qualified} without a primary key"),
+            why: "Add a primary key (or a unique index on NOT NULL columns) so batches can walk it.".into(),
+        }
+        .report(),
+        None if where_clause.is_none() => MigrateError::NeedsWhere { relation: qualified }.report(),
+        None if on_error == pace::OnError::Skip => MigrateError::CannotBackfill {
+            what: format!("{qualified} with on_error => 'skip'"),
+            why: "Skipping a failing row needs a key to name it; the table has no primary key or unique NOT NULL index."
+                .into(),
+        }
+        .report(),
+        None => Walk::Ctid,
+    };
+    Target { qualified, walk }
+}
+
+/// The job's own pacing options, checked.
+#[allow(clippy::too_many_arguments)]
+fn pace_options(
+    target_batch_ms: Option<i32>,
+    max_batch_size: Option<i32>,
+    max_replay_lag: Option<Interval>,
+    max_slot_wal: Option<&str>,
+    max_rows_per_second: Option<i32>,
+    max_wal_per_second: Option<&str>,
+    pause_during_vacuum: Option<bool>,
+    window_start: Option<&str>,
+    window_length: Option<Interval>,
+) -> pace::PaceOptions {
+    let range = |arg: &'static str, v: Option<i32>, min: i32, max: i32, allowed: &'static str| {
+        v.map(|_| int_arg(arg, v, min, max, allowed) as i64)
+    };
+    let window = match (window_start, window_length) {
+        (None, None) => None,
+        (Some(cron), Some(length)) => {
+            if let Err(e) = Cron::parse(cron) {
+                MigrateError::InvalidValue {
+                    arg: "window_start",
+                    value: cron.to_string(),
+                    allowed:
+                        "a cron expression of five fields, such as '0 1 * * *' (01:00 every day)",
+                }
+                .report_with_detail(e.why);
+            }
+            let secs = interval_ms("window_length", Some(length)) / 1000;
+            if secs < 60 {
+                MigrateError::OutOfRange {
+                    arg: "window_length",
+                    value: format!("{secs} seconds"),
+                    allowed: "a window_length of at least one minute, such as '4 hours'",
+                }
+                .report();
+            }
+            Some(pace::WindowSpec {
+                cron: cron.to_string(),
+                length_secs: secs,
+            })
+        }
+        (Some(_), None) => MigrateError::NullArgument {
+            arg: "window_length",
+        }
+        .report(),
+        (None, Some(_)) => MigrateError::NullArgument {
+            arg: "window_start",
+        }
+        .report(),
+    };
+    pace::PaceOptions {
+        target_batch_ms: range(
+            "target_batch_ms",
+            target_batch_ms,
+            10,
+            60_000,
+            "a target_batch_ms from 10 to 60000",
+        ),
+        max_batch_size: range(
+            "max_batch_size",
+            max_batch_size,
+            1,
+            1_000_000,
+            "a max_batch_size from 1 to 1000000",
+        ),
+        max_replay_lag_ms: max_replay_lag.map(|i| interval_ms("max_replay_lag", Some(i))),
+        max_slot_wal_bytes: max_slot_wal.map(size_bytes),
+        max_rows_per_second: range(
+            "max_rows_per_second",
+            max_rows_per_second,
+            0,
+            i32::MAX,
+            "0 (no budget) or more",
+        ),
+        max_wal_bytes_per_second: max_wal_per_second.map(size_bytes),
+        pause_during_vacuum,
+        window,
+    }
+}
+
+/// '5GB', '20 MB', '1048576': PostgreSQL's pg_size_bytes.
+fn size_bytes(text: &str) -> i64 {
+    Spi::connect(|c| {
+        c.select("SELECT pg_catalog.pg_size_bytes($1)", None, &[text.into()])?
+            .first()
+            .get_one::<i64>()
+    })
+    .ok()
+    .flatten()
+    .unwrap_or(0)
+}
+
 /// Queue a backfill of `relation`: `UPDATE relation SET set_clause WHERE
 /// where_clause`, in batches that each commit with the job's cursor.
 /// Returns the job id at once; a background worker runs it (or CALL
@@ -197,13 +364,23 @@ fn migrate_backfill(
     relation: Option<PgRelation>,
     set_clause: Option<&str>,
     where_clause: default!(Option<&str>, NULL),
-    batch_size: default!(Option<i32>, 5000),
+    batch_size: default!(Option<i32>, NULL),
     sleep_ms: default!(Option<i32>, 0),
     lock_timeout: default!(Option<Interval>, "'1s'"),
     statement_timeout: default!(Option<Interval>, "'1min'"),
     max_retries: default!(Option<i32>, 5),
     run_at: default!(Option<TimestampWithTimeZone>, NULL),
     migration: default!(Option<Vec<Option<String>>>, NULL),
+    target_batch_ms: default!(Option<i32>, NULL),
+    max_batch_size: default!(Option<i32>, NULL),
+    max_replay_lag: default!(Option<Interval>, NULL),
+    max_slot_wal: default!(Option<&str>, NULL),
+    max_rows_per_second: default!(Option<i32>, NULL),
+    max_wal_per_second: default!(Option<&str>, NULL),
+    pause_during_vacuum: default!(Option<bool>, NULL),
+    window_start: default!(Option<&str>, NULL),
+    window_length: default!(Option<Interval>, NULL),
+    on_error: default!(Option<&str>, "'fail'"),
 ) -> i64 {
     let rel = relation
         .ok_or(MigrateError::NullArgument { arg: "relation" })
@@ -215,13 +392,38 @@ fn migrate_backfill(
         MigrateError::EmptyArgument { arg: "set_clause" }.report();
     }
     let where_clause = where_clause.filter(|w| !w.trim().is_empty());
-    let batch_size = int_arg(
-        "batch_size",
-        batch_size,
-        1,
-        1_000_000,
-        "a batch_size from 1 to 1000000",
+    let fixed_batch = batch_size.is_some();
+    let batch_size = match batch_size {
+        Some(_) => int_arg(
+            "batch_size",
+            batch_size,
+            1,
+            1_000_000,
+            "a batch_size from 1 to 1000000",
+        ),
+        None => pace::FIRST_BATCH_SIZE.min(max_batch_size.unwrap_or(i32::MAX) as i64) as i32,
+    };
+    let pace = pace_options(
+        target_batch_ms,
+        max_batch_size,
+        max_replay_lag,
+        max_slot_wal,
+        max_rows_per_second,
+        max_wal_per_second,
+        pause_during_vacuum,
+        window_start,
+        window_length,
     );
+    let on_error = match on_error {
+        Some("fail") => pace::OnError::Fail,
+        Some("skip") => pace::OnError::Skip,
+        other => MigrateError::InvalidValue {
+            arg: "on_error",
+            value: other.unwrap_or("NULL").to_string(),
+            allowed: "'fail' (the default) or 'skip'",
+        }
+        .report(),
+    };
     let sleep_ms = int_arg(
         "sleep_ms",
         sleep_ms,
@@ -265,56 +467,9 @@ fn migrate_backfill(
         pg_sys::PreventCommandDuringRecovery(c"migrate_backfill()".as_ptr());
     }
 
-    // The table.
+    let target = check_target(&rel, where_clause, on_error);
     let relid = rel.oid();
-    let (relkind, persistence, namespace) = unsafe {
-        let form = rel.rd_rel;
-        (
-            (*form).relkind as u8,
-            (*form).relpersistence as u8,
-            (*form).relnamespace,
-        )
-    };
-    let qualified = format!("{}.{}", rel.namespace(), rel.name());
-    if relkind != b'r' && relkind != b'p' {
-        MigrateError::NotATable {
-            relation: qualified,
-            kind: relkind_name(relkind),
-        }
-        .report();
-    }
-    if namespace == pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE)
-        || unsafe { pg_sys::IsCatalogRelationOid(relid) }
-    {
-        MigrateError::CannotBackfill {
-            what: format!("system catalog {qualified}"),
-            why: "pg_migrate changes user tables only.".into(),
-        }
-        .report();
-    }
-    if persistence == b't' {
-        MigrateError::CannotBackfill {
-            what: format!("temporary table {qualified}"),
-            why: "A temporary table exists only in the session that created it; the job's workers cannot see it."
-                .into(),
-        }
-        .report();
-    }
-    let walk = match choose_key(relid) {
-        Some(columns) => Walk::Key { columns },
-        None if relkind == b'p' => MigrateError::CannotBackfill {
-            what: format!("partitioned table {qualified} without a primary key"),
-            why:
-                "Add a primary key (or a unique index on NOT NULL columns) so batches can walk it."
-                    .into(),
-        }
-        .report(),
-        None if where_clause.is_none() => MigrateError::NeedsWhere {
-            relation: qualified,
-        }
-        .report(),
-        None => Walk::Ctid,
-    };
+    let walk = target.walk;
     let b = Backfill {
         schema: rel.namespace(),
         table: rel.name(),
@@ -336,6 +491,9 @@ fn migrate_backfill(
             .iter()
             .map(|n| (n.to_string(), sys::setting(n)))
             .collect(),
+        fixed_batch_size: fixed_batch.then_some(batch_size as i64),
+        pace,
+        on_error,
     };
     let owner = unsafe { pg_sys::GetUserId() };
     let role = current_role_name();

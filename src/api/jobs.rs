@@ -110,6 +110,7 @@ fn run_begin(job: Option<i64>) {
         .report();
     }
     let j = accessible(job, true);
+    crate::runner::pace::reset_clock(j.id);
     if !as_owner(|| jobs::claim_for_session(j.id)) {
         if j.driven_elsewhere {
             let by = match j.driver_kind.as_deref() {

@@ -1,5 +1,6 @@
 //! The SQL-callable surface, one module per feature.
 
 pub mod backfill;
+pub mod estimate;
 pub mod history;
 pub mod jobs;

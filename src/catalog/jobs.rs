@@ -50,6 +50,9 @@ pub struct Job {
     pub migration_run: Option<i64>,
     pub driver_pid: Option<i32>,
     pub driver_kind: Option<String>,
+    pub ms_per_row: Option<f64>,
+    /// Time throttled since the last batch.
+    pub throttled_batch_ms: i64,
     /// This backend drives the job now.
     pub mine: bool,
     /// Another backend that is alive drives the job now.
@@ -60,7 +63,8 @@ const JOB_COLUMNS: &str =
     "j.job_id, j.kind, j.relid, j.relation, j.owner, j.state, j.spec, j.cursor,
        j.lower_bound, j.upper_bound, j.rows_done, j.rows_updated, j.rows_estimate, j.batches,
        j.batch_size, j.rate, j.retries, j.error, j.error_sqlstate, j.error_detail,
-       j.migration_app, j.migration_name, j.migration_run, j.driver_pid, j.driver_kind";
+       j.migration_app, j.migration_name, j.migration_run, j.driver_pid, j.driver_kind,
+       j.ms_per_row, j.throttled_batch_ms";
 
 fn job_from(row: &SpiHeapTupleData<'_>, mine_at: usize) -> Job {
     let get = "reading a job";
@@ -92,6 +96,8 @@ fn job_from(row: &SpiHeapTupleData<'_>, mine_at: usize) -> Job {
         migration_run: row.get(23).or_bug(get),
         driver_pid: row.get(24).or_bug(get),
         driver_kind: row.get(25).or_bug(get),
+        ms_per_row: row.get(26).or_bug(get),
+        throttled_batch_ms: row.get(27).or_bug(get).unwrap_or(0),
         mine: row.get(mine_at).or_bug(get).unwrap_or(false),
         driven_elsewhere: row.get(mine_at + 1).or_bug(get).unwrap_or(false),
     }
@@ -112,7 +118,7 @@ pub fn get(id: i64, lock: bool) -> Option<Job> {
         let rows = client
             .update(&sql, None, &[id.into()])
             .or_bug("reading a job");
-        rows.into_iter().next().map(|row| job_from(&row, 26))
+        rows.into_iter().next().map(|row| job_from(&row, 28))
     })
 }
 
@@ -245,25 +251,45 @@ pub fn set_bounds(id: i64, lower: Option<Vec<String>>, upper: Option<Vec<String>
 
 /// What one batch did, committed with the batch itself.
 pub struct BatchDone {
+    /// The key the batch began after (its history's lower bound).
+    pub after_key: Option<Vec<String>>,
     pub cursor: Vec<String>,
     pub covered: i64,
     pub updated: i64,
+    pub batch_size_used: i64,
     pub batch_ms: f64,
+    pub wal_bytes: i64,
+    pub retries: i32,
     pub rate: f64,
     pub rows_estimate: i64,
+    pub ms_per_row: Option<f64>,
+    pub next_batch_size: i64,
+    /// A budget wait that follows the batch: why, and how long.
+    pub wait: Option<(String, i64)>,
+    /// Batches of history to keep for the job.
+    pub keep: i64,
 }
 
+/// Advance the job past a batch, and record the batch in its history.
 pub fn after_batch(id: i64, b: &BatchDone) {
+    let (reason, wait_ms) = match &b.wait {
+        Some((r, ms)) => (Some(r.as_str()), *ms),
+        None => (None, 0),
+    };
     Spi::connect_mut(|client| {
-        client
+        let throttled_before: i64 = client
             .update(
                 "UPDATE pgmigrate.jobs
                     SET cursor = $2, rows_done = rows_done + $3, rows_updated = rows_updated + $4,
                         batches = batches + 1, last_batch_ms = $5, rate = $6, rows_estimate = $7,
-                        retries = 0, state = 'running', wait_reason = NULL, wait_until = NULL,
+                        ms_per_row = $8, batch_size = $9, retries = 0,
+                        state = CASE WHEN $10::text IS NULL THEN 'running' ELSE 'waiting' END,
+                        wait_reason = $10, wait_until = NULL,
+                        throttled_ms = throttled_ms + $11, throttled_batch_ms = $11,
                         error = NULL, error_sqlstate = NULL, error_detail = NULL,
                         updated_at = pg_catalog.clock_timestamp()
-                  WHERE job_id = $1",
+                  WHERE job_id = $1
+              RETURNING (SELECT o.throttled_batch_ms FROM pgmigrate.jobs o WHERE o.job_id = $1)",
                 None,
                 &[
                     id.into(),
@@ -273,9 +299,121 @@ pub fn after_batch(id: i64, b: &BatchDone) {
                     b.batch_ms.into(),
                     b.rate.into(),
                     b.rows_estimate.into(),
+                    b.ms_per_row.into(),
+                    (b.next_batch_size.min(i32::MAX as i64) as i32).into(),
+                    reason.into(),
+                    wait_ms.into(),
                 ],
             )
-            .or_bug("advancing a job");
+            .or_bug("advancing a job")
+            .first()
+            .get_one::<i64>()
+            .or_bug("advancing a job")
+            .unwrap_or(0);
+        if b.keep > 0 {
+            client
+                .update(
+                    "INSERT INTO pgmigrate.batches (job_id, batch_no, after_key, last_key, rows_covered, rows_updated,
+                                                    batch_size, ms, wal_bytes, retries, throttled_ms)
+                     SELECT $1, j.batches, $2, $3, $4, $5, $6, $7, $8, $9, $10
+                       FROM pgmigrate.jobs j WHERE j.job_id = $1",
+                    None,
+                    &[
+                        id.into(),
+                        b.after_key.clone().into(),
+                        b.cursor.clone().into(),
+                        b.covered.into(),
+                        b.updated.into(),
+                        (b.batch_size_used.min(i32::MAX as i64) as i32).into(),
+                        b.batch_ms.into(),
+                        b.wal_bytes.into(),
+                        b.retries.into(),
+                        throttled_before.into(),
+                    ],
+                )
+                .or_bug("recording a batch");
+            client
+                .update(
+                    "DELETE FROM pgmigrate.batches b
+                      USING pgmigrate.jobs j
+                      WHERE b.job_id = $1 AND j.job_id = $1 AND b.batch_no <= j.batches - $2",
+                    None,
+                    &[id.into(), b.keep.into()],
+                )
+                .or_bug("trimming batch history");
+        }
+    });
+}
+
+/// The job waits for a throttle; its driver keeps it.
+pub fn throttled(id: i64, reason: &str, ms: i64) {
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "UPDATE pgmigrate.jobs
+                    SET state = 'waiting', wait_reason = $2, wait_until = NULL,
+                        throttled_ms = throttled_ms + $3, throttled_batch_ms = throttled_batch_ms + $3,
+                        updated_at = pg_catalog.clock_timestamp()
+                  WHERE job_id = $1",
+                None,
+                &[id.into(), reason.into(), ms.into()],
+            )
+            .or_bug("recording a throttle");
+    });
+}
+
+/// The job waits until `until` (its window opens): its driver lets go, and
+/// a worker takes it up again then.
+pub fn release_until(id: i64, reason: &str, until: TimestampWithTimeZone) {
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "UPDATE pgmigrate.jobs
+                    SET state = 'waiting', wait_reason = $2, wait_until = $3,
+                        driver_pid = NULL, driver_started = NULL, driver_kind = NULL,
+                        updated_at = pg_catalog.clock_timestamp()
+                  WHERE job_id = $1",
+                None,
+                &[id.into(), reason.into(), until.into()],
+            )
+            .or_bug("scheduling a job");
+    });
+}
+
+/// A row failed and the job skips it: record it, and move the cursor past
+/// it (with the rows of the batch before it, done in the same transaction).
+pub fn record_skip(id: i64, key: &[String], e: &crate::sys::Caught, covered: i64, updated: i64) {
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "INSERT INTO pgmigrate.skipped (job_id, key, sqlstate, error, detail)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                None,
+                &[
+                    id.into(),
+                    key.to_vec().into(),
+                    e.sqlstate.as_str().into(),
+                    e.message.as_str().into(),
+                    e.detail.clone().into(),
+                ],
+            )
+            .or_bug("recording a skipped row");
+        client
+            .update(
+                "UPDATE pgmigrate.jobs
+                    SET cursor = $2, rows_done = rows_done + $3, rows_updated = rows_updated + $4,
+                        skipped = skipped + 1, retries = 0, state = 'running', wait_reason = NULL,
+                        updated_at = pg_catalog.clock_timestamp()
+                  WHERE job_id = $1",
+                None,
+                &[
+                    id.into(),
+                    key.to_vec().into(),
+                    covered.into(),
+                    updated.into(),
+                ],
+            )
+            .or_bug("skipping a row");
     });
 }
 
@@ -286,6 +424,7 @@ pub fn retry_later(
     reason: &str,
     error: &crate::sys::Caught,
     backoff_ms: i64,
+    batch_size: i64,
 ) {
     Spi::connect_mut(|client| {
         client
@@ -293,7 +432,8 @@ pub fn retry_later(
                 "UPDATE pgmigrate.jobs
                     SET state = 'waiting', retries = $2, wait_reason = $3,
                         wait_until = pg_catalog.clock_timestamp() + $4 * interval '1 millisecond',
-                        error = $5, error_sqlstate = $6, error_detail = $7, updated_at = pg_catalog.clock_timestamp()
+                        error = $5, error_sqlstate = $6, error_detail = $7, batch_size = $8,
+                        updated_at = pg_catalog.clock_timestamp()
                   WHERE job_id = $1",
                 None,
                 &[
@@ -304,6 +444,7 @@ pub fn retry_later(
                     error.message.as_str().into(),
                     error.sqlstate.as_str().into(),
                     error.detail.clone().into(),
+                    (batch_size.min(i32::MAX as i64) as i32).into(),
                 ],
             )
             .or_bug("scheduling a retry");
@@ -400,16 +541,18 @@ pub fn table(relid: pg_sys::Oid) -> Option<Table> {
     })
 }
 
-/// The planner's row count for a table (summed over partitions).
+/// The planner's row count for a table (summed over partitions); for a
+/// table never analyzed, a guess from its size.
 pub fn row_estimate(relid: pg_sys::Oid) -> i64 {
     Spi::connect(|client| {
         client
             .select(
                 "SELECT coalesce(sum(CASE WHEN c.reltuples >= 0 THEN c.reltuples
                                           ELSE (pg_catalog.pg_relation_size(c.oid) / 8192) * 60 END), 0)::bigint
-                   FROM pg_catalog.pg_partition_tree($1) t
-                   JOIN pg_catalog.pg_class c ON c.oid = t.relid
-                  WHERE c.relkind = 'r'",
+                   FROM pg_catalog.pg_class c
+                  WHERE c.relkind = 'r'
+                    -- pg_partition_tree() lists nothing for a table that is not partitioned
+                    AND (c.oid = $1 OR c.oid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree($1) t))",
                 None,
                 &[relid.into()],
             )?

@@ -48,6 +48,14 @@ pub struct BackfillSpec {
     pub max_retries: i32,
     /// The submitter's session settings, applied to every batch.
     pub settings: Vec<(String, String)>,
+    /// The batch_size given at submit: batches keep it (no adaptive
+    /// sizing); None: sizes adapt to the target batch duration.
+    #[serde(default)]
+    pub fixed_batch_size: Option<i64>,
+    #[serde(default)]
+    pub pace: crate::engine::pace::PaceOptions,
+    #[serde(default)]
+    pub on_error: crate::engine::pace::OnError,
 }
 
 /// Quote an identifier: always, so names keep their case.

@@ -1,5 +1,7 @@
 //! Pure logic: no PostgreSQL calls, covered by plain `cargo test`.
 
+pub mod cron;
 pub mod history;
 pub mod jobs;
 pub mod keyset;
+pub mod pace;

@@ -11,6 +11,8 @@ use crate::catalog::jobs::{self, BatchDone, Job};
 use crate::catalog::{as_owner, role_name};
 use crate::engine::jobs::{self as rules, ErrorClass, JobState};
 use crate::engine::keyset::{Backfill, BackfillSpec, Walk};
+use crate::engine::pace as pace_rules;
+use crate::runner::pace;
 use crate::sys::{self, Caught, Identity, StatementTimeout};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
@@ -134,7 +136,37 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
         }
     }
     let upper = job.upper.clone().expect("set above");
+    let pacing = pace::resolve(&spec.pace);
 
+    // A worker lets go of a job outside its maintenance window; CALL
+    // migrate_run is an explicit "now" and runs it anyway.
+    if driver == Driver::Worker {
+        let tz = spec
+            .settings
+            .iter()
+            .find(|(name, _)| name == "TimeZone")
+            .map_or("UTC", |(_, v)| v.as_str());
+        if let Some((why, until)) = pace::window_closed(&pacing, tz) {
+            as_owner(|| jobs::release_until(job.id, &why, until));
+            return StepReport::done(JobState::Waiting);
+        }
+    }
+    // Throttles, read where they live.
+    let signals = as_owner(|| pace::signals(job.relid, &pacing.limits));
+    if let Some(why) = pace_rules::throttle_reason(&signals, &pacing.limits) {
+        const LOOK_AGAIN_MS: i64 = 1000;
+        as_owner(|| jobs::throttled(job.id, &why, LOOK_AGAIN_MS));
+        return StepReport {
+            state: JobState::Waiting,
+            done: false,
+            sleep_ms: LOOK_AGAIN_MS,
+            notice: None,
+        };
+    }
+
+    let cap = pace_rules::budget_cap(pacing.max_rows_per_second, pacing.sizing.target_ms)
+        .unwrap_or(i64::MAX);
+    let size = (job.batch_size as i64).min(cap).max(1);
     let (sql, params, ctid_next) = match &spec.walk {
         Walk::Key { .. } => {
             let mut params = Vec::new();
@@ -142,7 +174,7 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
                 params.extend(texts(c));
             }
             params.extend(texts(&upper));
-            params.push((job.batch_size as i64).into());
+            params.push(size.into());
             (b.batch_sql(job.cursor.is_some()), params, None)
         }
         Walk::Ctid => {
@@ -157,7 +189,7 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
             }
             let per_page =
                 (job.rows_estimate.unwrap_or(0) as f64 / table.pages.max(1) as f64).max(1.0);
-            let pages = ((job.batch_size as f64 / per_page).ceil() as i64).max(1);
+            let pages = ((size as f64 / per_page).ceil() as i64).max(1);
             let next = (start + pages).min(end_block);
             (
                 b.batch_sql(true),
@@ -168,16 +200,19 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
     };
 
     sys::report_activity(&format!(
-        "pg_migrate: backfill job {} on {}.{}: batch {} ({} rows so far)",
+        "pg_migrate: backfill job {} on {}.{}: batch {} of {} rows ({} rows so far)",
         job.id,
         table.schema,
         table.name,
         job.batches + 1,
+        size,
         job.rows_done
     ));
+    let wal_before = pace::wal_bytes_now();
     let started = Instant::now();
     let result = as_job_owner(&job, &spec, true, || run_batch(&sql, params));
     let batch_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let wal_bytes = pace::wal_bytes_now() - wal_before;
 
     match result {
         Ok((covered, updated, last)) => {
@@ -188,24 +223,66 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
                     None => return succeed(&job),
                 },
             };
-            let seconds = (batch_ms + spec.sleep_ms as f64) / 1000.0;
-            let rate = rules::ewma(job.rate, covered as f64 / seconds.max(0.001), 0.3);
             let rows_done = job.rows_done + covered;
             let estimate = rules::refine_total(
                 job.rows_estimate.unwrap_or(0),
                 rows_done,
                 key_fraction(&spec.walk, job.lower.as_deref(), &cursor, &upper),
             );
+            let ms_per_row = if covered > 0 {
+                Some(rules::ewma(job.ms_per_row, batch_ms / covered as f64, 0.3))
+            } else {
+                job.ms_per_row
+            };
+            let next_size = match spec.fixed_batch_size {
+                Some(fixed) => fixed,
+                None => pace_rules::next_batch_size(
+                    size,
+                    ms_per_row.unwrap_or(f64::NAN),
+                    &pacing.sizing,
+                ),
+            }
+            .min(cap);
+            let (budget_ms, budget) =
+                pace::budget_wait(job.id, started, batch_ms, covered, wal_bytes, &pacing);
+            let wait = match budget {
+                Some(which) if budget_ms > spec.sleep_ms as f64 => Some((
+                    match which {
+                        "rows" => format!(
+                            "rate limit: {} rows/s",
+                            rules::thousands(pacing.max_rows_per_second)
+                        ),
+                        _ => format!(
+                            "WAL budget: {}/s",
+                            pace_rules::bytes_text(pacing.max_wal_bytes_per_second)
+                        ),
+                    },
+                    budget_ms.ceil() as i64,
+                )),
+                _ => None,
+            };
+            let sleep_ms = wait.as_ref().map_or(spec.sleep_ms, |(_, ms)| *ms);
+            let seconds = (batch_ms + sleep_ms as f64) / 1000.0;
+            let rate = rules::ewma(job.rate, covered as f64 / seconds.max(0.001), 0.3);
+            let waiting = wait.is_some();
             as_owner(|| {
                 jobs::after_batch(
                     job.id,
                     &BatchDone {
+                        after_key: job.cursor.clone(),
                         cursor,
                         covered,
                         updated,
+                        batch_size_used: size,
                         batch_ms,
+                        wal_bytes,
+                        retries: job.retries,
                         rate,
                         rows_estimate: estimate,
+                        ms_per_row,
+                        next_batch_size: next_size,
+                        wait,
+                        keep: pacing.history,
                     },
                 )
             });
@@ -214,7 +291,16 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
             }
             let notice = (driver == Driver::Session && notice_due(job.id))
                 .then(|| rules::progress_line(job.id, rows_done, estimate, Some(rate)));
-            StepReport::again(spec.sleep_ms, notice)
+            StepReport {
+                state: if waiting {
+                    JobState::Waiting
+                } else {
+                    JobState::Running
+                },
+                done: false,
+                sleep_ms,
+                notice,
+            }
         }
         Err(e) => match rules::classify(&e.sqlstate, batch_ms, spec.statement_timeout_ms) {
             ErrorClass::Retry(reason) => {
@@ -228,13 +314,19 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
                     ));
                     return fail(&job, &e);
                 }
-                let backoff = rules::backoff_ms(attempt);
+                // Back off (with jitter, so that jobs do not retry in step)
+                // and narrow the batch: fewer rows, fewer locks.
+                let seed =
+                    (job.id as u64) << 20 ^ attempt as u64 ^ started.elapsed().as_nanos() as u64;
+                let backoff = pace_rules::jittered(rules::backoff_ms(attempt), seed);
+                let narrower = pace_rules::halved(size, pace_rules::MIN_BATCH_SIZE);
                 let why = format!(
-                    "{reason}; retry {attempt} of {} in {}",
+                    "{reason}; retry {attempt} of {} in {} with {} rows",
                     spec.max_retries,
-                    rules::human_seconds(backoff as f64 / 1000.0)
+                    rules::human_seconds(backoff as f64 / 1000.0),
+                    rules::thousands(narrower)
                 );
-                as_owner(|| jobs::retry_later(job.id, attempt, &why, &e, backoff));
+                as_owner(|| jobs::retry_later(job.id, attempt, &why, &e, backoff, narrower));
                 StepReport {
                     state: JobState::Waiting,
                     done: false,
@@ -260,13 +352,25 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
                 }
             },
             ErrorClass::Fail => {
+                let found = match &spec.walk {
+                    Walk::Key { .. } => failing_key(&job, &spec, &b, &upper, size),
+                    Walk::Ctid => None,
+                };
+                if let (pace_rules::OnError::Skip, Some((index, keys))) = (spec.on_error, &found) {
+                    return skip(&job, &spec, &b, keys, *index, &e);
+                }
                 let mut e = e;
-                let located = match &spec.walk {
-                    Walk::Key { columns } => failing_key(&job, &spec, &b, &upper).map(|key| {
+                let located = match (&spec.walk, &found) {
+                    (Walk::Key { columns }, Some((index, keys))) => {
                         let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-                        format!("Failing row: ({})=({}).", names.join(", "), key.join(", "))
-                    }),
-                    Walk::Ctid => Some(format!(
+                        Some(format!(
+                            "Failing row: ({})=({}).",
+                            names.join(", "),
+                            keys[*index].join(", ")
+                        ))
+                    }
+                    (Walk::Key { .. }, None) => None,
+                    (Walk::Ctid, _) => Some(format!(
                         "Failing batch: blocks {} to {} of the table.",
                         job.cursor
                             .as_ref()
@@ -284,6 +388,36 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
             }
         },
     }
+}
+
+/// on_error => 'skip': do the rows of the batch before the failing one,
+/// record the failing row, and move the cursor past it, in this step's
+/// transaction.
+fn skip(
+    job: &Job,
+    spec: &BackfillSpec,
+    b: &Backfill<'_>,
+    keys: &[Vec<String>],
+    index: usize,
+    e: &Caught,
+) -> StepReport {
+    let (covered, updated) = if index > 0 {
+        let mut params = Vec::new();
+        if let Some(c) = &job.cursor {
+            params.extend(texts(c));
+        }
+        params.extend(texts(&keys[index - 1]));
+        params.push((index as i64).into());
+        let sql = b.batch_sql(job.cursor.is_some());
+        match as_job_owner(job, spec, true, || run_batch(&sql, params)) {
+            Ok((c, u, _)) => (c, u),
+            Err(again) => return fail(job, &again),
+        }
+    } else {
+        (0, 0)
+    };
+    as_owner(|| jobs::record_skip(job.id, &keys[index], e, covered + 1, updated));
+    StepReport::again(0, None)
 }
 
 /// The range a job covers, read as the job's owner: first and last key
@@ -356,20 +490,22 @@ fn notice_due(job_id: i64) -> bool {
 
 /// Find the row that makes the batch fail: list the batch's keys, then
 /// halve the range, trying each half in a subtransaction that is always
-/// rolled back.  None when the failure does not repeat.
+/// rolled back.  Returns the batch's keys and the failing one's index;
+/// None when the failure does not repeat.
 fn failing_key(
     job: &Job,
     spec: &BackfillSpec,
     b: &Backfill<'_>,
     upper: &[String],
-) -> Option<Vec<String>> {
+    size: i64,
+) -> Option<(usize, Vec<Vec<String>>)> {
     let list_sql = b.batch_keys_sql(job.cursor.is_some())?;
     let mut params = Vec::new();
     if let Some(c) = &job.cursor {
         params.extend(texts(c));
     }
     params.extend(texts(upper));
-    params.push((job.batch_size as i64).into());
+    params.push(size.into());
     let batch_keys: Vec<Vec<String>> = as_job_owner(job, spec, false, || {
         Spi::connect(|client| {
             client
@@ -406,5 +542,5 @@ fn failing_key(
             lo = mid;
         }
     }
-    fails(lo, lo + 1).then(|| batch_keys[lo].clone())
+    fails(lo, lo + 1).then_some((lo, batch_keys))
 }

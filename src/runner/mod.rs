@@ -6,6 +6,7 @@
 //! how an interrupted step ends.
 
 pub mod backfill;
+pub mod pace;
 
 use crate::catalog::jobs::{self, Job};
 use crate::catalog::{as_owner, history, role_name};

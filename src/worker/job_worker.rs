@@ -124,7 +124,10 @@ pub extern "C-unwind" fn pg_migrate_worker_main(arg: pg_sys::Datum) {
         let now = unsafe { pg_sys::GetCurrentTimestamp() };
         let naptime = gucs::naptime_secs() as i64 * USECS_PER_SEC;
         match claim {
-            Ok(Claim::Job(id)) => drive(id),
+            Ok(Claim::Job(id)) => {
+                crate::runner::pace::reset_clock(id);
+                drive(id)
+            }
             Ok(Claim::NotInstalled) => {
                 schedule(dboid, now + 10 * naptime);
                 break;
