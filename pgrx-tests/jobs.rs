@@ -293,7 +293,7 @@ fn progress_shows_a_queued_job_and_its_schedule() {
             "SELECT format('%s|%s|%s|%s', state, (wait_reason LIKE 'scheduled for %')::text, rows_done, batch_size)
                FROM migrate_progress WHERE job_id = {id}"
         )),
-        Some("queued|true|0|5000".into())
+        Some("queued|true|0|1000".into())
     );
 }
 
@@ -349,4 +349,146 @@ fn a_batch_never_scans_the_whole_table() {
     let plan = plan.join("\n");
     assert!(plan.contains("Tid Range Scan on tplan2"), "{plan}");
     assert!(!plan.contains("Seq Scan on tplan2"), "{plan}");
+}
+
+#[pg_test]
+fn adaptive_batches_grow_by_at_most_half_and_a_fixed_size_stays() {
+    run("CREATE TABLE ta (id int PRIMARY KEY, n int NOT NULL DEFAULT 0)");
+    run("INSERT INTO ta (id) SELECT g FROM generate_series(1, 60000) g");
+    let id = submit("SELECT migrate_backfill('ta', 'n = n + 1', target_batch_ms => 1000)");
+    drive(id);
+    assert_eq!(one::<i64>("SELECT count(*) FROM ta WHERE n <> 1"), Some(0));
+    let sizes: Vec<i64> = Spi::connect(|c| {
+        c.select(&format!("SELECT batch_size::bigint FROM migrate_batches WHERE job_id = {id} ORDER BY batch_no"), None, &[])
+            .unwrap()
+            .map(|r| r.get::<i64>(1).unwrap().unwrap())
+            .collect()
+    });
+    assert_eq!(sizes[0], 1000, "the first batch of an adaptive job");
+    assert!(sizes.len() >= 3, "{sizes:?}");
+    for w in sizes.windows(2) {
+        assert!(w[1] as f64 <= (w[0] as f64 * 1.5).ceil(), "grew too fast: {sizes:?}");
+        assert!(w[1] >= w[0] / 2, "shrank too fast: {sizes:?}");
+    }
+    assert!(sizes.iter().skip(1).any(|s| *s > 1000), "it grew: {sizes:?}");
+
+    let fixed = submit("SELECT migrate_backfill('ta', 'n = n + 1', batch_size => 7000)");
+    drive(fixed);
+    assert_eq!(
+        one::<String>(&format!(
+            "SELECT string_agg(DISTINCT batch_size::text, ',') FROM migrate_batches WHERE job_id = {fixed} AND rows_covered = 7000"
+        )),
+        Some("7000".into())
+    );
+    assert_eq!(one::<i64>("SELECT count(*) FROM ta WHERE n <> 2"), Some(0));
+}
+
+#[pg_test]
+fn skip_records_failing_rows_and_goes_on() {
+    run("CREATE TABLE tskip (id int PRIMARY KEY, d int NOT NULL, r int)");
+    run("INSERT INTO tskip (id, d) SELECT g, CASE WHEN g IN (5, 2500, 2501) THEN 0 ELSE 1 END FROM generate_series(1, 4000) g");
+    let id = submit("SELECT migrate_backfill('tskip', 'r = 10 / d', batch_size => 1000, on_error => 'skip')");
+    assert_eq!(drive(id), crate::engine::jobs::JobState::Succeeded);
+    assert_eq!(one::<i64>("SELECT count(*) FROM tskip WHERE r = 10"), Some(3997));
+    assert_eq!(one::<i64>("SELECT count(*) FROM tskip WHERE r IS NULL"), Some(3));
+    assert_eq!(
+        one::<String>(&format!("SELECT string_agg(key::text || ':' || sqlstate, ' ' ORDER BY key[1]::int) FROM migrate_skipped WHERE job_id = {id}")),
+        Some("{5}:22012 {2500}:22012 {2501}:22012".into())
+    );
+    assert_eq!(
+        one::<String>(&format!("SELECT format('%s|%s|%s', rows_done, rows_updated, skipped) FROM migrate_progress WHERE job_id = {id}")),
+        Some("4000|3997|3".into())
+    );
+}
+
+#[pg_test]
+fn batch_history_is_bounded() {
+    run("SET pg_migrate.batch_history = 3");
+    run("CREATE TABLE th (id int PRIMARY KEY, n int)");
+    run("INSERT INTO th SELECT g FROM generate_series(1, 1000) g");
+    let id = submit("SELECT migrate_backfill('th', 'n = 1', batch_size => 100)");
+    drive(id);
+    assert_eq!(
+        one::<String>(&format!("SELECT string_agg(batch_no::text, ',' ORDER BY batch_no) FROM migrate_batches WHERE job_id = {id}")),
+        Some("8,9,10".into())
+    );
+    assert_eq!(
+        one::<String>(&format!("SELECT format('%s..%s', after_key, last_key) FROM migrate_batches WHERE job_id = {id} AND batch_no = 10")),
+        Some("{900}..{1000}".into())
+    );
+}
+
+#[pg_test]
+fn windows_are_read_on_the_submitters_clock() {
+    use crate::engine::pace::{PaceOptions, WindowSpec};
+    let resolved = |cron: &str, secs: i64| {
+        crate::runner::pace::resolve(&PaceOptions {
+            window: Some(WindowSpec { cron: cron.into(), length_secs: secs }),
+            ..Default::default()
+        })
+    };
+    // always open: every minute, for an hour
+    assert!(crate::runner::pace::window_closed(&resolved("* * * * *", 3600), "UTC").is_none());
+    // 29 February at 03:00, for an hour: closed now, opens in a leap year
+    let (why, until) = crate::runner::pace::window_closed(&resolved("0 3 29 2 *", 3600), "Asia/Tokyo").unwrap();
+    assert!(why.starts_with("outside its maintenance window (0 3 29 2 * for 1 h); it opens at "), "{why}");
+    assert!(why.ends_with("-02-29 03:00 Asia/Tokyo"), "{why}");
+    run("SET LOCAL TimeZone = 'UTC'");
+    let shown: String = Spi::get_one_with_args("SELECT $1::text", &[until.into()]).unwrap().unwrap();
+    assert!(shown.ends_with("-02-28 18:00:00+00"), "03:00 in Tokyo is 18:00 UTC the day before: {shown}");
+}
+
+#[pg_test]
+fn estimate_extrapolates_a_sample() {
+    run("CREATE TABLE test_est (id bigint PRIMARY KEY, amount numeric NOT NULL, cents bigint)");
+    run("INSERT INTO test_est (id, amount, cents) SELECT g, g / 100.0, CASE WHEN g % 4 = 0 THEN NULL ELSE g END FROM generate_series(1, 200000) g");
+    run("ANALYZE test_est");
+    let row = one::<String>(
+        "SELECT format('%s|%s|%s', rows_total, rows_to_update BETWEEN 40000 AND 60000, estimated_wal_bytes > 0)
+           FROM migrate_estimate('test_est', 'cents = (amount * 100)::bigint', 'cents IS NULL', sample_rows => 5000)",
+    );
+    assert_eq!(row, Some("200000|t|t".into()));
+    // the sample was rolled back
+    assert_eq!(one::<i64>("SELECT count(*) FROM test_est WHERE cents IS NULL"), Some(50000));
+    assert_eq!(sqlstate_of("SELECT * FROM migrate_estimate('test_est', 'cents = 1', sample_rows => 0)").as_deref(), Some("22023"));
+    assert_eq!(sqlstate_of("SELECT * FROM migrate_estimate('test_est', 'id = 1')").as_deref(), Some("22023"));
+    assert_eq!(sqlstate_of("SELECT * FROM migrate_estimate('test_est', 'cents = 100 / (id - id)')").as_deref(), Some("22012"));
+}
+
+#[pg_test]
+fn pacing_options_are_checked() {
+    run("CREATE TABLE topt (id int PRIMARY KEY, n int)");
+    run("CREATE TABLE topt_nokey (a int, b int)");
+    for (sql, code) in [
+        ("SELECT migrate_backfill('topt', 'n = 1', window_start => '0 1 * * *')", "22004"),
+        ("SELECT migrate_backfill('topt', 'n = 1', window_length => '1 hour')", "22004"),
+        ("SELECT migrate_backfill('topt', 'n = 1', window_start => '0 25 * * *', window_length => '1 hour')", "22023"),
+        ("SELECT migrate_backfill('topt', 'n = 1', window_start => '0 1 * * *', window_length => '30 s')", "22023"),
+        ("SELECT migrate_backfill('topt', 'n = 1', on_error => 'ignore')", "22023"),
+        ("SELECT migrate_backfill('topt', 'n = 1', on_error => NULL)", "22023"),
+        ("SELECT migrate_backfill('topt', 'n = 1', target_batch_ms => 5)", "22023"),
+        ("SELECT migrate_backfill('topt', 'n = 1', max_batch_size => 0)", "22023"),
+        ("SELECT migrate_backfill('topt', 'n = 1', max_slot_wal => 'lots')", "22023"),
+        ("SELECT migrate_backfill('topt', 'n = 1', max_replay_lag => '-1 s')", "22023"),
+        ("SELECT migrate_backfill('topt_nokey', 'b = 1', 'b IS NULL', on_error => 'skip')", "0A000"),
+    ] {
+        assert_eq!(sqlstate_of(sql).as_deref(), Some(code), "{sql}");
+    }
+    let id = submit(
+        "SELECT migrate_backfill('topt', 'n = 1', max_slot_wal => '2GB', max_wal_per_second => '10 MB',
+                                 max_replay_lag => '1.5 s', max_rows_per_second => 5000, pause_during_vacuum => true,
+                                 window_start => '0 1 * * *', window_length => '4 hours', target_batch_ms => 500)",
+    );
+    let spec = job_field(id, "(spec->'pace')").unwrap();
+    for part in [
+        r#""max_slot_wal_bytes": 2147483648"#,
+        r#""max_wal_bytes_per_second": 10485760"#,
+        r#""max_replay_lag_ms": 1500"#,
+        r#""max_rows_per_second": 5000"#,
+        r#""pause_during_vacuum": true"#,
+        r#""window": {"cron": "0 1 * * *", "length_secs": 14400}"#,
+        r#""target_batch_ms": 500"#,
+    ] {
+        assert!(spec.contains(part), "{part} in {spec}");
+    }
 }

@@ -225,6 +225,7 @@ pub fn human_seconds(s: f64) -> String {
     let s = s.max(0.0).round() as i64;
     match s {
         0..=59 => format!("{s} s"),
+        60..=3599 if s % 60 == 0 => format!("{} min", s / 60),
         60..=3599 => format!("{} min {} s", s / 60, s % 60),
         _ if s % 3600 < 60 => format!("{} h", s / 3600),
         _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
@@ -359,5 +360,6 @@ mod tests {
         assert_eq!(human_seconds(125.0), "2 min 5 s");
         assert_eq!(human_seconds(7300.0), "2 h 1 min");
         assert_eq!(human_seconds(3600.0), "1 h");
+        assert_eq!(human_seconds(60.0), "1 min");
     }
 }
