@@ -1,42 +1,75 @@
 #!/usr/bin/env bash
-# Backfill throughput: migrate_backfill driven by a background worker, against
-# a single UPDATE of the whole table and a PL/pgSQL keyset loop committing
-# every 10,000 rows, on identical copies of the demo's orders table.
+# Backfill throughput on a 10,000,000-row table: migrate_backfill through a
+# background worker (defaults: adaptive batches) against a single UPDATE and
+# a PL/pgSQL keyset loop committing every 10,000 rows, each on an identical
+# vacuumed copy.  Also: the worker's memory at 1M and 10M rows, and
+# migrate_estimate's forecast against the real run.
 set -euo pipefail
-ROWS=${BACKFILL_ROWS:-1000000}
+ROWS=${BACKFILL_ROWS:-10000000}
+SMALL=${BACKFILL_SMALL_ROWS:-1000000}
 DB=bench_backfill
 $PSQL -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
-$PSQL -d $DB -v ON_ERROR_STOP=1 >/dev/null <<SQL
-CREATE EXTENSION pg_migrate;
-CREATE TABLE orders_single (
+make_table() {   # make_table NAME ROWS
+    $PSQL -d $DB -v ON_ERROR_STOP=1 >/dev/null <<SQL
+CREATE TABLE $1 (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, customer_id bigint NOT NULL, status text NOT NULL,
     amount numeric(12,2) NOT NULL, note text, created_at timestamptz NOT NULL, amount_cents bigint);
-INSERT INTO orders_single (customer_id, status, amount, note, created_at)
+INSERT INTO $1 (customer_id, status, amount, note, created_at)
 SELECT 1 + (g::bigint * 7919) % 50000, (ARRAY['new','paid','shipped','delivered','cancelled'])[1 + g % 5],
-       round(((g * 37) % 50000) / 100.0, 2), CASE WHEN g % 5 = 0 THEN 'gift wrap' END,
+       round(((g::bigint * 37) % 50000) / 100.0, 2), CASE WHEN g % 5 = 0 THEN 'gift wrap' END,
        '2025-01-01'::timestamptz + (g % 730) * interval '1 day'
-  FROM generate_series(1, $ROWS) g;
-CREATE TABLE orders_loop (LIKE orders_single INCLUDING ALL);
-INSERT INTO orders_loop OVERRIDING SYSTEM VALUE SELECT * FROM orders_single;
-CREATE TABLE orders_job (LIKE orders_single INCLUDING ALL);
-INSERT INTO orders_job OVERRIDING SYSTEM VALUE SELECT * FROM orders_single;
-VACUUM ANALYZE orders_single, orders_loop, orders_job;
-CHECKPOINT;
-CREATE TABLE timings (what text, seconds float8);
+  FROM generate_series(1, $2) g;
+VACUUM ANALYZE $1;
 SQL
+}
+$PSQL -d $DB -c "CREATE EXTENSION pg_migrate" -c "CREATE TABLE timings (what text, seconds float8)" >/dev/null
+for t in orders_single orders_loop orders_job; do make_table $t "$ROWS"; done
+make_table orders_small "$SMALL"
+$PSQL -d $DB -c "CHECKPOINT" >/dev/null
 
-time_sql() {   # time_sql LABEL SQL...: wall time of the statements, in seconds
+timed() {   # timed LABEL psql-args...
     local label=$1; shift
     local t0 t1
     t0=$(date +%s.%N)
     $PSQL -d $DB -v ON_ERROR_STOP=1 "$@" >/dev/null
     t1=$(date +%s.%N)
     $PSQL -d $DB -c "INSERT INTO timings VALUES ('$label', $t1 - $t0)" >/dev/null
+    $PSQL -d $DB -c "CHECKPOINT" >/dev/null
 }
 
-time_sql single -c "UPDATE orders_single SET amount_cents = (amount * 100)::bigint"
-$PSQL -d $DB -c "CHECKPOINT" >/dev/null
-time_sql loop <<'SQL'
+# Peak private memory (RssAnon: not shared buffers) of a job's worker.
+watch_worker() {   # watch_worker JOB OUTFILE: samples until the job's worker is gone
+    local job=$1 out=$2 pid="" peak=0 v
+    for _ in $(seq 1 200); do
+        pid=$($PSQL -d $DB -tAc "SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_migrate job $job'")
+        [ -n "$pid" ] && break
+        sleep 0.05
+    done
+    while [ -n "$pid" ] && [ -r "/proc/$pid/status" ]; do
+        v=$(awk '/^RssAnon:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+        [ "${v:-0}" -gt "$peak" ] && peak=$v
+        $PSQL -d $DB -tAc "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pg_migrate job $job'" | grep -q 1 || break
+        sleep 0.1
+    done
+    echo "$peak" > "$out"
+}
+
+run_job() {   # run_job TABLE LABEL: submit, follow, time from submit to finish
+    local job
+    job=$($PSQL -d $DB -tAc "SELECT migrate_backfill('$1', 'amount_cents = (amount * 100)::bigint', 'amount_cents IS NULL')")
+    watch_worker "$job" "/tmp/pgm_rss_$2" &
+    $PSQL -d $DB -c "SET client_min_messages = warning" -c "CALL migrate_wait($job)" >/dev/null
+    wait
+    $PSQL -d $DB -c "INSERT INTO timings SELECT '$2', extract(epoch FROM finished_at - created_at) FROM pgmigrate.jobs WHERE job_id = $job" >/dev/null
+    $PSQL -d $DB -c "CHECKPOINT" >/dev/null
+    echo "$job"
+}
+
+estimate=$($PSQL -d $DB -tA -F'|' -c "SELECT rows_to_update, extract(epoch FROM estimated_duration), estimated_wal_bytes
+                                      FROM migrate_estimate('orders_job', 'amount_cents = (amount * 100)::bigint', 'amount_cents IS NULL')")
+
+timed single -c "UPDATE orders_single SET amount_cents = (amount * 100)::bigint"
+timed loop <<'SQL'
 DO $$
 DECLARE last bigint := 0; upto bigint;
 BEGIN
@@ -49,33 +82,57 @@ BEGIN
     END LOOP;
 END $$;
 SQL
-$PSQL -d $DB -c "CHECKPOINT" >/dev/null
-job=$($PSQL -d $DB -tAc "SELECT migrate_backfill('orders_job', 'amount_cents = (amount * 100)::bigint', 'amount_cents IS NULL')")
-$PSQL -d $DB -c "SET client_min_messages = warning" -c "CALL migrate_wait($job)" >/dev/null
-$PSQL -d $DB -c "INSERT INTO timings SELECT 'job', extract(epoch FROM finished_at - created_at) FROM pgmigrate.jobs WHERE job_id = $job" >/dev/null
+job=$(run_job orders_job job)
+small=$(run_job orders_small job_small)
 
-check=$($PSQL -d $DB -tAc "SELECT (SELECT count(*) FROM orders_job WHERE amount_cents = (amount * 100)::bigint)
-                                 = $ROWS AND (SELECT count(*) FROM orders_single WHERE amount_cents IS NULL) = 0")
+check=$($PSQL -d $DB -tAc "SELECT (SELECT count(*) FROM orders_job WHERE amount_cents = (amount * 100)::bigint) = $ROWS
+                            AND (SELECT count(*) FROM orders_single WHERE amount_cents IS NULL) = 0
+                            AND (SELECT count(*) FROM orders_loop WHERE amount_cents IS NULL) = 0")
 [ "$check" = t ] || { echo "backfill result check failed" >&2; exit 1; }
-batch=$($PSQL -d $DB -tAc "SELECT batch_size FROM pgmigrate.jobs WHERE job_id = $job")
-batches=$($PSQL -d $DB -tAc "SELECT batches FROM pgmigrate.jobs WHERE job_id = $job")
+read -r batches max_batch avg_ms wal_real < <($PSQL -d $DB -tA -F' ' -c "
+    SELECT batches, (SELECT max(batch_size) FROM pgmigrate.batches WHERE job_id = $job),
+           (SELECT round(avg(ms)) FROM pgmigrate.batches WHERE job_id = $job AND batch_no > 10),
+           (SELECT sum(wal_bytes) FROM pgmigrate.batches WHERE job_id = $job)
+      FROM pgmigrate.jobs WHERE job_id = $job")
+IFS='|' read -r est_rows est_secs est_wal <<< "$estimate"
+job_secs=$($PSQL -d $DB -tAc "SELECT round(seconds::numeric, 2) FROM timings WHERE what = 'job'")
+rss_big=$(cat /tmp/pgm_rss_job); rss_small=$(cat /tmp/pgm_rss_job_small)
+fmt() { echo "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'; }
 
 echo "## Backfill throughput"
 echo
-echo "\`SET amount_cents = (amount * 100)::bigint\` on $(echo "$ROWS" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta') rows of the demo's orders table"
-echo "(bigint identity key, numeric amount, text, new nullable bigint column), three identical vacuumed"
-echo "copies, one per contender. migrate_backfill runs through a background worker with its defaults"
-echo "(batch_size $batch, $batches batches, each committed with the job's cursor); its time is from"
-echo "submit to the job's finish."
+echo "\`SET amount_cents = (amount * 100)::bigint WHERE amount_cents IS NULL\` on $(fmt "$ROWS") rows (bigint"
+echo "identity key, numeric, text, new nullable bigint column), three identical vacuumed copies, one per"
+echo "contender, a checkpoint between runs. migrate_backfill runs through a background worker with its"
+echo "defaults: adaptive batches aimed at 200 ms ($batches batches, up to $(fmt "$max_batch") rows; batches after the"
+echo "tenth averaged $avg_ms ms), each committed with the job's cursor; its time is from submit to finish."
 echo
-echo "| how | seconds | rows/s | vs single UPDATE |"
+echo "| how | seconds | rows/s | migrate_backfill vs this |"
 echo "|---|---:|---:|---:|"
 $PSQL -d $DB -tA <<SQL
-SELECT format('| %s | %s | %s | %sx |',
-              CASE what WHEN 'single' THEN 'single UPDATE (baseline)'
+SELECT format('| %s | %s | %s | %s |',
+              CASE what WHEN 'single' THEN 'single UPDATE of the whole table (baseline)'
                         WHEN 'loop' THEN 'PL/pgSQL keyset loop, COMMIT every 10,000 rows (baseline)'
                         ELSE 'migrate_backfill (worker)' END,
-              round(seconds::numeric, 2), round($ROWS / seconds), 
-              round(((SELECT seconds FROM timings WHERE what = 'single') / seconds)::numeric, 2))
-  FROM timings ORDER BY CASE what WHEN 'single' THEN 1 WHEN 'loop' THEN 2 ELSE 3 END;
+              round(seconds::numeric, 2), round($ROWS / seconds),
+              CASE WHEN what = 'job' THEN '-'
+                   ELSE round((seconds / (SELECT seconds FROM timings WHERE what = 'job'))::numeric, 2) || 'x' ||
+                        CASE WHEN what = 'single' THEN
+                             CASE WHEN seconds / (SELECT seconds FROM timings WHERE what = 'job') >= 0.9
+                                  THEN ' (target >= 0.9x: met)' ELSE ' (target >= 0.9x: MISSED)' END
+                             ELSE CASE WHEN seconds / (SELECT seconds FROM timings WHERE what = 'job') >= 1.0
+                                  THEN ' (target >= 1.0x: met)' ELSE ' (target >= 1.0x: MISSED)' END END END)
+  FROM timings WHERE what IN ('single', 'loop', 'job')
+ ORDER BY CASE what WHEN 'single' THEN 1 WHEN 'loop' THEN 2 ELSE 3 END;
 SQL
+echo
+echo "**Worker memory** (peak RssAnon, the worker's private memory, shared buffers excluded, sampled"
+echo "every 100 ms): $(fmt "$rss_small") kB on $(fmt "$SMALL") rows, $(fmt "$rss_big") kB on $(fmt "$ROWS") rows."
+echo
+echo "**migrate_estimate before the run** (10 sample ranges of 1,000 rows, rolled back) against the real run:"
+echo
+echo "| | estimated | real |"
+echo "|---|---:|---:|"
+echo "| rows to update | $(fmt "$est_rows") | $(fmt "$ROWS") |"
+echo "| duration | $(printf '%.1f' "$est_secs") s | $job_secs s |"
+echo "| WAL | $($PSQL -d $DB -tAc "SELECT pg_size_pretty($est_wal::bigint)") | $($PSQL -d $DB -tAc "SELECT pg_size_pretty($wal_real::bigint)") |"

@@ -180,19 +180,24 @@ pub fn validate(b: &Backfill<'_>) {
             MigrateError::KeyInSet { column: k.clone() }.report();
         }
     }
-    let params: Vec<DatumWithOid<'_>> = match b.walk {
+    let batch = b.batch(true);
+    let (bounds, update): (Vec<DatumWithOid<'_>>, Vec<DatumWithOid<'_>>) = match b.walk {
         Walk::Key { columns } => {
-            let mut p: Vec<DatumWithOid<'_>> = (0..2 * columns.len())
-                .map(|_| DatumWithOid::null::<String>())
-                .collect();
-            p.push(DatumWithOid::null::<i64>());
-            p
+            let keys = || (0..columns.len()).map(|_| DatumWithOid::null::<String>());
+            let mut bounds: Vec<DatumWithOid<'_>> = keys().chain(keys()).collect();
+            bounds.push(DatumWithOid::null::<i64>());
+            (bounds, keys().chain(keys()).collect())
         }
-        Walk::Ctid => vec![DatumWithOid::null::<i64>(), DatumWithOid::null::<i64>()],
+        Walk::Ctid => (
+            vec![DatumWithOid::null::<i64>(), DatumWithOid::null::<i64>()],
+            vec![DatumWithOid::null::<i64>(), DatumWithOid::null::<i64>()],
+        ),
     };
-    let explain = format!("EXPLAIN (COSTS OFF)\n{}", b.batch_sql(true));
-    Spi::connect_mut(|client| client.update(explain.as_str(), None, &params).map(|_| ()))
-        .unwrap_or_else(|e| pgrx::error!("pg_migrate: checking the batch statement: {e}"));
+    for (sql, params) in [(&batch.bounds, &bounds), (&batch.update, &update)] {
+        let explain = format!("EXPLAIN (COSTS OFF)\n{sql}");
+        Spi::connect_mut(|client| client.update(explain.as_str(), None, params).map(|_| ()))
+            .unwrap_or_else(|e| pgrx::error!("pg_migrate: checking the batch statements: {e}"));
+    }
 }
 
 /// A table a backfill may work on, and how its batches walk it.

@@ -7,9 +7,10 @@ use crate::engine::keyset::{quote_ident, Backfill, Walk};
 use crate::engine::pace::{self, OnError};
 use crate::error::{MigrateError, OrReport};
 use crate::gucs;
+use crate::runner::backfill::{run_batch, Range};
 use crate::runner::pace::wal_bytes_now;
 use crate::sys;
-use pgrx::datum::{DatumWithOid, Interval};
+use pgrx::datum::Interval;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 use std::time::Instant;
@@ -86,7 +87,12 @@ fn migrate_estimate(
     } else {
         (RANGES as f64 * 50.0 * 100.0 / total as f64).min(100.0)
     };
-    let (starts, upper): (Vec<Vec<DatumWithOid<'_>>>, Option<Vec<String>>) = match &target.walk {
+    // Key walk: ten random start keys and the table's last key; ctid walk:
+    // ten block ranges spread over the table.
+    let mut key_starts: Vec<Vec<String>> = Vec::new();
+    let mut upper: Option<Vec<String>> = None;
+    let mut blocks: Vec<(i64, i64)> = Vec::new();
+    match &target.walk {
         Walk::Key { columns } => {
             let keys: Vec<String> = columns
                 .iter()
@@ -97,81 +103,67 @@ fn migrate_estimate(
                 keys.join(", ")
             );
             let upper_sql = b.bound_sql(true).expect("a key walk");
-            let (starts, upper) = Spi::connect(|c| {
+            (key_starts, upper) = Spi::connect(|c| {
                 let starts: Vec<Vec<String>> = c
                     .select(sample.as_str(), None, &[percent.into()])?
                     .map(|r| r.get::<Vec<String>>(1).map(|k| k.unwrap_or_default()))
                     .collect::<Result<_, _>>()?;
-                let upper: Option<Vec<String>> = c
+                let upper = c
                     .select(upper_sql.as_str(), None, &[])?
                     .next()
                     .and_then(|r| r.get::<Vec<String>>(1).ok().flatten());
                 Ok::<_, pgrx::spi::SpiError>((starts, upper))
             })
             .unwrap_or_else(|e| pgrx::error!("pg_migrate: sampling keys: {e}"));
-            let params = starts
-                .iter()
-                .map(|start| {
-                    let mut p: Vec<DatumWithOid<'_>> =
-                        start.iter().map(|v| v.as_str().into()).collect();
-                    p.extend(
-                        upper
-                            .clone()
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(DatumWithOid::from),
-                    );
-                    p.push(per_range.into());
-                    p
-                })
-                .collect();
-            (params, upper)
         }
         Walk::Ctid => {
             let per_page = (total as f64 / pages.max(1) as f64).max(1.0);
             let span = ((per_range as f64 / per_page).ceil() as i64).max(1);
-            let params = (0..RANGES)
+            blocks = (0..RANGES)
                 .map(|i| {
                     let start = if pages > span {
                         (pages - span) * i / (RANGES - 1).max(1)
                     } else {
                         0
                     };
-                    vec![start.into(), (start + span).into()]
+                    (start, start + span)
                 })
                 .collect();
-            (params, Some(vec![pages.to_string()]))
         }
+    }
+    let ranges: Vec<Range<'_>> = match &upper {
+        Some(u) => key_starts
+            .iter()
+            .map(|start| Range::Keys {
+                cursor: Some(start.as_slice()),
+                upper: u,
+                limit: per_range,
+            })
+            .collect(),
+        None => blocks
+            .iter()
+            .map(|(start, end)| Range::Blocks {
+                start: *start,
+                end: *end,
+            })
+            .collect(),
     };
-    let sql = b.batch_sql(true);
     let wal_before = wal_bytes_now();
     let started = Instant::now();
     let mut examined = 0i64;
     let mut updated = 0i64;
-    if upper.is_some() {
-        for params in starts {
-            let ran = sys::subtransaction(false, || {
-                Spi::connect_mut(|c| {
-                    let row = c.update(sql.as_str(), None, &params)?.first();
-                    Ok::<_, pgrx::spi::SpiError>((
-                        row.get::<i64>(1)?.unwrap_or(0),
-                        row.get::<i64>(2)?.unwrap_or(0),
-                    ))
-                })
-            });
-            match ran {
-                Ok(Ok((c, u))) => {
-                    examined += c;
-                    updated += u;
-                }
-                Ok(Err(e)) => pgrx::error!("pg_migrate: running the sample: {e}"),
-                Err(e) => sys::raise_at(
-                    &e,
-                    "",
-                    0,
-                    Some("A sample batch raised this; the backfill would fail the same way (or skip such rows with on_error => 'skip').".into()),
-                ),
+    for range in ranges {
+        match sys::subtransaction(false, || run_batch(&b, range)) {
+            Ok((c, u, _)) => {
+                examined += c;
+                updated += u;
             }
+            Err(e) => sys::raise_at(
+                &e,
+                "",
+                0,
+                Some("A sample batch raised this; the backfill would fail the same way (or skip such rows with on_error => 'skip').".into()),
+            ),
         }
     }
     let ms = started.elapsed().as_secs_f64() * 1000.0;

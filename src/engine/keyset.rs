@@ -141,20 +141,31 @@ impl Backfill<'_> {
         ))
     }
 
-    /// One batch.  Parameters: the cursor (when `after_cursor`), then the
-    /// upper bound, then the batch size; with n key columns that is
-    /// `$1..$n` cursor, `$n+1..$2n` upper bound, `$2n+1` limit (or
-    /// `$1..$n` upper bound and `$n+1` limit for the first batch).
-    /// Returns one row: keys covered (bigint), rows updated (bigint), last
-    /// key (text[], NULL when the batch was empty).
-    pub fn batch_sql(&self, after_cursor: bool) -> String {
+    /// The two statements of one batch, run one after the other in the same
+    /// subtransaction:
+    ///
+    /// - `bounds` finds the batch: how many keys it covers (bigint) and its
+    ///   last key (text[], NULL when nothing is left).  Key walk parameters:
+    ///   the cursor (`$1..$n`, when `after_cursor`), the upper bound, then the
+    ///   batch size; it reads only the key's index where it can.
+    /// - `update` changes the batch's rows: those with keys after the cursor
+    ///   and up to the last key (parameters: the cursor, when `after_cursor`,
+    ///   then the last key).  Both ends of the range are known when it is
+    ///   planned, so an index range scan always beats reading the whole table,
+    ///   whatever the planner believes of the where clause.  A row that a
+    ///   concurrent update moves into the range is this batch's, one moved out
+    ///   is not: PostgreSQL rechecks the range and the where clause on the
+    ///   newest version of a row updated under it.
+    ///
+    /// Ctid walk: both take `$1` and `$2`, the block range `[$1, $2)`.
+    pub fn batch(&self, after_cursor: bool) -> Batch {
         match self.walk {
-            Walk::Key { columns } => self.key_batch_sql(columns, after_cursor),
-            Walk::Ctid => self.ctid_batch_sql(),
+            Walk::Key { columns } => self.key_batch(columns, after_cursor),
+            Walk::Ctid => self.ctid_batch(),
         }
     }
 
-    /// The key range of a batch, for the parameter layout of `batch_sql`:
+    /// The key range of a batch, for the parameter layout of `batch`:
     /// (the cursor condition with a trailing AND, or nothing; the upper
     /// bound condition; the number of the LIMIT parameter).
     fn range(columns: &[KeyColumn], after_cursor: bool) -> (String, String, usize) {
@@ -177,7 +188,7 @@ impl Backfill<'_> {
     }
 
     /// The keys one batch covers, as text[] rows in key order (same
-    /// parameters as `batch_sql`).  For finding a failing row.
+    /// parameters as `bounds`).  For finding a failing row.
     pub fn batch_keys_sql(&self, after_cursor: bool) -> Option<String> {
         let Walk::Key { columns } = self.walk else {
             return None;
@@ -195,68 +206,68 @@ impl Backfill<'_> {
         ))
     }
 
-    fn key_batch_sql(&self, columns: &[KeyColumn], after_cursor: bool) -> String {
+    fn key_batch(&self, columns: &[KeyColumn], after_cursor: bool) -> Batch {
         let n = columns.len();
         let keys = Self::key_list(columns, "");
-        // The batch's own names for its columns, apart from the table's.
-        let alias: Vec<String> = (1..=n).map(|i| format!("_pgm_k{i}")).collect();
-        let aliases = alias.join(", ");
         let (lower, upper, limit) = Self::range(columns, after_cursor);
-        let desc: Vec<String> = alias.iter().map(|a| format!("{a} DESC")).collect();
-        let last: Vec<String> = alias
+        let desc: Vec<String> = columns
             .iter()
-            .map(|a| format!("_pgm_last.{a}::text"))
+            .map(|c| format!("{} DESC", quote_ident(&c.name)))
             .collect();
-        // The UPDATE does not join: it finds the batch's rows by ctid (a TID
-        // scan, one page per row), so no statistics can lead the planner to
-        // scan the whole table for every batch.  It rechecks that each row's
-        // key is still in this batch's range (cursor, last key]: a row that a
-        // concurrent update moved there is this batch's, one moved away is
-        // not.  PostgreSQL rechecks both conditions and the where clause on
-        // the newest version of a row updated under it.
-        format!(
-            "WITH _pgm_batch (_pgm_ctid, {aliases}) AS MATERIALIZED (
-    SELECT ctid, {keys} FROM {rel}
+        let texts: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{}::text", quote_ident(&c.name)))
+            .collect();
+        let bounds = format!(
+            "WITH _pgm_batch AS MATERIALIZED (
+    SELECT {keys} FROM {rel}
      WHERE {lower}{upper}
      ORDER BY {keys}
      LIMIT ${limit}
-), _pgm_last AS (
-    SELECT {aliases} FROM _pgm_batch ORDER BY {desc} LIMIT 1
-), _pgm_updated AS (
-    UPDATE {rel} SET
-{set}
-     WHERE ctid = ANY (ARRAY(SELECT _pgm_ctid FROM _pgm_batch))
-       AND {lower}({keys}) <= (SELECT {aliases} FROM _pgm_last){filter}
-    RETURNING 1
 )
-SELECT (SELECT count(*) FROM _pgm_batch), (SELECT count(*) FROM _pgm_updated),
-       (SELECT ARRAY[{last}] FROM _pgm_last)",
+SELECT (SELECT count(*) FROM _pgm_batch),
+       (SELECT ARRAY[{texts}] FROM _pgm_batch ORDER BY {desc} LIMIT 1)",
+            rel = self.relation(),
+            texts = texts.join(", "),
+            desc = desc.join(", "),
+        );
+        let last_first = if after_cursor { n + 1 } else { 1 };
+        let update = format!(
+            "UPDATE {rel} SET
+{set}
+ WHERE {lower}({keys}) <= {last}{filter}",
             rel = self.relation(),
             set = self.set_clause,
-            desc = desc.join(", "),
-            last = last.join(", "),
+            last = Self::param_row(columns, last_first),
             filter = self.filter(),
-        )
+        );
+        Batch { bounds, update }
     }
 
-    /// Blocks `[$1, $2)` of the heap: `$1` and `$2` are block numbers.  The
-    /// UPDATE scans the block range itself (a TID range scan); the rows it
-    /// covered are counted in the statement's snapshot, before the update.
-    fn ctid_batch_sql(&self) -> String {
+    fn ctid_batch(&self) -> Batch {
         let range = "ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid";
-        format!(
-            "WITH _pgm_updated AS (
-    UPDATE {rel} SET
+        Batch {
+            bounds: format!(
+                "SELECT count(*), ARRAY[$2::text] FROM {} WHERE {range}",
+                self.relation()
+            ),
+            update: format!(
+                "UPDATE {rel} SET
 {set}
-     WHERE {range}{filter}
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM {rel} WHERE {range}), (SELECT count(*) FROM _pgm_updated), ARRAY[$2::text]",
-            rel = self.relation(),
-            set = self.set_clause,
-            filter = self.filter(),
-        )
+ WHERE {range}{filter}",
+                rel = self.relation(),
+                set = self.set_clause,
+                filter = self.filter(),
+            ),
+        }
     }
+}
+
+/// The statements of one batch (see `Backfill::batch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub bounds: String,
+    pub update: String,
 }
 
 #[cfg(test)]
@@ -291,34 +302,29 @@ mod tests {
             set_clause: "n = n + 1",
             where_clause: Some("n < 10"),
         };
-        let first = b.batch_sql(false);
-        assert!(first.contains("WHERE (\"id\") <= ($1::bigint)"), "{first}");
-        assert!(first.contains("LIMIT $2"), "{first}");
-        let next = b.batch_sql(true);
+        let first = b.batch(false);
         assert!(
-            next.contains("WHERE (\"id\") > ($1::bigint) AND (\"id\") <= ($2::bigint)"),
-            "{next}"
+            first
+                .bounds
+                .contains("WHERE (\"id\") <= ($1::bigint)\n     ORDER BY \"id\"\n     LIMIT $2"),
+            "{}",
+            first.bounds
         );
-        assert!(next.contains("LIMIT $3"), "{next}");
+        assert_eq!(first.update, "UPDATE \"public\".\"orders\" SET\nn = n + 1\n WHERE (\"id\") <= ($1::bigint)\n   AND (\nn < 10\n)");
+        let next = b.batch(true);
         assert!(
-            next.contains(
-                "WHERE ctid = ANY (ARRAY(SELECT _pgm_ctid FROM _pgm_batch))\n       AND (\"id\") > ($1::bigint) AND (\"id\") <= (SELECT _pgm_k1 FROM _pgm_last)\n   AND (\nn < 10\n)"
-            ),
-            "{next}"
+            next.bounds
+                .contains("WHERE (\"id\") > ($1::bigint) AND (\"id\") <= ($2::bigint)"),
+            "{}",
+            next.bounds
         );
-        assert!(
-            first.contains("AND (\"id\") <= (SELECT _pgm_k1 FROM _pgm_last)"),
-            "{first}"
+        assert!(next.bounds.contains("LIMIT $3"), "{}", next.bounds);
+        assert!(next.bounds.contains("SELECT (SELECT count(*) FROM _pgm_batch),\n       (SELECT ARRAY[\"id\"::text] FROM _pgm_batch ORDER BY \"id\" DESC LIMIT 1)"), "{}", next.bounds);
+        assert_eq!(
+            next.update,
+            "UPDATE \"public\".\"orders\" SET\nn = n + 1\n WHERE (\"id\") > ($1::bigint) AND (\"id\") <= ($2::bigint)\n   AND (\nn < 10\n)"
         );
-        assert!(
-            next.starts_with("WITH _pgm_batch (_pgm_ctid, _pgm_k1) AS MATERIALIZED"),
-            "{next}"
-        );
-        assert!(
-            next.contains("UPDATE \"public\".\"orders\" SET\nn = n + 1\n"),
-            "{next}"
-        );
-        assert!(!next.contains("OFFSET"));
+        assert!(!next.bounds.contains("OFFSET") && !next.update.contains("OFFSET"));
     }
 
     #[test]
@@ -334,20 +340,25 @@ mod tests {
             set_clause: "x = 1",
             where_clause: None,
         };
-        let sql = b.batch_sql(true);
-        assert!(sql.contains(
+        let batch = b.batch(true);
+        assert!(batch.bounds.contains(
             "(\"tenant\", \"created\") > ($1::integer, $2::timestamp without time zone) AND (\"tenant\", \"created\") <= ($3::integer, $4::timestamp without time zone)"
-        ), "{sql}");
-        assert!(sql.contains("LIMIT $5"));
+        ), "{}", batch.bounds);
+        assert!(batch.bounds.contains("LIMIT $5"));
         assert!(
-            sql.contains("ORDER BY _pgm_k1 DESC, _pgm_k2 DESC LIMIT 1"),
-            "{sql}"
+            batch
+                .bounds
+                .contains("ORDER BY \"tenant\" DESC, \"created\" DESC LIMIT 1"),
+            "{}",
+            batch.bounds
         );
+        assert!(batch.update.ends_with(
+            "WHERE (\"tenant\", \"created\") > ($1::integer, $2::timestamp without time zone) AND (\"tenant\", \"created\") <= ($3::integer, $4::timestamp without time zone)"
+        ), "{}", batch.update);
         assert!(
-            sql.contains("ARRAY[_pgm_last._pgm_k1::text, _pgm_last._pgm_k2::text]"),
-            "{sql}"
+            !batch.update.contains("AND (\n"),
+            "no where clause, no filter"
         );
-        assert!(!sql.contains("AND (\n"), "no where clause, no filter");
         assert!(b
             .bound_sql(false)
             .unwrap()
@@ -368,14 +379,18 @@ mod tests {
             set_clause: "x = 1 -- set",
             where_clause: Some("x IS NULL -- only new"),
         };
-        let sql = b.batch_sql(true);
-        // every user fragment ends its line, so the closing parenthesis and
-        // RETURNING survive
+        let batch = b.batch(true);
+        // every user fragment ends its line, so what follows survives
         assert!(
-            sql.contains("x IS NULL -- only new\n)\n    RETURNING 1"),
-            "{sql}"
+            batch.update.contains("x = 1 -- set\n WHERE "),
+            "{}",
+            batch.update
         );
-        assert!(sql.contains("x = 1 -- set\n     WHERE ctid = ANY"), "{sql}");
+        assert!(
+            batch.update.ends_with("x IS NULL -- only new\n)"),
+            "{}",
+            batch.update
+        );
     }
 
     #[test]
@@ -408,15 +423,17 @@ mod tests {
             where_clause: Some("y IS NULL"),
         };
         assert!(b.bound_sql(true).is_none());
-        let sql = b.batch_sql(true);
-        assert!(sql.contains("ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid"));
-        assert!(
-            sql.contains("::tid\n   AND (\ny IS NULL\n)\n    RETURNING 1"),
-            "{sql}"
+        let batch = b.batch(true);
+        let range = "ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid";
+        assert_eq!(
+            batch.bounds,
+            format!("SELECT count(*), ARRAY[$2::text] FROM \"public\".\"logs\" WHERE {range}")
         );
-        assert!(
-            sql.contains("SELECT (SELECT count(*) FROM \"public\".\"logs\" WHERE ctid >= "),
-            "{sql}"
+        assert_eq!(
+            batch.update,
+            format!(
+                "UPDATE \"public\".\"logs\" SET\ny = 2\n WHERE {range}\n   AND (\ny IS NULL\n)"
+            )
         );
     }
 

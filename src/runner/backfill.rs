@@ -56,16 +56,55 @@ fn texts(values: &[String]) -> Vec<DatumWithOid<'static>> {
 }
 
 /// Keys covered, rows updated, last key.
-type BatchResult = (i64, i64, Option<Vec<String>>);
+pub type BatchResult = (i64, i64, Option<Vec<String>>);
 
-fn run_batch(sql: &str, params: Vec<DatumWithOid<'_>>) -> BatchResult {
-    Spi::connect_mut(|client| {
-        let row = client.update(sql, None, &params)?.first();
-        Ok::<_, pgrx::spi::SpiError>((
-            row.get::<i64>(1)?.unwrap_or(0),
-            row.get::<i64>(2)?.unwrap_or(0),
-            row.get::<Vec<String>>(3)?,
-        ))
+/// Where one batch runs.
+pub enum Range<'a> {
+    /// The next `limit` keys after `cursor` (None: from the start), up to
+    /// `upper`.
+    Keys {
+        cursor: Option<&'a [String]>,
+        upper: &'a [String],
+        limit: i64,
+    },
+    /// Blocks `[start, end)` of the heap.
+    Blocks { start: i64, end: i64 },
+}
+
+/// Run one batch: find its bounds, then update its rows.  Call inside a
+/// subtransaction, as the job's owner.
+pub fn run_batch(b: &Backfill<'_>, range: Range<'_>) -> BatchResult {
+    Spi::connect_mut(|client| match range {
+        Range::Keys {
+            cursor,
+            upper,
+            limit,
+        } => {
+            let batch = b.batch(cursor.is_some());
+            let mut params: Vec<DatumWithOid<'_>> = cursor.map(texts).unwrap_or_default();
+            params.extend(texts(upper));
+            params.push(limit.into());
+            let row = client.update(batch.bounds.as_str(), None, &params)?.first();
+            let covered = row.get::<i64>(1)?.unwrap_or(0);
+            let Some(last) = row.get::<Vec<String>>(2)? else {
+                return Ok((0, 0, None));
+            };
+            let mut params: Vec<DatumWithOid<'_>> = cursor.map(texts).unwrap_or_default();
+            params.extend(texts(&last));
+            let updated = client.update(batch.update.as_str(), None, &params)?.len() as i64;
+            Ok::<_, pgrx::spi::SpiError>((covered, updated, Some(last)))
+        }
+        Range::Blocks { start, end } => {
+            let batch = b.batch(true);
+            let params: Vec<DatumWithOid<'_>> = vec![start.into(), end.into()];
+            let covered = client
+                .update(batch.bounds.as_str(), None, &params)?
+                .first()
+                .get::<i64>(1)?
+                .unwrap_or(0);
+            let updated = client.update(batch.update.as_str(), None, &params)?.len() as i64;
+            Ok((covered, updated, Some(vec![end.to_string()])))
+        }
     })
     .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading a batch result: {e}"))
 }
@@ -167,16 +206,15 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
     let cap = pace_rules::budget_cap(pacing.max_rows_per_second, pacing.sizing.target_ms)
         .unwrap_or(i64::MAX);
     let size = (job.batch_size as i64).min(cap).max(1);
-    let (sql, params, ctid_next) = match &spec.walk {
-        Walk::Key { .. } => {
-            let mut params = Vec::new();
-            if let Some(c) = &job.cursor {
-                params.extend(texts(c));
-            }
-            params.extend(texts(&upper));
-            params.push(size.into());
-            (b.batch_sql(job.cursor.is_some()), params, None)
-        }
+    let (range, ctid_next) = match &spec.walk {
+        Walk::Key { .. } => (
+            Range::Keys {
+                cursor: job.cursor.as_deref(),
+                upper: &upper,
+                limit: size,
+            },
+            None,
+        ),
         Walk::Ctid => {
             let start: i64 = job
                 .cursor
@@ -191,11 +229,7 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
                 (job.rows_estimate.unwrap_or(0) as f64 / table.pages.max(1) as f64).max(1.0);
             let pages = ((size as f64 / per_page).ceil() as i64).max(1);
             let next = (start + pages).min(end_block);
-            (
-                b.batch_sql(true),
-                vec![start.into(), next.into()],
-                Some(next),
-            )
+            (Range::Blocks { start, end: next }, Some(next))
         }
     };
 
@@ -210,7 +244,7 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
     ));
     let wal_before = pace::wal_bytes_now();
     let started = Instant::now();
-    let result = as_job_owner(&job, &spec, true, || run_batch(&sql, params));
+    let result = as_job_owner(&job, &spec, true, || run_batch(&b, range));
     let batch_ms = started.elapsed().as_secs_f64() * 1000.0;
     let wal_bytes = pace::wal_bytes_now() - wal_before;
 
@@ -402,14 +436,12 @@ fn skip(
     e: &Caught,
 ) -> StepReport {
     let (covered, updated) = if index > 0 {
-        let mut params = Vec::new();
-        if let Some(c) = &job.cursor {
-            params.extend(texts(c));
-        }
-        params.extend(texts(&keys[index - 1]));
-        params.push((index as i64).into());
-        let sql = b.batch_sql(job.cursor.is_some());
-        match as_job_owner(job, spec, true, || run_batch(&sql, params)) {
+        let range = Range::Keys {
+            cursor: job.cursor.as_deref(),
+            upper: &keys[index - 1],
+            limit: index as i64,
+        };
+        match as_job_owner(job, spec, true, || run_batch(b, range)) {
             Ok((c, u, _)) => (c, u),
             Err(again) => return fail(job, &again),
         }
@@ -519,16 +551,16 @@ fn failing_key(
 
     // Does the batch of keys (lo, hi] -- after key lo-1, up to key hi-1 -- fail?
     let fails = |lo: usize, hi: usize| -> bool {
-        let (sql, mut params) = match lo {
-            0 => match &job.cursor {
-                Some(c) => (b.batch_sql(true), texts(c)),
-                None => (b.batch_sql(false), Vec::new()),
-            },
-            _ => (b.batch_sql(true), texts(&batch_keys[lo - 1])),
+        let cursor = match lo {
+            0 => job.cursor.as_deref(),
+            _ => Some(batch_keys[lo - 1].as_slice()),
         };
-        params.extend(texts(&batch_keys[hi - 1]));
-        params.push(((hi - lo) as i64).into());
-        as_job_owner(job, spec, false, || run_batch(&sql, params)).is_err()
+        let range = Range::Keys {
+            cursor,
+            upper: &batch_keys[hi - 1],
+            limit: (hi - lo) as i64,
+        };
+        as_job_owner(job, spec, false, || run_batch(b, range)).is_err()
     };
     let (mut lo, mut hi) = (0usize, batch_keys.len());
     if hi == 0 || !fails(lo, hi) {
