@@ -36,26 +36,30 @@ latencies() {   # latencies PREFIX FROM TO
 }
 pct() { awk -v p="$1" '{ v[NR] = $1 } END { if (NR == 0) { print "n/a"; exit } i = int(NR * p / 100 + 0.999999); if (i < 1) i = 1; printf "%.1f", v[i] }'; }
 
+# Each writer runs a fixed time and ends by itself (its per-write log is
+# only complete then), long enough to outlast the backfill it watches.
+WRITER_SECONDS=$(( ROWS / 100000 + 12 ))
+
 # 1. during migrate_backfill
-writer orders_job 90 job &
+writer orders_job "$WRITER_SECONDS" job &
 wpid=$!
 sleep 2   # let the writer settle before the backfill starts
 t0=$(date +%s.%N)
 job=$($PSQL -d $DB -tAc "SELECT migrate_backfill('orders_job', 'amount_cents = (amount * 100)::bigint', 'amount_cents IS NULL')")
 $PSQL -d $DB -c "SET client_min_messages = warning" -c "CALL migrate_wait($job)" >/dev/null
 t1=$(date +%s.%N)
-kill "$wpid" 2>/dev/null || true; wait "$wpid" 2>/dev/null || true
+wait "$wpid"
 latencies job "$t0" "$t1" > "$WORK/job.lat"
 
 # 2. during a single UPDATE
-writer orders_single 90 single &
+writer orders_single "$WRITER_SECONDS" single &
 wpid=$!
 sleep 2
 s0=$(date +%s.%N)
 $PSQL -d $DB -c "UPDATE orders_single SET amount_cents = (amount * 100)::bigint" >/dev/null
 s1=$(date +%s.%N)
-sleep 1
-kill "$wpid" 2>/dev/null || true; wait "$wpid" 2>/dev/null || true
+wait "$wpid"
+# writes blocked by the UPDATE end just after it commits
 latencies single "$s0" "$(awk -v a="$s1" "BEGIN { print a + 1 }")" > "$WORK/single.lat"
 
 row() {   # row LABEL FILE SECONDS
