@@ -23,7 +23,7 @@ VACUUM ANALYZE $1;
 SQL
 }
 $PSQL -d $DB -c "CREATE EXTENSION pg_migrate" -c "CREATE TABLE timings (what text, seconds float8)" >/dev/null
-for t in orders_single orders_loop orders_job; do make_table $t "$ROWS"; done
+for t in orders_single orders_loop orders_job orders_job_where; do make_table $t "$ROWS"; done
 make_table orders_small "$SMALL"
 $PSQL -d $DB -c "CHECKPOINT" >/dev/null
 
@@ -54,9 +54,9 @@ watch_worker() {   # watch_worker JOB OUTFILE: samples until the job's worker is
     echo "$peak" > "$out"
 }
 
-run_job() {   # run_job TABLE LABEL: submit, follow, time from submit to finish
-    local job
-    job=$($PSQL -d $DB -tAc "SELECT migrate_backfill('$1', 'amount_cents = (amount * 100)::bigint', 'amount_cents IS NULL')")
+run_job() {   # run_job TABLE LABEL [WHERE]: submit, follow, time from submit to finish
+    local job where=${3:-}
+    job=$($PSQL -d $DB -tAc "SELECT migrate_backfill('$1', 'amount_cents = (amount * 100)::bigint'${where:+, '$where'})")
     watch_worker "$job" "/tmp/pgm_rss_$2" &
     $PSQL -d $DB -c "SET client_min_messages = warning" -c "CALL migrate_wait($job)" >/dev/null
     wait
@@ -66,7 +66,7 @@ run_job() {   # run_job TABLE LABEL: submit, follow, time from submit to finish
 }
 
 estimate=$($PSQL -d $DB -tA -F'|' -c "SELECT rows_to_update, extract(epoch FROM estimated_duration), estimated_wal_bytes
-                                      FROM migrate_estimate('orders_job', 'amount_cents = (amount * 100)::bigint', 'amount_cents IS NULL')")
+                                      FROM migrate_estimate('orders_job', 'amount_cents = (amount * 100)::bigint')")
 
 timed single -c "UPDATE orders_single SET amount_cents = (amount * 100)::bigint"
 timed loop <<'SQL'
@@ -83,6 +83,7 @@ BEGIN
 END $$;
 SQL
 job=$(run_job orders_job job)
+run_job orders_job_where job_where "amount_cents IS NULL" >/dev/null
 small=$(run_job orders_small job_small)
 
 check=$($PSQL -d $DB -tAc "SELECT (SELECT count(*) FROM orders_job WHERE amount_cents = (amount * 100)::bigint) = $ROWS
@@ -101,9 +102,9 @@ fmt() { echo "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'; }
 
 echo "## Backfill throughput"
 echo
-echo "\`SET amount_cents = (amount * 100)::bigint WHERE amount_cents IS NULL\` on $(fmt "$ROWS") rows (bigint"
-echo "identity key, numeric, text, new nullable bigint column), three identical vacuumed copies, one per"
-echo "contender, a checkpoint between runs. migrate_backfill runs through a background worker with its"
+echo "\`SET amount_cents = (amount * 100)::bigint\` on $(fmt "$ROWS") rows (bigint identity key, numeric,"
+echo "text, new nullable bigint column): the same statement for every contender, each on its own identical"
+echo "vacuumed copy, a checkpoint between runs. migrate_backfill runs through a background worker with its"
 echo "defaults: adaptive batches aimed at 200 ms ($batches batches, up to $(fmt "$max_batch") rows; batches after the"
 echo "tenth averaged $avg_ms ms), each committed with the job's cursor; its time is from submit to finish."
 echo
@@ -113,17 +114,18 @@ $PSQL -d $DB -tA <<SQL
 SELECT format('| %s | %s | %s | %s |',
               CASE what WHEN 'single' THEN 'single UPDATE of the whole table (baseline)'
                         WHEN 'loop' THEN 'PL/pgSQL keyset loop, COMMIT every 10,000 rows (baseline)'
+                        WHEN 'job_where' THEN 'migrate_backfill with where_clause ''amount_cents IS NULL'' (informative)'
                         ELSE 'migrate_backfill (worker)' END,
               round(seconds::numeric, 2), round($ROWS / seconds),
-              CASE WHEN what = 'job' THEN '-'
+              CASE WHEN what IN ('job', 'job_where') THEN '-'
                    ELSE round((seconds / (SELECT seconds FROM timings WHERE what = 'job'))::numeric, 2) || 'x' ||
                         CASE WHEN what = 'single' THEN
                              CASE WHEN seconds / (SELECT seconds FROM timings WHERE what = 'job') >= 0.9
                                   THEN ' (target >= 0.9x: met)' ELSE ' (target >= 0.9x: MISSED)' END
                              ELSE CASE WHEN seconds / (SELECT seconds FROM timings WHERE what = 'job') >= 1.0
                                   THEN ' (target >= 1.0x: met)' ELSE ' (target >= 1.0x: MISSED)' END END END)
-  FROM timings WHERE what IN ('single', 'loop', 'job')
- ORDER BY CASE what WHEN 'single' THEN 1 WHEN 'loop' THEN 2 ELSE 3 END;
+  FROM timings WHERE what IN ('single', 'loop', 'job', 'job_where')
+ ORDER BY CASE what WHEN 'single' THEN 1 WHEN 'loop' THEN 2 WHEN 'job' THEN 3 ELSE 4 END;
 SQL
 echo
 echo "**Worker memory** (peak RssAnon, the worker's private memory, shared buffers excluded, sampled"

@@ -60,7 +60,7 @@ $PSQL -d $DB -c "UPDATE orders_single SET amount_cents = (amount * 100)::bigint"
 s1=$(date +%s.%N)
 wait "$wpid"
 # writes blocked by the UPDATE end just after it commits
-latencies single "$s0" "$(awk -v a="$s1" "BEGIN { print a + 1 }")" > "$WORK/single.lat"
+latencies single "$s0" "$(awk -v a="$s1" "BEGIN { printf \"%.6f\", a + 1 }")" > "$WORK/single.lat"
 
 row() {   # row LABEL FILE SECONDS
     local n p50 p99 max

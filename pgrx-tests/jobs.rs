@@ -79,7 +79,9 @@ fn a_composite_key_is_walked_in_order() {
     drive(id);
     assert_eq!(one::<i64>("SELECT count(*) FROM tc WHERE n <> 1"), Some(0));
     assert_eq!(job_field(id, "upper_bound"), Some("{30,70}".into()));
-    assert!(job_field(id, "spec").unwrap().contains(r#""columns": [{"name": "tenant", "type_name": "integer"}, {"name": "seq", "type_name": "integer"}]"#));
+    assert!(job_field(id, "spec").unwrap().contains(
+        r#""columns": [{"name": "tenant", "has_max": true, "type_name": "integer"}, {"name": "seq", "has_max": true, "type_name": "integer"}]"#
+    ));
 }
 
 #[pg_test]
@@ -306,7 +308,7 @@ fn a_batch_never_scans_the_whole_table() {
     run("INSERT INTO tplan SELECT g, g / 100.0, g FROM generate_series(1, 200000) g");
     run("ANALYZE tplan");
     let walk = crate::engine::keyset::Walk::Key {
-        columns: vec![crate::engine::keyset::KeyColumn { name: "id".into(), type_name: "bigint".into() }],
+        columns: vec![crate::engine::keyset::KeyColumn { name: "id".into(), type_name: "bigint".into(), has_max: true }],
     };
     let b = crate::engine::keyset::Backfill {
         schema: "public",

@@ -71,7 +71,11 @@ fn choose_key(relid: pg_sys::Oid) -> Option<Vec<KeyColumn>> {
     Spi::connect(|client| {
         let rows = client.select(
             "SELECT array_agg(a.attname::text ORDER BY k.ord),
-                    array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY k.ord)
+                    array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY k.ord),
+                    array_agg(EXISTS (SELECT 1 FROM pg_catalog.pg_aggregate g
+                                        JOIN pg_catalog.pg_proc p ON p.oid = g.aggfnoid
+                                       WHERE p.proname = 'max' AND p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
+                                         AND p.proargtypes[0] = a.atttypid) ORDER BY k.ord)
                FROM pg_catalog.pg_index i
               CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
                JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
@@ -90,8 +94,14 @@ fn choose_key(relid: pg_sys::Oid) -> Option<Vec<KeyColumn>> {
         let row = rows.first();
         let names: Vec<String> = row.get(1)?.unwrap_or_default();
         let types: Vec<String> = row.get(2)?.unwrap_or_default();
+        let has_max: Vec<bool> = row.get(3)?.unwrap_or_default();
         Ok::<_, pgrx::spi::SpiError>(Some(
-            names.into_iter().zip(types).map(|(name, type_name)| KeyColumn { name, type_name }).collect(),
+            names
+                .into_iter()
+                .zip(types)
+                .zip(has_max)
+                .map(|((name, type_name), has_max)| KeyColumn { name, type_name, has_max })
+                .collect(),
         ))
     })
     .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the table's keys: {e}"))

@@ -82,11 +82,19 @@ fn migrate_estimate(
     // whole table), each in a subtransaction that is always rolled back.
     const RANGES: i64 = 10;
     let per_range = (want / RANGES).max(1);
-    let percent = if total <= RANGES * 50 {
+    // Enough pages that the sample is very unlikely to come back short:
+    // about fifty rows and four pages per range are expected.
+    let by_rows = if total <= RANGES * 50 {
         100.0
     } else {
-        (RANGES as f64 * 50.0 * 100.0 / total as f64).min(100.0)
+        RANGES as f64 * 50.0 * 100.0 / total as f64
     };
+    let by_pages = if pages <= RANGES * 4 {
+        100.0
+    } else {
+        RANGES as f64 * 4.0 * 100.0 / pages as f64
+    };
+    let percent = by_rows.max(by_pages).min(100.0);
     // Key walk: ten random start keys and the table's last key; ctid walk:
     // ten block ranges spread over the table.
     let mut key_starts: Vec<Vec<String>> = Vec::new();
@@ -104,10 +112,19 @@ fn migrate_estimate(
             );
             let upper_sql = b.bound_sql(true).expect("a key walk");
             (key_starts, upper) = Spi::connect(|c| {
-                let starts: Vec<Vec<String>> = c
-                    .select(sample.as_str(), None, &[percent.into()])?
-                    .map(|r| r.get::<Vec<String>>(1).map(|k| k.unwrap_or_default()))
-                    .collect::<Result<_, _>>()?;
+                // A sample that still came back short (few pages, or pages
+                // of dead rows) is drawn again from four times as many pages.
+                let mut percent = percent;
+                let starts: Vec<Vec<String>> = loop {
+                    let starts: Vec<Vec<String>> = c
+                        .select(sample.as_str(), None, &[percent.into()])?
+                        .map(|r| r.get::<Vec<String>>(1).map(|k| k.unwrap_or_default()))
+                        .collect::<Result<_, _>>()?;
+                    if starts.len() as i64 >= RANGES || percent >= 100.0 {
+                        break starts;
+                    }
+                    percent = (percent * 4.0).min(100.0);
+                };
                 let upper = c
                     .select(upper_sql.as_str(), None, &[])?
                     .next()

@@ -270,26 +270,40 @@ pub struct BatchDone {
     pub keep: i64,
 }
 
-/// Advance the job past a batch, and record the batch in its history.
+/// Advance the job past a batch, record the batch in its history and trim
+/// the history to `keep` batches: one statement.
 pub fn after_batch(id: i64, b: &BatchDone) {
     let (reason, wait_ms) = match &b.wait {
         Some((r, ms)) => (Some(r.as_str()), *ms),
         None => (None, 0),
     };
     Spi::connect_mut(|client| {
-        let throttled_before: i64 = client
+        client
             .update(
-                "UPDATE pgmigrate.jobs
-                    SET cursor = $2, rows_done = rows_done + $3, rows_updated = rows_updated + $4,
-                        batches = batches + 1, last_batch_ms = $5, rate = $6, rows_estimate = $7,
-                        ms_per_row = $8, batch_size = $9, retries = 0,
-                        state = CASE WHEN $10::text IS NULL THEN 'running' ELSE 'waiting' END,
-                        wait_reason = $10, wait_until = NULL,
-                        throttled_ms = throttled_ms + $11, throttled_batch_ms = $11,
-                        error = NULL, error_sqlstate = NULL, error_detail = NULL,
-                        updated_at = pg_catalog.clock_timestamp()
-                  WHERE job_id = $1
-              RETURNING (SELECT o.throttled_batch_ms FROM pgmigrate.jobs o WHERE o.job_id = $1)",
+                "WITH before AS (
+                     SELECT throttled_batch_ms FROM pgmigrate.jobs WHERE job_id = $1
+                 ), job AS (
+                     UPDATE pgmigrate.jobs
+                        SET cursor = $2, rows_done = rows_done + $3, rows_updated = rows_updated + $4,
+                            batches = batches + 1, last_batch_ms = $5, rate = $6, rows_estimate = $7,
+                            ms_per_row = $8, batch_size = $9, retries = 0,
+                            state = CASE WHEN $10::text IS NULL THEN 'running' ELSE 'waiting' END,
+                            wait_reason = $10, wait_until = NULL,
+                            throttled_ms = throttled_ms + $11, throttled_batch_ms = $11,
+                            error = NULL, error_sqlstate = NULL, error_detail = NULL,
+                            updated_at = pg_catalog.clock_timestamp()
+                      WHERE job_id = $1
+                  RETURNING batches
+                 ), recorded AS (
+                     INSERT INTO pgmigrate.batches (job_id, batch_no, after_key, last_key, rows_covered, rows_updated,
+                                                    batch_size, ms, wal_bytes, retries, throttled_ms)
+                     SELECT $1, job.batches, $12, $2, $3, $4, $13, $5, $14, $15, before.throttled_batch_ms
+                       FROM job, before
+                      WHERE $16 > 0
+                 )
+                 DELETE FROM pgmigrate.batches b
+                  USING job
+                  WHERE b.job_id = $1 AND b.batch_no <= job.batches - $16",
                 None,
                 &[
                     id.into(),
@@ -303,45 +317,14 @@ pub fn after_batch(id: i64, b: &BatchDone) {
                     (b.next_batch_size.min(i32::MAX as i64) as i32).into(),
                     reason.into(),
                     wait_ms.into(),
+                    b.after_key.clone().into(),
+                    (b.batch_size_used.min(i32::MAX as i64) as i32).into(),
+                    b.wal_bytes.into(),
+                    b.retries.into(),
+                    b.keep.into(),
                 ],
             )
-            .or_bug("advancing a job")
-            .first()
-            .get_one::<i64>()
-            .or_bug("advancing a job")
-            .unwrap_or(0);
-        if b.keep > 0 {
-            client
-                .update(
-                    "INSERT INTO pgmigrate.batches (job_id, batch_no, after_key, last_key, rows_covered, rows_updated,
-                                                    batch_size, ms, wal_bytes, retries, throttled_ms)
-                     SELECT $1, j.batches, $2, $3, $4, $5, $6, $7, $8, $9, $10
-                       FROM pgmigrate.jobs j WHERE j.job_id = $1",
-                    None,
-                    &[
-                        id.into(),
-                        b.after_key.clone().into(),
-                        b.cursor.clone().into(),
-                        b.covered.into(),
-                        b.updated.into(),
-                        (b.batch_size_used.min(i32::MAX as i64) as i32).into(),
-                        b.batch_ms.into(),
-                        b.wal_bytes.into(),
-                        b.retries.into(),
-                        throttled_before.into(),
-                    ],
-                )
-                .or_bug("recording a batch");
-            client
-                .update(
-                    "DELETE FROM pgmigrate.batches b
-                      USING pgmigrate.jobs j
-                      WHERE b.job_id = $1 AND j.job_id = $1 AND b.batch_no <= j.batches - $2",
-                    None,
-                    &[id.into(), b.keep.into()],
-                )
-                .or_bug("trimming batch history");
-        }
+            .or_bug("advancing a job");
     });
 }
 

@@ -19,6 +19,9 @@ pub struct KeyColumn {
     pub name: String,
     /// The column's type as `format_type` prints it, e.g. `bigint`, `uuid`.
     pub type_name: String,
+    /// The type has a `max` aggregate (uuid, for one, has none).
+    #[serde(default)]
+    pub has_max: bool,
 }
 
 /// How batches are cut.
@@ -218,7 +221,7 @@ impl Backfill<'_> {
             .iter()
             .map(|c| format!("{}::text", quote_ident(&c.name)))
             .collect();
-        let bounds = if n == 1 {
+        let bounds = if n == 1 && columns[0].has_max {
             // One key column: count and max over the index scan, nothing
             // kept or sorted.
             format!(
@@ -294,6 +297,7 @@ mod tests {
                 .map(|(n, t)| KeyColumn {
                     name: n.to_string(),
                     type_name: t.to_string(),
+                    has_max: *t != "uuid",
                 })
                 .collect(),
         }
@@ -468,12 +472,30 @@ mod tests {
     }
 
     #[test]
+    fn keys_without_max_keep_the_materialized_bounds() {
+        let walk = key(&[("id", "uuid")]);
+        let b = Backfill {
+            schema: "s",
+            table: "t",
+            walk: &walk,
+            set_clause: "x = 1",
+            where_clause: None,
+        };
+        let bounds = b.batch(true).bounds;
+        assert!(
+            bounds.starts_with("WITH _pgm_batch AS MATERIALIZED"),
+            "{bounds}"
+        );
+        assert!(!bounds.contains("max("), "{bounds}");
+    }
+
+    #[test]
     fn walk_serialises_with_a_mode_tag() {
         let walk = key(&[("id", "bigint")]);
         let json = serde_json::to_string(&walk).unwrap();
         assert_eq!(
             json,
-            r#"{"mode":"key","columns":[{"name":"id","type_name":"bigint"}]}"#
+            r#"{"mode":"key","columns":[{"name":"id","type_name":"bigint","has_max":true}]}"#
         );
         assert_eq!(
             serde_json::from_str::<Walk>(r#"{"mode":"ctid"}"#).unwrap(),

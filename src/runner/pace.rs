@@ -71,64 +71,42 @@ pub fn signals(relid: pg_sys::Oid, l: &Limits) -> Signals {
     if l.max_replay_lag_ms == 0 && l.max_slot_wal_bytes == 0 && !l.pause_during_vacuum {
         return s;
     }
+    // One statement for every signal the limits need.
     Spi::connect(|client| {
-        if l.max_replay_lag_ms > 0 {
-            let rows = client
-                .select(
-                    "SELECT (extract(epoch FROM r.replay_lag) * 1000)::float8,
-                            coalesce(nullif(r.application_name, ''), r.client_addr::text, r.pid::text)
-                       FROM pg_catalog.pg_stat_replication r
-                      WHERE r.replay_lag IS NOT NULL
-                      ORDER BY r.replay_lag DESC LIMIT 1",
-                    None,
-                    &[],
-                )
-                .or_bug("reading replication lag");
-            if let Some(r) = rows.into_iter().next() {
-                s.replay_lag_ms = Some((
-                    r.get::<f64>(1)
-                        .or_bug("reading replication lag")
-                        .unwrap_or(0.0),
-                    r.get::<String>(2)
-                        .or_bug("reading replication lag")
-                        .unwrap_or_default(),
-                ));
-            }
-        }
-        if l.max_slot_wal_bytes > 0 {
-            let rows = client
-                .select(
-                    "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.restart_lsn)::bigint,
-                            s.slot_name::text
-                       FROM pg_catalog.pg_replication_slots s
-                      WHERE s.restart_lsn IS NOT NULL
-                      ORDER BY s.restart_lsn LIMIT 1",
-                    None,
-                    &[],
-                )
-                .or_bug("reading replication slots");
-            if let Some(r) = rows.into_iter().next() {
-                s.slot_wal_bytes = Some((
-                    r.get::<i64>(1)
-                        .or_bug("reading replication slots")
-                        .unwrap_or(0),
-                    r.get::<String>(2)
-                        .or_bug("reading replication slots")
-                        .unwrap_or_default(),
-                ));
-            }
-        }
-        if l.pause_during_vacuum {
-            s.vacuum_pid = client
-                .select(
-                    "SELECT p.pid FROM pg_catalog.pg_stat_progress_vacuum p WHERE p.relid = $1 LIMIT 1",
-                    None,
-                    &[relid.into()],
-                )
-                .or_bug("reading vacuum progress")
-                .next()
-                .and_then(|r| r.get::<i32>(1).ok().flatten());
-        }
+        let row = client
+            .select(
+                "SELECT CASE WHEN $1 THEN (
+                            SELECT ARRAY[(extract(epoch FROM r.replay_lag) * 1000)::text,
+                                         coalesce(nullif(r.application_name, ''), r.client_addr::text, r.pid::text)]
+                              FROM pg_catalog.pg_stat_replication r
+                             WHERE r.replay_lag IS NOT NULL
+                             ORDER BY r.replay_lag DESC LIMIT 1) END,
+                        CASE WHEN $2 THEN (
+                            SELECT ARRAY[pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.restart_lsn)::bigint::text,
+                                         s.slot_name::text]
+                              FROM pg_catalog.pg_replication_slots s
+                             WHERE s.restart_lsn IS NOT NULL
+                             ORDER BY s.restart_lsn LIMIT 1) END,
+                        CASE WHEN $3 THEN (
+                            SELECT p.pid FROM pg_catalog.pg_stat_progress_vacuum p WHERE p.relid = $4 LIMIT 1) END",
+                None,
+                &[
+                    (l.max_replay_lag_ms > 0).into(),
+                    (l.max_slot_wal_bytes > 0).into(),
+                    l.pause_during_vacuum.into(),
+                    relid.into(),
+                ],
+            )
+            .or_bug("reading throttle signals")
+            .first();
+        let pair = |i: usize| {
+            row.get::<Vec<String>>(i)
+                .or_bug("reading throttle signals")
+                .filter(|v| v.len() == 2)
+        };
+        s.replay_lag_ms = pair(1).map(|v| (v[0].parse().unwrap_or(0.0), v[1].clone()));
+        s.slot_wal_bytes = pair(2).map(|v| (v[0].parse().unwrap_or(0), v[1].clone()));
+        s.vacuum_pid = row.get::<i32>(3).or_bug("reading throttle signals");
     });
     s
 }

@@ -16,7 +16,7 @@ SELECT regress.expect_error($$SELECT migrate_backfill('readings', 'celsius = raw
 SELECT regress.expect_error($$SELECT migrate_backfill('readings', 'celsius = raw / 10.0', target_batch_ms => 1)$$);
 SELECT regress.expect_error($$SELECT migrate_backfill('readings', 'celsius = raw / 10.0', max_slot_wal => 'a lot')$$);
 SELECT regress.expect_error($$SELECT migrate_backfill('readings', 'celsius = raw / 10.0', max_replay_lag => '-5 s')$$);
-SELECT count(*) AS nothing_queued FROM migrate_progress;
+SELECT count(*) AS nothing_queued FROM migrate_progress WHERE relation = 'public.readings';
 
 -- The estimate: its stable columns.
 SELECT rows_total, sample_rows BETWEEN 1000 AND 10000 AS sampled, rows_to_update = rows_total AS every_row,
@@ -54,6 +54,6 @@ CREATE ROLE pgm_onlooker;
 SET ROLE pgm_onlooker;
 SELECT count(*) AS batches_seen FROM migrate_batches;
 SELECT count(*) AS skipped_seen FROM migrate_skipped;
-SELECT count(*) AS jobs_seen FROM migrate_progress;
+SELECT count(*) AS jobs_seen FROM migrate_progress WHERE relation = 'public.readings';
 RESET ROLE;
 DROP ROLE pgm_onlooker;
