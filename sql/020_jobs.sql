@@ -1,5 +1,7 @@
--- Jobs: work that background workers (or CALL migrate_run) drive in
--- batches, each batch committed together with the job's cursor.
+-- Jobs: work that background workers drive.  A backfill runs in batches,
+-- each committed together with the job's cursor (CALL migrate_run can
+-- drive it too); an index job runs one CREATE INDEX, DROP INDEX or REINDEX
+-- CONCURRENTLY as a top-level statement of a worker.
 
 CREATE SEQUENCE pgmigrate.job_id_seq;
 
@@ -22,7 +24,7 @@ CREATE TABLE pgmigrate.jobs (
     rows_total      bigint,
     rows_estimate   bigint,
     batches         integer     NOT NULL DEFAULT 0,
-    batch_size      integer     NOT NULL,
+    batch_size      integer,
     last_batch_ms   double precision,
     rate            double precision,
     retries         integer     NOT NULL DEFAULT 0,
@@ -30,6 +32,8 @@ CREATE TABLE pgmigrate.jobs (
     throttled_ms    bigint      NOT NULL DEFAULT 0,
     throttled_batch_ms bigint   NOT NULL DEFAULT 0,
     skipped         bigint      NOT NULL DEFAULT 0,
+    phase           text,
+    index_oid       oid,
     error           text,
     error_sqlstate  text,
     error_detail    text,
@@ -44,7 +48,7 @@ CREATE TABLE pgmigrate.jobs (
     started_at      timestamptz,
     updated_at      timestamptz NOT NULL DEFAULT now(),
     finished_at     timestamptz,
-    CONSTRAINT jobs_kind_check CHECK (kind IN ('backfill')),
+    CONSTRAINT jobs_kind_check CHECK (kind IN ('backfill', 'create_index', 'drop_index', 'reindex')),
     CONSTRAINT jobs_state_check
         CHECK (state IN ('queued', 'running', 'paused', 'waiting', 'succeeded', 'failed', 'cancelled')),
     CONSTRAINT jobs_wait_check CHECK (state <> 'waiting' OR wait_reason IS NOT NULL),
@@ -56,12 +60,12 @@ CREATE INDEX jobs_unfinished_idx ON pgmigrate.jobs (job_id)
 ALTER SEQUENCE pgmigrate.job_id_seq OWNED BY pgmigrate.jobs.job_id;
 
 COMMENT ON TABLE pgmigrate.jobs IS
-    'pg_migrate jobs (backfills): one row per job with its cursor and counters. Read it through migrate_progress.';
-COMMENT ON COLUMN pgmigrate.jobs.relid IS 'the table the job works on';
+    'pg_migrate jobs (backfills and index builds): one row per job with its cursor and counters. Read it through migrate_progress.';
+COMMENT ON COLUMN pgmigrate.jobs.relid IS 'the table the job works on (for an index job, the index''s table)';
 COMMENT ON COLUMN pgmigrate.jobs.relation IS 'the table''s name when the job was submitted';
 COMMENT ON COLUMN pgmigrate.jobs.owner IS 'the role that submitted the job; every batch runs as this role';
 COMMENT ON COLUMN pgmigrate.jobs.spec IS 'what to do and how: clauses, key, options, the submitter''s session settings';
-COMMENT ON COLUMN pgmigrate.jobs.command IS 'the job as one UPDATE statement, as a DBA would write it';
+COMMENT ON COLUMN pgmigrate.jobs.command IS 'the job as one statement, as a DBA would write it (a backfill as one UPDATE)';
 COMMENT ON COLUMN pgmigrate.jobs.cursor IS 'the last key done (text of each key column); NULL before the first batch';
 COMMENT ON COLUMN pgmigrate.jobs.lower_bound IS 'the smallest key when the job started (for progress)';
 COMMENT ON COLUMN pgmigrate.jobs.upper_bound IS 'the largest key when the job started: rows above it are not the job''s';
@@ -72,6 +76,8 @@ COMMENT ON COLUMN pgmigrate.jobs.ms_per_row IS 'moving average of batch millisec
 COMMENT ON COLUMN pgmigrate.jobs.throttled_ms IS 'time the job waited for throttles and budgets, in all';
 COMMENT ON COLUMN pgmigrate.jobs.throttled_batch_ms IS 'time waited for throttles since the last batch';
 COMMENT ON COLUMN pgmigrate.jobs.skipped IS 'rows skipped because they failed (on_error => ''skip'')';
+COMMENT ON COLUMN pgmigrate.jobs.phase IS 'index jobs: what the worker does now (building, cleaning up); the build''s own phase comes from pg_stat_progress_create_index';
+COMMENT ON COLUMN pgmigrate.jobs.index_oid IS 'index jobs: the index dropped or rebuilt, or the index built once it exists';
 COMMENT ON COLUMN pgmigrate.jobs.driver_pid IS 'backend running the job now (a worker or a session in migrate_run)';
 
 -- Is backend `pid`, started at `started`, still there?  The start time
@@ -116,3 +122,57 @@ CREATE TABLE pgmigrate.skipped (
 );
 COMMENT ON TABLE pgmigrate.skipped IS
     'pg_migrate: rows that failed in a job run with on_error => ''skip'', with their error. Read it through migrate_skipped.';
+
+-- Every attempt of every index job: what ran, how it ended, how long it
+-- took, the index's size, what it waited for, what else the worker did.
+CREATE TABLE pgmigrate.builds (
+    job_id       bigint      NOT NULL REFERENCES pgmigrate.jobs ON DELETE CASCADE,
+    attempt      integer     NOT NULL,
+    statement    text        NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at  timestamptz,
+    outcome      text        NOT NULL DEFAULT 'running',
+    index_size   bigint,
+    waited_for   text,
+    error        text,
+    sqlstate     text,
+    detail       text,
+    note         text,
+    PRIMARY KEY (job_id, attempt),
+    CONSTRAINT builds_outcome_check
+        CHECK (outcome IN ('running', 'succeeded', 'failed', 'retrying', 'paused', 'cancelled', 'interrupted'))
+);
+COMMENT ON TABLE pgmigrate.builds IS
+    'pg_migrate: every attempt of every index job (statement, times, outcome, index size, waits, cleanup). Read it through migrate_index_builds.';
+COMMENT ON COLUMN pgmigrate.builds.outcome IS
+    'running; succeeded; failed (the job failed); retrying (a transient error, tried again later); paused or cancelled (by migrate_pause or migrate_cancel); interrupted (its worker stopped)';
+COMMENT ON COLUMN pgmigrate.builds.waited_for IS 'the backend the statement was waiting for when it ended (pid, application, transaction age)';
+COMMENT ON COLUMN pgmigrate.builds.note IS 'what the worker did besides the statement: an invalid index it dropped (or could not), an index that already existed';
+
+-- The progress of the index build a job's worker runs now, and what it
+-- waits for.  Security definer so that every role that may see the job
+-- sees the same (pg_stat_progress_create_index and pg_stat_activity show
+-- other roles' backends only to privileged roles); it answers only for a
+-- backend that drives a pg_migrate job.
+CREATE FUNCTION pgmigrate.build_progress(pid integer, started timestamptz,
+    OUT phase text, OUT blocks_done bigint, OUT blocks_total bigint,
+    OUT tuples_done bigint, OUT tuples_total bigint,
+    OUT waiting_for_pid integer, OUT waiting_for text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p.phase, p.blocks_done, p.blocks_total, p.tuples_done, p.tuples_total,
+           nullif(p.current_locker_pid, 0)::integer,
+           CASE WHEN p.current_locker_pid > 0 THEN
+                format('pid %s', p.current_locker_pid)
+                || coalesce(format(', application %L', nullif(w.application_name, '')), '')
+                || coalesce(format(', %s', w.backend_type), '')
+                || coalesce(', transaction open ' || date_trunc('second', now() - w.xact_start)::text, '')
+                || coalesce(format(', %s', w.state), '')
+           END
+      FROM pg_stat_progress_create_index p
+      JOIN pg_stat_activity a ON a.pid = p.pid AND a.backend_start = started
+      LEFT JOIN pg_stat_activity w ON w.pid = p.current_locker_pid
+     WHERE p.pid = build_progress.pid
+       AND EXISTS (SELECT 1 FROM pgmigrate.jobs j
+                    WHERE j.driver_pid = build_progress.pid AND j.driver_started = started)
+$$;
+GRANT EXECUTE ON FUNCTION pgmigrate.build_progress(integer, timestamptz) TO PUBLIC;

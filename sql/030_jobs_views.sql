@@ -1,17 +1,22 @@
 -- What users see of jobs: one row per job, pleasant under \watch 1.
 -- The SQL of a job is shown only to its owner, members of that role and
--- superusers.
+-- superusers.  Index jobs add the phase of their build, its blocks and
+-- tuples, and the backend it waits for (from pg_stat_progress_create_index).
 CREATE VIEW migrate_progress AS
 SELECT j.job_id,
        j.kind,
        j.relation,
        CASE WHEN o.orphan THEN 'queued' ELSE j.state END AS state,
-       CASE WHEN o.orphan THEN 'its worker stopped; it resumes at the next batch'
+       CASE WHEN o.orphan AND j.kind = 'backfill' THEN 'its worker stopped; it resumes at the next batch'
+            WHEN o.orphan THEN 'its worker stopped; the next worker cleans up and starts again'
+            WHEN bp.waiting_for IS NOT NULL THEN 'the build waits for ' || bp.waiting_for
+            WHEN blk.job_id IS NOT NULL THEN format('waits for job %s: one index job per table at a time', blk.job_id)
             WHEN j.state = 'queued' AND j.run_at > now() THEN 'scheduled for ' || j.run_at::text
             ELSE j.wait_reason END AS wait_reason,
-       j.rows_done,
-       coalesce(j.rows_total, j.rows_estimate) AS rows_total,
+       CASE WHEN j.kind = 'backfill' THEN j.rows_done END AS rows_done,
+       CASE WHEN j.kind = 'backfill' THEN coalesce(j.rows_total, j.rows_estimate) END AS rows_total,
        CASE WHEN j.state = 'succeeded' THEN 100.0
+            WHEN j.kind <> 'backfill' THEN NULL
             WHEN coalesce(j.rows_total, j.rows_estimate, 0) <= 0 THEN 0.0
             ELSE least(99.9, floor(j.rows_done * 1000.0 / coalesce(j.rows_total, j.rows_estimate)) / 10)
        END::numeric(5,1) AS percent,
@@ -21,25 +26,42 @@ SELECT j.job_id,
        END AS eta,
        j.batch_size,
        round(j.last_batch_ms::numeric, 1) AS last_batch_ms,
-       CASE WHEN NOT o.orphan THEN j.driver_pid END AS worker_pid,
+       CASE WHEN o.alive THEN j.driver_pid END AS worker_pid,
        j.owner::regrole AS owner,
        date_trunc('second', j.started_at) AS started_at,
        date_trunc('second', j.updated_at) AS updated_at,
        j.error,
        make_interval(secs => j.throttled_ms / 1000.0) AS throttled,
        j.skipped,
-       j.rows_updated,
+       CASE WHEN j.kind = 'backfill' THEN j.rows_updated END AS rows_updated,
        j.retries,
        j.migration_app || '.' || j.migration_name AS migration,
        j.run_at,
        j.finished_at,
+       coalesce(bp.phase, CASE WHEN o.alive THEN j.phase END) AS phase,
+       bp.blocks_done,
+       bp.blocks_total,
+       bp.tuples_done,
+       bp.tuples_total,
+       bp.waiting_for_pid,
+       CASE WHEN j.kind <> 'backfill' THEN format('%I.%I', j.spec->>'schema', j.spec->>'name') END AS index_name,
        CASE WHEN pg_has_role(j.owner, 'MEMBER') THEN j.command END AS command
   FROM pgmigrate.jobs j
  CROSS JOIN LATERAL (
-       SELECT j.state IN ('running', 'waiting') AND j.driver_pid IS NOT NULL
-              AND NOT pgmigrate.backend_alive(j.driver_pid, j.driver_started) AS orphan) o;
+       SELECT j.driver_pid IS NOT NULL AND pgmigrate.backend_alive(j.driver_pid, j.driver_started) AS alive) d
+ CROSS JOIN LATERAL (
+       SELECT d.alive, j.state IN ('running', 'waiting') AND j.driver_pid IS NOT NULL AND NOT d.alive AS orphan) o
+  LEFT JOIN LATERAL (
+       SELECT p.* FROM pgmigrate.build_progress(j.driver_pid, j.driver_started) p
+        WHERE j.kind <> 'backfill' AND j.state = 'running' AND NOT o.orphan) bp ON true
+  LEFT JOIN LATERAL (
+       SELECT b.job_id FROM pgmigrate.jobs b
+        WHERE j.kind <> 'backfill' AND j.state IN ('queued', 'waiting')
+          AND b.relid = j.relid AND b.job_id <> j.job_id AND b.kind <> 'backfill'
+          AND b.driver_pid IS NOT NULL AND pgmigrate.backend_alive(b.driver_pid, b.driver_started)
+        LIMIT 1) blk ON true;
 COMMENT ON VIEW migrate_progress IS
-    'pg_migrate: one row per job (backfills): state, progress, rate, ETA; the command only for its owner';
+    'pg_migrate: one row per job (backfills and index jobs): state, progress, rate, ETA, build phase and waits; the command only for its owner';
 
 GRANT SELECT ON migrate_progress TO PUBLIC;
 
@@ -63,3 +85,20 @@ COMMENT ON VIEW migrate_skipped IS
     'pg_migrate: rows that jobs you own skipped (on_error => ''skip''), with the error each raised';
 
 GRANT SELECT ON migrate_batches, migrate_skipped TO PUBLIC;
+
+-- Every attempt of every index job.  Errors can show data (a duplicate
+-- key), so only to the job's owner, members of that role and superusers.
+CREATE VIEW migrate_index_builds AS
+SELECT b.job_id, j.kind, b.attempt, j.relation,
+       format('%I.%I', j.spec->>'schema', j.spec->>'name') AS index_name,
+       b.outcome, b.started_at, b.finished_at,
+       date_trunc('milliseconds', b.finished_at - b.started_at) AS duration,
+       b.index_size, pg_size_pretty(b.index_size) AS size,
+       b.waited_for, b.error, b.sqlstate, b.detail, b.note, b.statement
+  FROM pgmigrate.builds b
+  JOIN pgmigrate.jobs j USING (job_id)
+ WHERE pg_has_role(j.owner, 'MEMBER');
+COMMENT ON VIEW migrate_index_builds IS
+    'pg_migrate: every attempt of the index jobs you own: statement, outcome, duration, index size, what it waited for, cleanup';
+
+GRANT SELECT ON migrate_index_builds TO PUBLIC;

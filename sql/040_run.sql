@@ -1,8 +1,10 @@
--- CALL migrate_run(job): drive a job in this session, committing after
--- every batch.  CALL migrate_wait(job): wait for a job the background
--- workers drive.  Both are procedures because they commit as they go (a
--- procedure that commits cannot pin its search_path; every name here is
--- qualified, and they run with the caller's rights).
+-- CALL migrate_run(job): drive a backfill in this session, committing
+-- after every batch; an index job (which only a worker can run) is handed
+-- to a worker at once, whatever its schedule, and waited for.
+-- CALL migrate_wait(job): wait for a job the background workers drive.
+-- Both are procedures because they commit as they go (a procedure that
+-- commits cannot pin its search_path; every name here is qualified, and
+-- they run with the caller's rights).
 
 CREATE PROCEDURE migrate_run(job bigint)
 LANGUAGE plpgsql AS $proc$
@@ -13,9 +15,38 @@ DECLARE
     failed boolean;
     err_state text;
     err_text text;
+    mode text;
 BEGIN
-    PERFORM pgmigrate._run_begin(job);
+    mode := pgmigrate._run_begin(job);
     COMMIT;
+    IF mode = 'worker' THEN
+        LOOP
+            interrupted := false;
+            BEGIN
+                SELECT * INTO r FROM pgmigrate._wait_poll(job, false);
+                IF NOT r.done THEN
+                    PERFORM pg_catalog.pg_sleep(0.2);
+                END IF;
+            EXCEPTION
+                WHEN query_canceled THEN
+                    interrupted := true;
+            END;
+            IF interrupted THEN
+                PERFORM pgmigrate._run_interrupted(job);
+                COMMIT;
+                RAISE EXCEPTION 'CALL migrate_run(%) was cancelled; job % is paused', job, job
+                    USING ERRCODE = 'query_canceled',
+                          HINT = pg_catalog.format('SELECT migrate_resume(%s) queues it again.', job);
+            END IF;
+            IF r.notice IS NOT NULL THEN
+                RAISE NOTICE '%', r.notice;
+            END IF;
+            EXIT WHEN r.done;
+            COMMIT;
+        END LOOP;
+        PERFORM pgmigrate._job_outcome(job);
+        RETURN;
+    END IF;
     LOOP
         interrupted := false;
         failed := false;

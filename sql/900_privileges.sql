@@ -38,3 +38,12 @@ COMMENT ON PROCEDURE migrate_run IS 'pg_migrate: drive a job in this session, co
 COMMENT ON PROCEDURE migrate_wait IS 'pg_migrate: wait for a job to finish, reporting progress';
 COMMENT ON FUNCTION migrate_estimate IS
     'pg_migrate: estimate a backfill (rows it would change, duration, WAL) from a sample update that is rolled back';
+
+-- Index jobs.  The caller must own the table (as for CREATE INDEX); the
+-- statement runs in a background worker as the caller's role.
+COMMENT ON FUNCTION migrate_create_index IS
+    'pg_migrate: queue a CREATE INDEX CONCURRENTLY that a background worker runs, cleans up and retries; returns the job id';
+COMMENT ON FUNCTION migrate_drop_index IS
+    'pg_migrate: queue a DROP INDEX CONCURRENTLY that a background worker runs; returns the job id';
+COMMENT ON FUNCTION migrate_reindex IS
+    'pg_migrate: queue a REINDEX INDEX CONCURRENTLY, once or on a cron schedule; returns the job id';

@@ -205,6 +205,39 @@ pub enum MigrateError {
         name: String,
         why: String,
     },
+
+    #[error("index_sql must be one CREATE INDEX statement")]
+    NotCreateIndex { found: String },
+
+    #[error("{what} cannot be indexed concurrently")]
+    CannotIndex { what: String, why: String },
+
+    #[error("must be owner of table {relation}")]
+    NotTableOwner { relation: String, to: &'static str },
+
+    #[error("relation \"{name}\" already exists")]
+    IndexExists { name: String },
+
+    #[error("column \"{column}\" named in the index does not exist")]
+    NoSuchIndexColumn { column: String },
+
+    #[error("{relation} is not an index")]
+    NotAnIndex {
+        relation: String,
+        kind: &'static str,
+    },
+
+    #[error(
+        "cannot drop index {index} because constraint {constraint} on table {table} requires it"
+    )]
+    IndexOfConstraint {
+        index: String,
+        constraint: String,
+        table: String,
+    },
+
+    #[error("job {job_id} is an index job, which only a background worker can run")]
+    NeedsWorker { job_id: i64 },
 }
 
 /// What to pass for an argument that was missing or empty.
@@ -263,9 +296,17 @@ impl MigrateError {
             NeedsWhere { .. } => "22023",         // invalid_parameter_value
             InTransactionBlock { .. } => "25001", // active_sql_transaction
             JobFailed { sqlstate, .. } => sqlstate,
-            JobCancelled { .. } => "57014",     // query_canceled
-            WaitTimeout { .. } => "57014",      // query_canceled
-            BadMigrationLink { .. } => "22023", // invalid_parameter_value
+            JobCancelled { .. } => "57014",      // query_canceled
+            WaitTimeout { .. } => "57014",       // query_canceled
+            BadMigrationLink { .. } => "22023",  // invalid_parameter_value
+            NotCreateIndex { .. } => "22023",    // invalid_parameter_value
+            CannotIndex { .. } => "0A000",       // feature_not_supported
+            NotTableOwner { .. } => "42501",     // insufficient_privilege
+            IndexExists { .. } => "42P07",       // duplicate_table
+            NoSuchIndexColumn { .. } => "42703", // undefined_column
+            NotAnIndex { .. } => "42809",        // wrong_object_type
+            IndexOfConstraint { .. } => "2BP01", // dependent_objects_still_exist
+            NeedsWorker { .. } => "55000",       // object_not_in_prerequisite_state
         }
     }
 
@@ -323,6 +364,12 @@ impl MigrateError {
             JobDriven { by, .. } => Some(format!("It is being run by {by}.")),
             NotATable { kind, .. } => Some(format!("It is a {kind}.")),
             CannotBackfill { why, .. } => Some(why.clone()),
+            NotCreateIndex { found } => Some(found.clone()),
+            CannotIndex { why, .. } => Some(why.clone()),
+            NotAnIndex { kind, .. } => Some(format!("It is a {kind}.")),
+            NeedsWorker { .. } => Some(
+                "pg_migrate is not in shared_preload_libraries, so its workers are not running; CREATE INDEX, DROP INDEX and REINDEX CONCURRENTLY cannot run inside a function or procedure.".into(),
+            ),
             BadClause { found, .. } => Some(found.clone()),
             JobFailed { detail, .. } => detail.clone(),
             WaitTimeout { state, .. } => {
@@ -447,6 +494,24 @@ impl MigrateError {
             WaitTimeout { job_id, .. } => Some(format!("migrate_progress shows how far job {job_id} is.")),
             BadMigrationLink { .. } => Some(
                 "Pass migration => ARRAY['app', 'name'] of a migration that is not applied, and have EXECUTE on migrate_start().".into(),
+            ),
+            NotCreateIndex { .. } => Some(
+                "Pass one statement such as 'CREATE INDEX orders_created_idx ON orders (created_at)'; pg_migrate adds CONCURRENTLY."
+                    .into(),
+            ),
+            NotTableOwner { to, .. } => Some(format!(
+                "Only the table's owner, members of its role and superusers may {to}."
+            )),
+            IndexExists { .. } => Some(
+                "Choose another name, or write CREATE INDEX IF NOT EXISTS to do nothing when it exists.".into(),
+            ),
+            NoSuchIndexColumn { .. } => Some("\\d of the table lists its columns.".into()),
+            NotAnIndex { .. } => Some("Pass an index, such as 'orders_created_idx'.".into()),
+            IndexOfConstraint { table, constraint, .. } => Some(format!(
+                "ALTER TABLE {table} DROP CONSTRAINT {constraint} drops the constraint and its index."
+            )),
+            NeedsWorker { .. } => Some(
+                "Add pg_migrate to shared_preload_libraries and restart the server; a worker then runs the job.".into(),
             ),
             _ => None,
         }

@@ -28,7 +28,17 @@ pub fn sqlstate_text(code: PgSqlErrorCode) -> String {
         .collect()
 }
 
+/// A PostgreSQL error; a Rust panic goes on unwinding.
 fn caught(e: CaughtError) -> Caught {
+    match e {
+        CaughtError::RustPanic { .. } => e.rethrow(),
+        other => caught_error(other),
+    }
+}
+
+/// Any caught error, a Rust panic too (as an internal error), where the
+/// caller has already cleaned up and must go on (a worker).
+pub fn caught_error(e: CaughtError) -> Caught {
     match e {
         CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => Caught {
             sqlstate: sqlstate_text(r.sql_error_code()),
@@ -36,7 +46,12 @@ fn caught(e: CaughtError) -> Caught {
             detail: r.detail().map(String::from),
             hint: r.hint().map(String::from),
         },
-        other => other.rethrow(),
+        CaughtError::RustPanic { ereport, .. } => Caught {
+            sqlstate: "XX000".into(),
+            message: ereport.message().to_string(),
+            detail: None,
+            hint: None,
+        },
     }
 }
 

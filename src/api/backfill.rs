@@ -44,7 +44,7 @@ pub fn int_arg(
 }
 
 /// An interval as milliseconds; months count as 30 days.
-fn interval_ms(arg: &'static str, v: Option<Interval>) -> i64 {
+pub fn interval_ms(arg: &'static str, v: Option<Interval>) -> i64 {
     let v = v.ok_or(MigrateError::NullArgument { arg }).or_report();
     if v.is_negative() {
         MigrateError::Negative { arg }.report();
@@ -276,23 +276,13 @@ pub fn check_target(
     Target { qualified, walk }
 }
 
-/// The job's own pacing options, checked.
-#[allow(clippy::too_many_arguments)]
-fn pace_options(
-    target_batch_ms: Option<i32>,
-    max_batch_size: Option<i32>,
-    max_replay_lag: Option<Interval>,
-    max_slot_wal: Option<&str>,
-    max_rows_per_second: Option<i32>,
-    max_wal_per_second: Option<&str>,
-    pause_during_vacuum: Option<bool>,
+/// A maintenance window from `window_start` (cron) and `window_length`,
+/// checked: both or neither.
+pub fn window_option(
     window_start: Option<&str>,
     window_length: Option<Interval>,
-) -> pace::PaceOptions {
-    let range = |arg: &'static str, v: Option<i32>, min: i32, max: i32, allowed: &'static str| {
-        v.map(|_| int_arg(arg, v, min, max, allowed) as i64)
-    };
-    let window = match (window_start, window_length) {
+) -> Option<pace::WindowSpec> {
+    match (window_start, window_length) {
         (None, None) => None,
         (Some(cron), Some(length)) => {
             if let Err(e) = Cron::parse(cron) {
@@ -326,7 +316,26 @@ fn pace_options(
             arg: "window_start",
         }
         .report(),
+    }
+}
+
+/// The job's own pacing options, checked.
+#[allow(clippy::too_many_arguments)]
+fn pace_options(
+    target_batch_ms: Option<i32>,
+    max_batch_size: Option<i32>,
+    max_replay_lag: Option<Interval>,
+    max_slot_wal: Option<&str>,
+    max_rows_per_second: Option<i32>,
+    max_wal_per_second: Option<&str>,
+    pause_during_vacuum: Option<bool>,
+    window_start: Option<&str>,
+    window_length: Option<Interval>,
+) -> pace::PaceOptions {
+    let range = |arg: &'static str, v: Option<i32>, min: i32, max: i32, allowed: &'static str| {
+        v.map(|_| int_arg(arg, v, min, max, allowed) as i64)
     };
+    let window = window_option(window_start, window_length);
     pace::PaceOptions {
         target_batch_ms: range(
             "target_batch_ms",
@@ -355,6 +364,32 @@ fn pace_options(
         pause_during_vacuum,
         window,
     }
+}
+
+/// `migration => ARRAY['app', 'name']`, checked.
+pub fn migration_option(migration: Option<Vec<Option<String>>>) -> Option<(String, String)> {
+    migration.map(|m| match m.as_slice() {
+        [Some(app), Some(name)] => (
+            rules::require_name("app", Some(app))
+                .or_report()
+                .to_string(),
+            rules::require_name("name", Some(name))
+                .or_report()
+                .to_string(),
+        ),
+        _ => MigrateError::InvalidValue {
+            arg: "migration",
+            value: format!(
+                "{{{}}}",
+                m.iter()
+                    .map(|e| e.as_deref().unwrap_or("NULL"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            allowed: "ARRAY['app', 'name'], such as ARRAY['shop', '0043_backfill_summary']",
+        }
+        .report(),
+    })
 }
 
 /// '5GB', '20 MB', '1048576': PostgreSQL's pg_size_bytes.
@@ -455,28 +490,7 @@ fn migrate_backfill(
     );
     let lock_timeout_ms = interval_ms("lock_timeout", lock_timeout);
     let statement_timeout_ms = interval_ms("statement_timeout", statement_timeout);
-    let migration = migration.map(|m| match m.as_slice() {
-        [Some(app), Some(name)] => (
-            rules::require_name("app", Some(app))
-                .or_report()
-                .to_string(),
-            rules::require_name("name", Some(name))
-                .or_report()
-                .to_string(),
-        ),
-        _ => MigrateError::InvalidValue {
-            arg: "migration",
-            value: format!(
-                "{{{}}}",
-                m.iter()
-                    .map(|e| e.as_deref().unwrap_or("NULL"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-            allowed: "ARRAY['app', 'name'], such as ARRAY['shop', '0043_backfill_summary']",
-        }
-        .report(),
-    });
+    let migration = migration_option(migration);
     unsafe {
         pg_sys::PreventCommandIfReadOnly(c"migrate_backfill()".as_ptr());
         pg_sys::PreventCommandDuringRecovery(c"migrate_backfill()".as_ptr());
@@ -515,27 +529,12 @@ fn migrate_backfill(
     let command = b.plain_update();
     let link_allowed = migration.is_none() || may_write_history();
     let id = as_owner(|| {
-        let run = match &migration {
-            Some((app, name)) => {
-                if !link_allowed {
-                    MigrateError::BadMigrationLink {
-                        app: app.clone(),
-                        name: name.clone(),
-                        why: "permission denied for function migrate_start".into(),
-                    }
-                    .report();
-                }
-                let description = format!(
-                    "backfill of {}.{} by pg_migrate",
-                    quote_ident(b.schema),
-                    quote_ident(b.table)
-                );
-                let run = log::start_run(&log::RunRequest::started(app, name, &description, &role))
-                    .or_report();
-                Some((app.as_str(), name.as_str(), run))
-            }
-            None => None,
-        };
+        let description = format!(
+            "backfill of {}.{} by pg_migrate",
+            quote_ident(b.schema),
+            quote_ident(b.table)
+        );
+        let run = start_linked_run(migration.as_ref(), link_allowed, &description, &role);
         jobs::insert(NewJob {
             kind: "backfill",
             relid,
@@ -543,32 +542,44 @@ fn migrate_backfill(
             owner,
             spec: serde_json::to_value(&spec).expect("spec serialises"),
             command: &command,
-            batch_size,
+            batch_size: Some(batch_size),
             run_at,
             migration: run,
+            index_oid: None,
         })
     });
-    announce(id);
+    announce(id, false);
     id
 }
 
-fn qualified_display(schema: &str, table: &str) -> String {
-    let q = |s: &str| {
-        if s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            && s.chars().next().is_some_and(|c| !c.is_ascii_digit())
-        {
-            s.to_string()
-        } else {
-            quote_ident(s)
+/// Open the history run a job is linked to (call as the owner, after
+/// checking `may_write_history` as the caller).
+pub fn start_linked_run<'a>(
+    migration: Option<&'a (String, String)>,
+    link_allowed: bool,
+    description: &str,
+    role: &str,
+) -> Option<(&'a str, &'a str, i64)> {
+    let (app, name) = migration?;
+    if !link_allowed {
+        MigrateError::BadMigrationLink {
+            app: app.clone(),
+            name: name.clone(),
+            why: "permission denied for function migrate_start".into(),
         }
-    };
-    format!("{}.{}", q(schema), q(table))
+        .report();
+    }
+    let run = log::start_run(&log::RunRequest::started(app, name, description, role)).or_report();
+    Some((app.as_str(), name.as_str(), run))
+}
+
+pub fn qualified_display(schema: &str, table: &str) -> String {
+    crate::engine::keyset::display_qualified(schema, table)
 }
 
 /// Does the caller hold EXECUTE on migrate_start (the grant that lets a
 /// role write history)?
-fn may_write_history() -> bool {
+pub fn may_write_history() -> bool {
     Spi::connect(|client| {
         client
             .select(
@@ -590,8 +601,9 @@ fn may_write_history() -> bool {
 }
 
 /// Tell the workers about a new or requeued job when this transaction
-/// commits, or say how it will run when there are none.
-pub fn announce(job_id: i64) {
+/// commits, or say how it will run when there are none.  `worker_only`:
+/// an index job, which only a worker can run.
+pub fn announce(job_id: i64, worker_only: bool) {
     if worker::preloaded() {
         worker::wake_on_commit();
         if crate::gucs::max_workers() == 0 {
@@ -600,15 +612,22 @@ pub fn announce(job_id: i64) {
             );
         }
     } else {
+        let hint = if worker_only {
+            "Index jobs run only in a background worker: add pg_migrate to shared_preload_libraries and restart the server.".to_string()
+        } else {
+            format!(
+                "Run it in this session with CALL migrate_run({job_id}); or add pg_migrate to shared_preload_libraries and restart the server."
+            )
+        };
         pgrx::pg_sys::panic::ErrorReport::new(
             PgSqlErrorCode::ERRCODE_WARNING,
             format!("job {job_id} is queued, but no background worker will run it"),
             "pg_migrate",
         )
-        .set_detail("pg_migrate is not in shared_preload_libraries, so its workers are not running.")
-        .set_hint(format!(
-            "Run it in this session with CALL migrate_run({job_id}); or add pg_migrate to shared_preload_libraries and restart the server."
-        ))
+        .set_detail(
+            "pg_migrate is not in shared_preload_libraries, so its workers are not running.",
+        )
+        .set_hint(hint)
         .report(PgLogLevel::WARNING);
     }
 }

@@ -4,8 +4,9 @@
 
 use crate::api::backfill::announce;
 use crate::catalog::jobs::{self, Job};
-use crate::catalog::{as_owner, history, role_name};
+use crate::catalog::{as_owner, builds, history, role_name};
 use crate::engine::history::Outcome;
+use crate::engine::index::{self as index_rules, IndexAction};
 use crate::engine::jobs::{self as rules, Control, JobState};
 use crate::error::{MigrateError, OrReport};
 use crate::runner::{self, Driver};
@@ -35,16 +36,35 @@ fn accessible(id: Option<i64>, lock: bool) -> Job {
     job
 }
 
+/// Is this a job only a worker runs (an index job)?
+fn worker_only(job: &Job) -> bool {
+    IndexAction::from_kind(&job.kind).is_some()
+}
+
+/// Pausing or cancelling an index job while a worker runs its statement:
+/// the worker keeps the job until it has cleaned up, and the statement is
+/// interrupted when this transaction commits.
+fn interrupts_statement(job: &Job, to: JobState) -> bool {
+    let stops = matches!(to, JobState::Paused | JobState::Cancelled);
+    let stopping =
+        stops && worker_only(job) && job.state == JobState::Running && job.driven_elsewhere;
+    if stopping {
+        crate::worker::interrupt_build_on_commit(job.id);
+    }
+    stopping
+}
+
 fn control(id: Option<i64>, action: Control) {
     let job = accessible(id, true);
     let to = rules::control(job.id, action, job.state).or_report();
     let who = crate::catalog::current_role_name();
+    let keep_driver = interrupts_statement(&job, to);
     as_owner(|| {
         let reason = match action {
             Control::Pause => Some(format!("paused by {who}")),
             _ => None,
         };
-        jobs::set_state(job.id, to, reason.as_deref());
+        jobs::set_state(job.id, to, reason.as_deref(), keep_driver);
         match action {
             Control::Cancel => runner::finish_linked_run(
                 &job,
@@ -69,12 +89,13 @@ fn control(id: Option<i64>, action: Control) {
         }
     });
     if to == JobState::Queued {
-        announce(job.id);
+        announce(job.id, worker_only(&job));
     }
 }
 
-/// Stop a job after its current batch.  It keeps its place; migrate_resume
-/// queues it again.
+/// Stop a job after its current batch (an index job's statement is
+/// interrupted and what it left is cleaned up).  It keeps its place;
+/// migrate_resume queues it again.
 #[pg_extern(volatile, parallel_unsafe)]
 fn migrate_pause(job: Option<i64>) {
     control(job, Control::Pause)
@@ -86,8 +107,8 @@ fn migrate_resume(job: Option<i64>) {
     control(job, Control::Resume)
 }
 
-/// End a job for good (after its current batch).  Batches already done
-/// stay done.
+/// End a job for good (after its current batch; an index job's statement
+/// is interrupted and cleaned up).  Batches already done stay done.
 #[pg_extern(volatile, parallel_unsafe)]
 fn migrate_cancel(job: Option<i64>) {
     control(job, Control::Cancel)
@@ -100,9 +121,11 @@ fn migrate_retry(job: Option<i64>) {
     control(job, Control::Retry)
 }
 
-/// CALL migrate_run, first step: take the job for this session.
+/// CALL migrate_run, first step: take the job for this session ('session'),
+/// or for an index job hand it to a worker now, whatever its schedule
+/// ('worker').
 #[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_run_begin")]
-fn run_begin(job: Option<i64>) {
+fn run_begin(job: Option<i64>) -> String {
     if sys::in_transaction_block() {
         MigrateError::InTransactionBlock {
             what: "migrate_run()",
@@ -110,6 +133,23 @@ fn run_begin(job: Option<i64>) {
         .report();
     }
     let j = accessible(job, true);
+    if worker_only(&j) {
+        if !crate::worker::preloaded() {
+            MigrateError::NeedsWorker { job_id: j.id }.report();
+        }
+        if j.state.is_terminal() {
+            MigrateError::JobState {
+                job_id: j.id,
+                action: "run",
+                state: j.state.as_str(),
+                hint: "A finished job runs again only after migrate_retry().",
+            }
+            .report();
+        }
+        as_owner(|| builds::run_now(j.id));
+        announce(j.id, true);
+        return "worker".into();
+    }
     crate::runner::pace::reset_clock(j.id);
     if !as_owner(|| jobs::claim_for_session(j.id)) {
         if j.driven_elsewhere {
@@ -132,6 +172,7 @@ fn run_begin(job: Option<i64>) {
         }
         .report();
     }
+    "session".into()
 }
 
 /// CALL migrate_run: one step, in the procedure's current transaction.
@@ -160,17 +201,21 @@ fn run_step(
     name = "_run_interrupted"
 )]
 fn run_interrupted(job: i64) {
-    as_owner(|| {
-        if let Some(j) = jobs::get(job, true) {
-            if j.mine && !j.state.is_terminal() {
-                jobs::set_state(
-                    job,
-                    JobState::Paused,
-                    Some("paused: its CALL migrate_run was cancelled"),
-                );
-            }
-        }
-    });
+    let Some(j) = as_owner(|| jobs::get(job, true)) else {
+        return;
+    };
+    let ours = j.mine || (worker_only(&j) && j.state != JobState::Paused);
+    if ours && !j.state.is_terminal() {
+        let keep_driver = interrupts_statement(&j, JobState::Paused);
+        as_owner(|| {
+            jobs::set_state(
+                job,
+                JobState::Paused,
+                Some("paused: its CALL migrate_run was cancelled"),
+                keep_driver,
+            )
+        });
+    }
 }
 
 /// The end of CALL migrate_run or migrate_wait: quiet on success (a
@@ -179,6 +224,27 @@ fn run_interrupted(job: i64) {
 fn job_outcome(job: i64) {
     let j = accessible(Some(job), false);
     match j.state {
+        JobState::Succeeded if worker_only(&j) => {
+            let (attempts, size) = as_owner(|| builds::summary(j.id));
+            let done = match IndexAction::from_kind(&j.kind) {
+                Some(IndexAction::Create) => "created",
+                Some(IndexAction::Drop) => "dropped",
+                _ => "rebuilt",
+            };
+            let index = format!(
+                "{}.{}",
+                j.spec["schema"].as_str().unwrap_or_default(),
+                j.spec["name"].as_str().unwrap_or_default()
+            );
+            pgrx::notice!(
+                "job {} succeeded: {done} index {index} in {} attempt{}{}",
+                j.id,
+                attempts,
+                if attempts == 1 { "" } else { "s" },
+                size.map(|s| format!(", index size {s}"))
+                    .unwrap_or_default()
+            )
+        }
         JobState::Succeeded => pgrx::notice!(
             "job {} succeeded: {} rows covered, {} updated, in {} batches",
             j.id,
@@ -234,6 +300,15 @@ fn wait_poll(
         j.state
     };
     let line = match state {
+        JobState::Running if worker_only(&j) => {
+            let p = as_owner(|| builds::progress(j.id));
+            index_rules::progress_line(j.id, &p, "running")
+        }
+        JobState::Waiting if worker_only(&j) => format!(
+            "job {}: waiting: {}",
+            j.id,
+            j.wait_reason.clone().unwrap_or_default()
+        ),
         JobState::Running | JobState::Waiting => rules::progress_line(
             j.id,
             j.rows_done,

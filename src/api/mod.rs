@@ -3,4 +3,5 @@
 pub mod backfill;
 pub mod estimate;
 pub mod history;
+pub mod index;
 pub mod jobs;

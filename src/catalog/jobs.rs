@@ -22,6 +22,18 @@ const RUNNABLE: &str = "j.state IN ('queued', 'running', 'waiting')
    AND j.run_at <= pg_catalog.clock_timestamp()
    AND coalesce(j.wait_until, '-infinity') <= pg_catalog.clock_timestamp()";
 
+/// An index job waits while another index job on the same table runs: one
+/// build per table at a time.
+const NOT_BLOCKED: &str = "(j.kind = 'backfill' OR NOT EXISTS (
+       SELECT 1 FROM pgmigrate.jobs o
+        WHERE o.relid = j.relid AND o.job_id <> j.job_id AND o.kind <> 'backfill'
+          AND o.driver_pid IS NOT NULL AND pgmigrate.backend_alive(o.driver_pid, o.driver_started)))";
+
+/// Advisory lock keys (two-key form) that serialise claims, so that two
+/// workers never both start an index job on the same table.  0x504D4A42 =
+/// "PMJB".
+const CLAIM_LOCK: (i32, i32) = (0x504D_4A42, 1);
+
 /// A job as a step sees it.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -53,6 +65,9 @@ pub struct Job {
     pub ms_per_row: Option<f64>,
     /// Time throttled since the last batch.
     pub throttled_batch_ms: i64,
+    /// Index jobs: the index dropped or rebuilt (or built).
+    pub index_oid: Option<pg_sys::Oid>,
+    pub wait_reason: Option<String>,
     /// This backend drives the job now.
     pub mine: bool,
     /// Another backend that is alive drives the job now.
@@ -64,7 +79,7 @@ const JOB_COLUMNS: &str =
        j.lower_bound, j.upper_bound, j.rows_done, j.rows_updated, j.rows_estimate, j.batches,
        j.batch_size, j.rate, j.retries, j.error, j.error_sqlstate, j.error_detail,
        j.migration_app, j.migration_name, j.migration_run, j.driver_pid, j.driver_kind,
-       j.ms_per_row, j.throttled_batch_ms";
+       j.ms_per_row, j.throttled_batch_ms, j.index_oid, j.wait_reason";
 
 fn job_from(row: &SpiHeapTupleData<'_>, mine_at: usize) -> Job {
     let get = "reading a job";
@@ -98,6 +113,8 @@ fn job_from(row: &SpiHeapTupleData<'_>, mine_at: usize) -> Job {
         driver_kind: row.get(25).or_bug(get),
         ms_per_row: row.get(26).or_bug(get),
         throttled_batch_ms: row.get(27).or_bug(get).unwrap_or(0),
+        index_oid: row.get(28).or_bug(get),
+        wait_reason: row.get(29).or_bug(get),
         mine: row.get(mine_at).or_bug(get).unwrap_or(false),
         driven_elsewhere: row.get(mine_at + 1).or_bug(get).unwrap_or(false),
     }
@@ -118,7 +135,7 @@ pub fn get(id: i64, lock: bool) -> Option<Job> {
         let rows = client
             .update(&sql, None, &[id.into()])
             .or_bug("reading a job");
-        rows.into_iter().next().map(|row| job_from(&row, 28))
+        rows.into_iter().next().map(|row| job_from(&row, 30))
     })
 }
 
@@ -130,9 +147,10 @@ pub struct NewJob<'a> {
     pub owner: pg_sys::Oid,
     pub spec: serde_json::Value,
     pub command: &'a str,
-    pub batch_size: i32,
+    pub batch_size: Option<i32>,
     pub run_at: Option<TimestampWithTimeZone>,
     pub migration: Option<(&'a str, &'a str, i64)>,
+    pub index_oid: Option<pg_sys::Oid>,
 }
 
 pub fn insert(j: NewJob<'_>) -> i64 {
@@ -144,8 +162,8 @@ pub fn insert(j: NewJob<'_>) -> i64 {
         client
             .update(
                 "INSERT INTO pgmigrate.jobs (kind, relid, relation, owner, spec, command, batch_size, run_at,
-                                             migration_app, migration_name, migration_run)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, pg_catalog.clock_timestamp()), $9, $10, $11)
+                                             migration_app, migration_name, migration_run, index_oid)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, pg_catalog.clock_timestamp()), $9, $10, $11, $12)
                  RETURNING job_id",
                 None,
                 &[
@@ -160,6 +178,7 @@ pub fn insert(j: NewJob<'_>) -> i64 {
                     app.into(),
                     name.into(),
                     run.into(),
+                    j.index_oid.into(),
                 ],
             )
             .or_bug("queueing a job")
@@ -171,33 +190,45 @@ pub fn insert(j: NewJob<'_>) -> i64 {
 }
 
 /// Take the next runnable job for this worker: mark it running with this
-/// backend as its driver.  Skips rows another claimer holds.
-pub fn claim_next() -> Option<i64> {
+/// backend as its driver.  Returns its id and kind.
+pub fn claim_next() -> Option<(i64, String)> {
+    // Claims are short; one at a time, each sees the one before it.
     let sql = format!(
         "UPDATE pgmigrate.jobs AS u
             SET state = 'running', driver_pid = pg_catalog.pg_backend_pid(), driver_started = {MY_START},
                 driver_kind = 'worker', wait_reason = NULL, wait_until = NULL,
                 started_at = coalesce(u.started_at, pg_catalog.clock_timestamp()), updated_at = pg_catalog.clock_timestamp()
           WHERE u.job_id = (SELECT j.job_id FROM pgmigrate.jobs j
-                             WHERE {RUNNABLE} AND {FREE}
+                             WHERE {RUNNABLE} AND {FREE} AND {NOT_BLOCKED}
                              ORDER BY j.job_id
                              LIMIT 1
                              FOR UPDATE SKIP LOCKED)
-          RETURNING u.job_id"
+          RETURNING u.job_id, u.kind"
     );
     Spi::connect_mut(|client| {
+        client
+            .update(
+                "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)",
+                None,
+                &[CLAIM_LOCK.0.into(), CLAIM_LOCK.1.into()],
+            )
+            .or_bug("claiming a job");
         let rows = client.update(&sql, None, &[]).or_bug("claiming a job");
         if rows.is_empty() {
-            None
-        } else {
-            rows.first().get_one::<i64>().or_bug("claiming a job")
+            return None;
         }
+        let row = rows.first();
+        let id = row.get::<i64>(1).or_bug("claiming a job")?;
+        let kind = row.get::<String>(2).or_bug("claiming a job")?;
+        Some((id, kind))
     })
 }
 
 /// Other jobs a worker could take now.
 pub fn runnable_count() -> i64 {
-    let sql = format!("SELECT count(*) FROM pgmigrate.jobs j WHERE {RUNNABLE} AND {FREE}");
+    let sql = format!(
+        "SELECT count(*) FROM pgmigrate.jobs j WHERE {RUNNABLE} AND {FREE} AND {NOT_BLOCKED}"
+    );
     Spi::connect(|client| client.select(&sql, None, &[])?.first().get_one::<i64>())
         .or_bug("counting runnable jobs")
         .unwrap_or(0)
@@ -207,7 +238,7 @@ pub fn runnable_count() -> i64 {
 pub fn seconds_to_next_due() -> Option<f64> {
     let sql = format!(
         "SELECT extract(epoch FROM min(greatest(j.run_at, coalesce(j.wait_until, j.run_at))) - pg_catalog.clock_timestamp())::float8
-           FROM pgmigrate.jobs j WHERE j.state IN ('queued', 'waiting') AND {FREE}"
+           FROM pgmigrate.jobs j WHERE j.state IN ('queued', 'waiting') AND {FREE} AND {NOT_BLOCKED}"
     );
     Spi::connect(|client| client.select(&sql, None, &[])?.first().get_one::<f64>())
         .or_bug("scheduling")
@@ -221,7 +252,7 @@ pub fn claim_for_session(id: i64) -> bool {
             SET state = 'running', driver_pid = pg_catalog.pg_backend_pid(), driver_started = {MY_START},
                 driver_kind = 'session', wait_reason = NULL, wait_until = NULL,
                 started_at = coalesce(j.started_at, pg_catalog.clock_timestamp()), updated_at = pg_catalog.clock_timestamp()
-          WHERE j.job_id = $1
+          WHERE j.job_id = $1 AND j.kind = 'backfill'
             AND j.state IN ('queued', 'running', 'waiting', 'paused')
             AND ({FREE} OR (j.driver_pid = pg_catalog.pg_backend_pid() AND j.driver_started = {MY_START}))
           RETURNING j.job_id"
@@ -446,7 +477,7 @@ pub fn finish(id: i64, state: JobState, error: Option<(&str, &str, Option<&str>)
                 "UPDATE pgmigrate.jobs
                     SET state = $2, error = $3, error_sqlstate = $4, error_detail = $5,
                         wait_reason = NULL, wait_until = NULL, driver_pid = NULL, driver_started = NULL,
-                        driver_kind = NULL,
+                        driver_kind = NULL, phase = NULL,
                         rows_total = CASE WHEN $2 = 'succeeded' THEN rows_done ELSE rows_total END,
                         finished_at = pg_catalog.clock_timestamp(), updated_at = pg_catalog.clock_timestamp()
                   WHERE job_id = $1",
@@ -458,8 +489,10 @@ pub fn finish(id: i64, state: JobState, error: Option<(&str, &str, Option<&str>)
 }
 
 /// A control request: new state, and let go of the driver unless running
-/// continues.  Retrying clears the error and counters of the failed batch.
-pub fn set_state(id: i64, state: JobState, reason: Option<&str>) {
+/// continues (or `keep_driver`: a worker in an index build lets go itself
+/// once it has cleaned up).  Retrying clears the error and counters of the
+/// failed batch.
+pub fn set_state(id: i64, state: JobState, reason: Option<&str>, keep_driver: bool) {
     Spi::connect_mut(|client| {
         client
             .update(
@@ -471,13 +504,18 @@ pub fn set_state(id: i64, state: JobState, reason: Option<&str>) {
                         error_detail = CASE WHEN $2 = 'queued' THEN NULL ELSE error_detail END,
                         finished_at = CASE WHEN $2 IN ('succeeded', 'failed', 'cancelled')
                                            THEN pg_catalog.clock_timestamp() END,
-                        driver_pid = CASE WHEN $2 = 'running' THEN driver_pid END,
-                        driver_started = CASE WHEN $2 = 'running' THEN driver_started END,
-                        driver_kind = CASE WHEN $2 = 'running' THEN driver_kind END,
+                        driver_pid = CASE WHEN $2 = 'running' OR $4 THEN driver_pid END,
+                        driver_started = CASE WHEN $2 = 'running' OR $4 THEN driver_started END,
+                        driver_kind = CASE WHEN $2 = 'running' OR $4 THEN driver_kind END,
                         updated_at = pg_catalog.clock_timestamp()
                   WHERE job_id = $1",
                 None,
-                &[id.into(), state.as_str().into(), reason.into()],
+                &[
+                    id.into(),
+                    state.as_str().into(),
+                    reason.into(),
+                    keep_driver.into(),
+                ],
             )
             .or_bug("changing a job's state");
     });

@@ -6,6 +6,7 @@
 //! step into the owner's identity only for the fixed, parameterised
 //! statements in this module, through `as_owner`.
 
+pub mod builds;
 pub mod history;
 pub mod jobs;
 

@@ -66,6 +66,21 @@ pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// `schema.name` as people read it: each part quoted only when it must be.
+pub fn display_qualified(schema: &str, name: &str) -> String {
+    let q = |s: &str| {
+        if s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && s.chars().next().is_some_and(|c| !c.is_ascii_digit())
+        {
+            s.to_string()
+        } else {
+            quote_ident(s)
+        }
+    };
+    format!("{}.{}", q(schema), q(name))
+}
+
 /// Everything needed to write a backfill's statements.
 #[derive(Debug, Clone)]
 pub struct Backfill<'a> {
@@ -305,6 +320,11 @@ mod tests {
 
     #[test]
     fn identifiers_are_quoted() {
+        assert_eq!(
+            display_qualified("public", "orders_2026"),
+            "public.orders_2026"
+        );
+        assert_eq!(display_qualified("Sales", "1st"), "\"Sales\".\"1st\"");
         assert_eq!(quote_ident("orders"), "\"orders\"");
         assert_eq!(quote_ident("Weird \"name\""), "\"Weird \"\"name\"\"\"");
     }

@@ -2,6 +2,7 @@
 
 pub mod cron;
 pub mod history;
+pub mod index;
 pub mod jobs;
 pub mod keyset;
 pub mod pace;

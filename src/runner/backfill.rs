@@ -381,7 +381,7 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
                 }
                 Driver::Worker => {
                     let why = "paused: its batch was cancelled (pg_cancel_backend); migrate_resume() continues it";
-                    as_owner(|| jobs::set_state(job.id, JobState::Paused, Some(why)));
+                    as_owner(|| jobs::set_state(job.id, JobState::Paused, Some(why), false));
                     StepReport::done(JobState::Paused)
                 }
             },

@@ -5,7 +5,7 @@
 
 use crate::catalog::SpiOrBug;
 use crate::engine::cron::{self, Cron, Window};
-use crate::engine::pace::{self as rules, Limits, PaceOptions, Signals, Sizing};
+use crate::engine::pace::{self as rules, Limits, PaceOptions, Signals, Sizing, WindowSpec};
 use crate::gucs;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -48,20 +48,21 @@ pub fn resolve(p: &PaceOptions) -> Resolved {
             .max_wal_bytes_per_second
             .unwrap_or_else(gucs::max_wal_bytes_per_second),
         window: p.window.as_ref().and_then(|w| {
-            Cron::parse(&w.cron).ok().map(|c| {
-                (
-                    c,
-                    w.length_secs,
-                    format!("{} for {}", w.cron, rules_len(w.length_secs)),
-                )
-            })
+            Cron::parse(&w.cron)
+                .ok()
+                .map(|c| (c, w.length_secs, window_text(w)))
         }),
         history: gucs::batch_history(),
     }
 }
 
-fn rules_len(secs: i64) -> String {
-    crate::engine::jobs::human_seconds(secs as f64)
+/// '0 1 * * * for 4 h'
+fn window_text(w: &WindowSpec) -> String {
+    format!(
+        "{} for {}",
+        w.cron,
+        crate::engine::jobs::human_seconds(w.length_secs as f64)
+    )
 }
 
 /// Read the signals the job's limits need (call as the owner: the views
@@ -148,7 +149,28 @@ fn from_naive(secs: i64, tz: &str) -> (TimestampWithTimeZone, String) {
 /// and until when.
 pub fn window_closed(r: &Resolved, tz: &str) -> Option<(String, TimestampWithTimeZone)> {
     let (cron, length, text) = r.window.as_ref()?;
-    match cron::window(cron, *length, naive_now(tz)) {
+    closed(cron, *length, text, tz)
+}
+
+/// The same for a window as a job's spec holds it.
+pub fn spec_window_closed(w: &WindowSpec, tz: &str) -> Option<(String, TimestampWithTimeZone)> {
+    let cron = Cron::parse(&w.cron).ok()?;
+    closed(&cron, w.length_secs, &window_text(w), tz)
+}
+
+/// The next time `cron` matches after now, on the wall clock of `tz`.
+pub fn next_match(cron: &Cron, tz: &str) -> Option<TimestampWithTimeZone> {
+    cron.next_at_or_after(naive_now(tz) + 1)
+        .map(|at| from_naive(at, tz).0)
+}
+
+fn closed(
+    cron: &Cron,
+    length: i64,
+    text: &str,
+    tz: &str,
+) -> Option<(String, TimestampWithTimeZone)> {
+    match cron::window(cron, length, naive_now(tz)) {
         Window::Open { .. } => None,
         Window::Closed { opens: Some(at) } => {
             let (until, shown) = from_naive(at, tz);

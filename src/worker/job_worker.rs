@@ -2,16 +2,15 @@
 //! (each step its own transaction), claim the next; exit when none is left,
 //! telling the launcher when to look again.
 
-use super::{request_worker, schedule};
+use super::{in_transaction, request_worker, schedule};
 use crate::catalog::as_owner;
 use crate::catalog::jobs;
+use crate::engine::index::IndexAction;
 use crate::gucs;
 use crate::runner::{self, Driver, StepReport};
-use crate::sys::{self, Caught};
+use crate::sys;
 use pgrx::bgworkers::*;
-use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 const USECS_PER_SEC: i64 = 1_000_000;
@@ -24,50 +23,12 @@ unsafe extern "C-unwind" {
 enum Claim {
     NotInstalled,
     Idle(Option<f64>),
-    Job(i64),
-}
-
-/// Run `f` in a transaction of its own; an ERROR aborts the transaction and
-/// comes back as `Err`.
-fn in_transaction<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
-    unsafe {
-        // As a backend does per statement: now() and statement_timestamp()
-        // in this transaction (the job's clauses may use them) are today's.
-        pg_sys::SetCurrentStatementStartTimestamp();
-        pg_sys::StartTransactionCommand();
-        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-    }
-    PgTryBuilder::new(AssertUnwindSafe(|| {
-        let r = f();
-        unsafe {
-            pg_sys::PopActiveSnapshot();
-            pg_sys::CommitTransactionCommand();
-        }
-        Ok(r)
-    }))
-    .catch_others(|e| {
-        unsafe { pg_sys::AbortCurrentTransaction() };
-        match e {
-            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => Err(Caught {
-                sqlstate: sys::sqlstate_text(r.sql_error_code()),
-                message: r.message().to_string(),
-                detail: r.detail().map(String::from),
-                hint: r.hint().map(String::from),
-            }),
-            CaughtError::RustPanic { ereport, .. } => Err(Caught {
-                sqlstate: "XX000".into(),
-                message: ereport.message().to_string(),
-                detail: None,
-                hint: None,
-            }),
-        }
-    })
-    .execute()
+    Job(i64, String),
 }
 
 /// The extension is installed here, in a version that has the job table
 /// (a database may still run an older version until ALTER EXTENSION UPDATE).
-fn installed() -> bool {
+pub fn installed() -> bool {
     unsafe {
         if pg_sys::get_extension_oid(c"pg_migrate".as_ptr(), true) == pg_sys::Oid::INVALID {
             return false;
@@ -78,7 +39,7 @@ fn installed() -> bool {
     }
 }
 
-fn set_application_name(name: &std::ffi::CStr) {
+pub fn set_application_name(name: &std::ffi::CStr) {
     unsafe {
         pg_sys::SetConfigOption(
             c"application_name".as_ptr(),
@@ -112,11 +73,11 @@ pub extern "C-unwind" fn pg_migrate_worker_main(arg: pg_sys::Datum) {
                 return Claim::NotInstalled;
             }
             match as_owner(jobs::claim_next) {
-                Some(id) => {
+                Some((id, kind)) => {
                     if as_owner(jobs::runnable_count) > 0 {
                         request_worker(dboid);
                     }
-                    Claim::Job(id)
+                    Claim::Job(id, kind)
                 }
                 None => Claim::Idle(as_owner(jobs::seconds_to_next_due)),
             }
@@ -124,9 +85,13 @@ pub extern "C-unwind" fn pg_migrate_worker_main(arg: pg_sys::Datum) {
         let now = unsafe { pg_sys::GetCurrentTimestamp() };
         let naptime = gucs::naptime_secs() as i64 * USECS_PER_SEC;
         match claim {
-            Ok(Claim::Job(id)) => {
-                crate::runner::pace::reset_clock(id);
-                drive(id)
+            Ok(Claim::Job(id, kind)) => {
+                if IndexAction::from_kind(&kind).is_some() {
+                    super::index_job::drive(id);
+                } else {
+                    crate::runner::pace::reset_clock(id);
+                    drive(id);
+                }
             }
             Ok(Claim::NotInstalled) => {
                 schedule(dboid, now + 10 * naptime);

@@ -8,8 +8,10 @@
 //! Backends wake the launcher through shared memory when they queue a job
 //! (at commit); workers tell it when to look at their database again.
 
+pub mod index_job;
 pub mod job_worker;
 pub mod launcher;
+pub mod toplevel;
 
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
@@ -26,6 +28,17 @@ pub struct Request {
     pub at: i64,
 }
 
+/// Index statements running in workers now, one slot per worker at most.
+const BUILD_SLOTS: usize = 64;
+
+/// A worker that runs an index job's statement: a pause or cancel of that
+/// job interrupts it (SIGINT, as pg_cancel_backend sends).
+#[derive(Copy, Clone, Default)]
+pub struct BuildSlot {
+    pub pid: i32,
+    pub job_id: i64,
+}
+
 #[derive(Copy, Clone)]
 pub struct Shared {
     /// pgprocno of the launcher, -1 when it is not running.
@@ -34,6 +47,7 @@ pub struct Shared {
     pub rescan_all: bool,
     pub pending: usize,
     pub requests: [Request; REQUESTS],
+    pub builds: [BuildSlot; BUILD_SLOTS],
 }
 
 impl Default for Shared {
@@ -44,6 +58,7 @@ impl Default for Shared {
             rescan_all: false,
             pending: 0,
             requests: [Request::default(); REQUESTS],
+            builds: [BuildSlot::default(); BUILD_SLOTS],
         }
     }
 }
@@ -117,4 +132,76 @@ pub fn wake_on_commit() {
     pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || {
         request_worker(dboid)
     });
+}
+
+unsafe extern "C" {
+    /// kill(2), as PostgreSQL's pg_cancel_backend uses it.
+    fn kill(pid: std::ffi::c_int, sig: std::ffi::c_int) -> std::ffi::c_int;
+}
+
+/// This worker starts the statement of index job `job_id`; until
+/// `end_build`, a pause or cancel of the job interrupts it.
+pub fn begin_build(job_id: i64) {
+    if !preloaded() {
+        return;
+    }
+    let pid = unsafe { pg_sys::MyProcPid };
+    let mut s = SHARED.exclusive();
+    if let Some(slot) = s.builds.iter_mut().find(|b| b.pid == 0 || b.pid == pid) {
+        *slot = BuildSlot { pid, job_id };
+    }
+}
+
+/// The statement is over: nothing may interrupt this worker any more.
+pub fn end_build() {
+    if !preloaded() {
+        return;
+    }
+    let pid = unsafe { pg_sys::MyProcPid };
+    let mut s = SHARED.exclusive();
+    for slot in s.builds.iter_mut().filter(|b| b.pid == pid) {
+        *slot = BuildSlot::default();
+    }
+}
+
+/// When the current transaction commits (a pause or cancel of index job
+/// `job_id`), interrupt the worker running its statement, if one is.  The
+/// slot is read and the signal sent under the lock the worker takes to
+/// leave its slot, so no other process can receive it.
+pub fn interrupt_build_on_commit(job_id: i64) {
+    if !preloaded() {
+        return;
+    }
+    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || {
+        let s = SHARED.exclusive();
+        if let Some(slot) = s.builds.iter().find(|b| b.pid != 0 && b.job_id == job_id) {
+            unsafe { kill(slot.pid, pg_sys::SIGINT as std::ffi::c_int) };
+        }
+    });
+}
+
+/// Run `f` in a transaction of its own (a worker's unit of work); an ERROR
+/// aborts the transaction and comes back as `Err`.
+pub fn in_transaction<R>(f: impl FnOnce() -> R) -> Result<R, crate::sys::Caught> {
+    use std::panic::AssertUnwindSafe;
+    unsafe {
+        // As a backend does per statement: now() and statement_timestamp()
+        // in this transaction (the job's clauses may use them) are today's.
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    PgTryBuilder::new(AssertUnwindSafe(|| {
+        let r = f();
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        }
+        Ok(r)
+    }))
+    .catch_others(|e| {
+        unsafe { pg_sys::AbortCurrentTransaction() };
+        Err(crate::sys::caught_error(e))
+    })
+    .execute()
 }
