@@ -212,6 +212,9 @@ pub enum MigrateError {
     #[error("{what} cannot be indexed concurrently")]
     CannotIndex { what: String, why: String },
 
+    #[error("access method \"{am}\" does not support {what}")]
+    IndexAmUnsupported { am: String, what: &'static str },
+
     #[error("must be owner of table {relation}")]
     NotTableOwner { relation: String, to: &'static str },
 
@@ -296,17 +299,18 @@ impl MigrateError {
             NeedsWhere { .. } => "22023",         // invalid_parameter_value
             InTransactionBlock { .. } => "25001", // active_sql_transaction
             JobFailed { sqlstate, .. } => sqlstate,
-            JobCancelled { .. } => "57014",      // query_canceled
-            WaitTimeout { .. } => "57014",       // query_canceled
-            BadMigrationLink { .. } => "22023",  // invalid_parameter_value
-            NotCreateIndex { .. } => "22023",    // invalid_parameter_value
-            CannotIndex { .. } => "0A000",       // feature_not_supported
-            NotTableOwner { .. } => "42501",     // insufficient_privilege
-            IndexExists { .. } => "42P07",       // duplicate_table
-            NoSuchIndexColumn { .. } => "42703", // undefined_column
-            NotAnIndex { .. } => "42809",        // wrong_object_type
-            IndexOfConstraint { .. } => "2BP01", // dependent_objects_still_exist
-            NeedsWorker { .. } => "55000",       // object_not_in_prerequisite_state
+            JobCancelled { .. } => "57014",       // query_canceled
+            WaitTimeout { .. } => "57014",        // query_canceled
+            BadMigrationLink { .. } => "22023",   // invalid_parameter_value
+            NotCreateIndex { .. } => "22023",     // invalid_parameter_value
+            CannotIndex { .. } => "0A000",        // feature_not_supported
+            IndexAmUnsupported { .. } => "0A000", // feature_not_supported
+            NotTableOwner { .. } => "42501",      // insufficient_privilege
+            IndexExists { .. } => "42P07",        // duplicate_table
+            NoSuchIndexColumn { .. } => "42703",  // undefined_column
+            NotAnIndex { .. } => "42809",         // wrong_object_type
+            IndexOfConstraint { .. } => "2BP01",  // dependent_objects_still_exist
+            NeedsWorker { .. } => "55000",        // object_not_in_prerequisite_state
         }
     }
 
@@ -498,6 +502,9 @@ impl MigrateError {
             NotCreateIndex { .. } => Some(
                 "Pass one statement such as 'CREATE INDEX orders_created_idx ON orders (created_at)'; pg_migrate adds CONCURRENTLY."
                     .into(),
+            ),
+            IndexAmUnsupported { .. } => Some(
+                "Use btree, or an access method that supports it (pg_indexam_has_property() tells).".into(),
             ),
             NotTableOwner { to, .. } => Some(format!(
                 "Only the table's owner, members of its role and superusers may {to}."

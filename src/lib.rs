@@ -87,6 +87,7 @@ mod tests {
 
     include!("../pgrx-tests/history.rs");
     include!("../pgrx-tests/jobs.rs");
+    include!("../pgrx-tests/index.rs");
 }
 
 #[cfg(test)]

@@ -126,6 +126,14 @@ fn kill_9_of_a_worker_resumes_at_the_next_batch() {
         .unwrap();
     assert!(status.success());
     drop(c); // the postmaster restarts every backend after a crash
+    common::wait_until("the server to be back after the crash", LONG, || {
+        let log = cluster.log();
+        let ready = log
+            .matches("database system is ready to accept connections")
+            .count();
+        (log.contains("all server processes terminated; reinitializing") && ready >= 2)
+            .then_some(())
+    });
     let mut c = cluster.connect("app");
     wait_state(&mut c, id, "succeeded", LONG);
     assert_exactly_once(&mut c, "items", 100_000);

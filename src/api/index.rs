@@ -305,10 +305,10 @@ unsafe fn check_create_inner(sql: &str, csql: &CString) -> Checked {
         let am = pg_sys::get_index_am_oid(am_c.as_ptr(), false);
         let params = pgrx::PgList::<pg_sys::IndexElem>::from_pg((*stmt).indexParams);
         let included = pgrx::PgList::<pg_sys::IndexElem>::from_pg((*stmt).indexIncludingParams);
-        let refuse_am = |what: &str| -> ! {
-            MigrateError::CannotIndex {
-                what: format!("{display} with access method \"{am_name}\""),
-                why: format!("Access method \"{am_name}\" does not support {what}."),
+        let refuse_am = |what: &'static str| -> ! {
+            MigrateError::IndexAmUnsupported {
+                am: am_name.clone(),
+                what,
             }
             .report()
         };

@@ -90,7 +90,11 @@ pub extern "C-unwind" fn pg_migrate_launcher_main(_arg: pg_sys::Datum) {
 
     // database -> when to look at it next (TimestampTz)
     let mut next: HashMap<u32, i64> = HashMap::new();
-    let mut workers: Vec<(u32, DynamicBackgroundWorker)> = Vec::new();
+    // (database, worker, when it started)
+    let mut workers: Vec<(u32, DynamicBackgroundWorker, i64)> = Vec::new();
+    // database -> when a request about it last came (a worker asks for its
+    // next look just before it exits)
+    let mut heard: HashMap<u32, i64> = HashMap::new();
     let mut listed_at = i64::MIN;
     let mut warned_at = i64::MIN;
 
@@ -121,14 +125,24 @@ pub extern "C-unwind" fn pg_migrate_launcher_main(_arg: pg_sys::Datum) {
         for r in requests {
             let when = if r.at == 0 { now } else { r.at };
             next.insert(r.dboid, when);
+            heard.insert(r.dboid, now);
         }
 
-        // Start workers where due.
-        workers.retain(|(_, w)| {
-            !matches!(
+        // A worker that stopped without saying when to look again was
+        // terminated or failed: its job may be left half-way, so look at
+        // its database again soon.
+        workers.retain(|(db, w, started)| {
+            let stopped = matches!(
                 w.pid(),
                 Err(BackgroundWorkerStatus::Stopped) | Err(BackgroundWorkerStatus::PostmasterDied)
-            )
+            );
+            if stopped && heard.get(db).is_none_or(|h| h <= started) {
+                let soon = now + USECS_PER_SEC;
+                next.entry(*db)
+                    .and_modify(|t| *t = (*t).min(soon))
+                    .or_insert(soon);
+            }
+            !stopped
         });
         let mut due: Vec<(i64, u32)> = next
             .iter()
@@ -142,7 +156,7 @@ pub extern "C-unwind" fn pg_migrate_launcher_main(_arg: pg_sys::Datum) {
             }
             match start_worker(db) {
                 Some(w) => {
-                    workers.push((db, w));
+                    workers.push((db, w, now));
                     // The worker reports a better time when it is done.
                     next.insert(db, now + naptime);
                 }

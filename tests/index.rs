@@ -1,0 +1,623 @@
+//! Index jobs against a real server: a build while a writer writes, a
+//! schedule and a window, a failed build cleaned up and retried, a unique
+//! violation, pause and cancel of a waiting build, a worker stopped
+//! mid-build, a recurring reindex, a drop, CALL migrate_run.
+
+mod common;
+
+use common::{stays_for, wait_until, Cluster};
+use postgres::Client;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LONG: Duration = Duration::from_secs(120);
+
+fn submit(c: &mut Client, sql: &str) -> i64 {
+    c.query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {}", common::message(&e)))
+        .get(0)
+}
+
+fn accounts(c: &mut Client, rows: i64) {
+    c.batch_execute(&format!(
+        "CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL, balance int NOT NULL DEFAULT 0);
+         INSERT INTO accounts (id, email) SELECT g, 'user' || g || '@example.com' FROM generate_series(1, {rows}) g;
+         ANALYZE accounts;"
+    ))
+    .unwrap();
+}
+
+fn state(c: &mut Client, id: i64) -> String {
+    c.query_one(
+        "SELECT state FROM migrate_progress WHERE job_id = $1",
+        &[&id],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn wait_state(c: &mut Client, id: i64, want: &str) {
+    wait_until(&format!("job {id} to be {want}"), LONG, || {
+        let s = state(c, id);
+        if want != "failed" {
+            assert_ne!(s, "failed", "job {id} failed: {:?}", error(c, id));
+        }
+        (s == want).then_some(())
+    })
+}
+
+fn error(c: &mut Client, id: i64) -> (Option<String>, Option<String>, Option<String>) {
+    let r = c
+        .query_one(
+            "SELECT error, error_sqlstate, error_detail FROM pgmigrate.jobs WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2))
+}
+
+/// (outcome, waited_for, error, note) of every attempt, in order.
+type Attempt = (String, Option<String>, Option<String>, Option<String>);
+
+fn attempts(c: &mut Client, id: i64) -> Vec<Attempt> {
+    c.query(
+        "SELECT outcome, waited_for, error, note FROM migrate_index_builds WHERE job_id = $1 ORDER BY attempt",
+        &[&id],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
+}
+
+/// Indexes of the table: (name, valid).
+fn indexes(c: &mut Client, table: &str) -> Vec<(String, bool)> {
+    c.query(
+        "SELECT c.relname::text, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+          WHERE i.indrelid = $1::text::regclass ORDER BY 1",
+        &[&table],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// A session with an open transaction that wrote to the table: every
+/// CONCURRENTLY statement on it waits for this one.
+fn blocker(cluster: &Cluster, table: &str) -> (Client, i32) {
+    let mut b = cluster.connect("app");
+    b.batch_execute(&format!(
+        "SET application_name = 'long_report'; BEGIN; UPDATE {table} SET balance = balance WHERE id = 1;"
+    ))
+    .unwrap();
+    let pid: i32 = b.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    (b, pid)
+}
+
+/// Wait until the job's build waits for backend `pid`, as migrate_progress
+/// shows it.
+fn wait_waiting_for(c: &mut Client, id: i64, pid: i32) -> String {
+    wait_until(&format!("job {id} to wait for pid {pid}"), LONG, || {
+        let r = c
+            .query_one(
+                "SELECT waiting_for_pid, wait_reason, phase FROM migrate_progress WHERE job_id = $1",
+                &[&id],
+            )
+            .unwrap();
+        let waiting: Option<i32> = r.get(0);
+        let reason: Option<String> = r.get(1);
+        let phase: Option<String> = r.get(2);
+        (waiting == Some(pid)).then(|| {
+            format!(
+                "{} | {}",
+                phase.unwrap_or_default(),
+                reason.unwrap_or_default()
+            )
+        })
+    })
+}
+
+/// Update random rows from another connection until told to stop; the
+/// longest and the typical time one update took.
+fn writer(cluster: &Cluster, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Duration>> {
+    let url = cluster.url("app");
+    std::thread::spawn(move || {
+        let mut w = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let update = w
+            .prepare("UPDATE accounts SET balance = balance + 1 WHERE id = $1")
+            .unwrap();
+        let mut times = Vec::new();
+        let mut n: i64 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            // Rows spread over the first 200,000 ids.
+            n += 1;
+            let id = (n * 7919) % 200_000 + 1;
+            let t = Instant::now();
+            w.execute(&update, &[&id]).unwrap();
+            times.push(t.elapsed());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        times
+    })
+}
+
+fn max_ms(times: &[Duration]) -> f64 {
+    times
+        .iter()
+        .max()
+        .copied()
+        .unwrap_or_default()
+        .as_secs_f64()
+        * 1000.0
+}
+
+#[test]
+fn a_build_never_blocks_a_writer_that_a_plain_create_index_blocks() {
+    let cluster = Cluster::start("ix-writer");
+    let mut c = cluster.create_db("app");
+    accounts(&mut c, 200_000);
+    c.batch_execute("INSERT INTO accounts (id, email) SELECT g, md5(g::text) FROM generate_series(200001, 1000000) g; ANALYZE accounts")
+        .unwrap();
+
+    // Through pg_migrate.
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writer(&cluster, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let id = submit(
+        &mut c,
+        "SELECT migrate_create_index('CREATE INDEX accounts_email_md5 ON accounts (md5(email), email)')",
+    );
+    wait_state(&mut c, id, "succeeded");
+    let job_time = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let during_job = w.join().unwrap();
+
+    // A plain CREATE INDEX of the same index, for comparison.
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writer(&cluster, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    c.batch_execute("CREATE INDEX accounts_email_md5_plain ON accounts (md5(email), email)")
+        .unwrap();
+    let plain_time = started.elapsed();
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let during_plain = w.join().unwrap();
+
+    let (job_max, plain_max) = (max_ms(&during_job), max_ms(&during_plain));
+    println!(
+        "writer max latency: {job_max:.1} ms during migrate_create_index ({} updates, {:.1} s), \
+         {plain_max:.1} ms during plain CREATE INDEX ({} updates, {:.1} s)",
+        during_job.len(),
+        job_time.as_secs_f64(),
+        during_plain.len(),
+        plain_time.as_secs_f64()
+    );
+    assert!(
+        during_job.len() > 50,
+        "the writer kept writing during the build"
+    );
+    assert!(
+        plain_max >= plain_time.as_secs_f64() * 1000.0 * 0.5,
+        "the plain build blocks the writer ({plain_max:.1} ms of {plain_time:?})"
+    );
+    assert!(
+        job_max * 4.0 < plain_max,
+        "the concurrent build never blocks the writer as the plain one does ({job_max:.1} ms vs {plain_max:.1} ms)"
+    );
+    assert!(indexes(&mut c, "accounts").contains(&("accounts_email_md5".into(), true)));
+    let built: (String, i64) = c
+        .query_one(
+            "SELECT outcome, index_size FROM migrate_index_builds WHERE job_id = $1",
+            &[&id],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(built.0, "succeeded");
+    assert!(built.1 > 1_000_000, "its size is recorded: {}", built.1);
+}
+
+#[test]
+fn a_scheduled_build_starts_at_its_time_and_inside_its_window() {
+    let cluster = Cluster::start("ix-schedule");
+    let mut c = cluster.create_db("app");
+    accounts(&mut c, 5_000);
+    let id = submit(
+        &mut c,
+        "SELECT migrate_create_index('CREATE INDEX ON accounts (balance)', run_at => clock_timestamp() + interval '3 seconds')",
+    );
+    stays_for(
+        "the build not to start before its time",
+        Duration::from_secs(2),
+        || {
+            state(&mut c, id) == "queued"
+                && indexes(&mut c, "accounts")
+                    .iter()
+                    .all(|(n, _)| n != "accounts_balance_idx")
+        },
+    );
+    wait_state(&mut c, id, "succeeded");
+    let on_time: bool = c
+        .query_one(
+            "SELECT b.started_at >= date_trunc('second', j.run_at) FROM migrate_index_builds b
+               JOIN migrate_progress j USING (job_id) WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert!(on_time, "started no earlier than run_at");
+
+    // A window open during even minutes only: whatever minute this is,
+    // the build starts inside one.
+    let id = submit(
+        &mut c,
+        "SELECT migrate_create_index('CREATE INDEX ON accounts (email)', window_start => '*/2 * * * *', window_length => '1 minute')",
+    );
+    let odd: bool = c
+        .query_one(
+            "SELECT extract(minute FROM clock_timestamp())::int % 2 = 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    if odd {
+        let reason = wait_until("the build to wait for its window", LONG, || {
+            let r = c
+                .query_one(
+                    "SELECT state, wait_reason FROM migrate_progress WHERE job_id = $1",
+                    &[&id],
+                )
+                .unwrap();
+            let (s, reason): (String, Option<String>) = (r.get(0), r.get(1));
+            reason.filter(|_| s == "waiting")
+        });
+        assert!(
+            reason.starts_with(
+                "outside its maintenance window (*/2 * * * * for 1 min); it opens at "
+            ),
+            "{reason}"
+        );
+        assert!(
+            attempts(&mut c, id).is_empty(),
+            "nothing started outside the window"
+        );
+    }
+    wait_state(&mut c, id, "succeeded");
+    let inside: bool = c
+        .query_one(
+            "SELECT bool_and(extract(minute FROM started_at)::int % 2 = 0) FROM migrate_index_builds WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert!(inside, "the build started inside an even minute");
+}
+
+#[test]
+fn a_build_that_waits_too_long_is_cleaned_up_and_retried() {
+    let cluster = Cluster::start("ix-retry");
+    let mut c = cluster.create_db("app");
+    accounts(&mut c, 20_000);
+    let (mut b, blocker_pid) = blocker(&cluster, "accounts");
+    let id = submit(
+        &mut c,
+        "SELECT migrate_create_index('CREATE INDEX accounts_balance_idx ON accounts (balance)',
+                                     max_wait => '1 s', retry_delay => '1 s', max_retries => 20)",
+    );
+    // The first attempt gives up after a second, names what it waited
+    // for, and the job waits to try again.
+    let first = wait_until("the first attempt to give up", LONG, || {
+        attempts(&mut c, id)
+            .into_iter()
+            .next()
+            .filter(|a| a.0 == "retrying")
+    });
+    let waited = first.1.unwrap_or_default();
+    assert!(
+        waited.starts_with(&format!("pid {blocker_pid}, application 'long_report'")),
+        "{waited}"
+    );
+    let err = first.2.unwrap_or_default();
+    assert!(
+        err.starts_with("waited longer than max_wait (1 s) waiting for writers before build: pid "),
+        "{err}"
+    );
+    // The blocker ends: the next attempt drops whatever invalid index is
+    // left and builds.
+    b.batch_execute("COMMIT").unwrap();
+    wait_state(&mut c, id, "succeeded");
+    assert_eq!(
+        indexes(&mut c, "accounts"),
+        vec![
+            ("accounts_balance_idx".into(), true),
+            ("accounts_pkey".into(), true)
+        ],
+        "one valid index, nothing invalid left"
+    );
+    let all = attempts(&mut c, id);
+    assert!(all.len() >= 2, "{all:?}");
+    assert_eq!(all.last().unwrap().0, "succeeded");
+    assert!(
+        all.iter()
+            .filter_map(|a| a.3.as_deref())
+            .any(|n| n.contains("dropped invalid index public.accounts_balance_idx")),
+        "the invalid index was dropped: {all:?}"
+    );
+    let retries: i32 = c
+        .query_one(
+            "SELECT retries FROM migrate_progress WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert!(retries >= 1);
+}
+
+#[test]
+fn a_unique_violation_fails_at_once_with_its_key_and_leaves_nothing() {
+    let cluster = Cluster::start("ix-unique");
+    let mut c = cluster.create_db("app");
+    accounts(&mut c, 10_000);
+    c.batch_execute("INSERT INTO accounts (id, email) VALUES (10001, 'user42@example.com')")
+        .unwrap();
+    let id = submit(
+        &mut c,
+        "SELECT migrate_create_index('CREATE UNIQUE INDEX accounts_email_key ON accounts (email)', retry_delay => '1 s')",
+    );
+    wait_state(&mut c, id, "failed");
+    let (message, sqlstate, detail) = error(&mut c, id);
+    assert_eq!(sqlstate.as_deref(), Some("23505"));
+    assert_eq!(
+        message.as_deref(),
+        Some("could not create unique index \"accounts_email_key\"")
+    );
+    assert_eq!(
+        detail.as_deref(),
+        Some("Key (email)=(user42@example.com) is duplicated.")
+    );
+    let all = attempts(&mut c, id);
+    assert_eq!(all.len(), 1, "no retry: {all:?}");
+    assert_eq!(all[0].0, "failed");
+    assert_eq!(
+        all[0].3.as_deref(),
+        Some("dropped invalid index public.accounts_email_key")
+    );
+    assert_eq!(
+        indexes(&mut c, "accounts"),
+        vec![("accounts_pkey".into(), true)]
+    );
+    // CALL migrate_wait says so too.
+    let e = c
+        .batch_execute(&format!("CALL migrate_wait({id})"))
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&e), "23505");
+    assert!(common::detail_and_hint(&e).contains("Key (email)=(user42@example.com) is duplicated."));
+}
+
+#[test]
+fn pause_and_cancel_interrupt_a_waiting_build_and_clean_up() {
+    let cluster = Cluster::start("ix-pause");
+    let mut c = cluster.create_db("app");
+    accounts(&mut c, 20_000);
+
+    let (mut b, blocker_pid) = blocker(&cluster, "accounts");
+    let id = submit(
+        &mut c,
+        "SELECT migrate_create_index('CREATE INDEX accounts_balance_idx ON accounts (balance)')",
+    );
+    let shown = wait_waiting_for(&mut c, id, blocker_pid);
+    assert!(
+        shown.starts_with(&format!(
+            "waiting for writers before build | the build waits for pid {blocker_pid}, application 'long_report', client backend, transaction open "
+        )),
+        "{shown}"
+    );
+    c.batch_execute(&format!("SELECT migrate_pause({id})"))
+        .unwrap();
+    assert_eq!(state(&mut c, id), "paused");
+    // The cleanup waits for the blocker too (DROP INDEX CONCURRENTLY).
+    b.batch_execute("COMMIT").unwrap();
+    let paused = wait_until("the paused attempt to end", LONG, || {
+        attempts(&mut c, id)
+            .into_iter()
+            .next()
+            .filter(|a| a.0 != "running")
+    });
+    assert_eq!(paused.0, "paused");
+    assert_eq!(paused.2, None, "a pause is not an error");
+    assert_eq!(
+        indexes(&mut c, "accounts"),
+        vec![("accounts_pkey".into(), true)]
+    );
+    c.batch_execute(&format!("SELECT migrate_resume({id})"))
+        .unwrap();
+    wait_state(&mut c, id, "succeeded");
+    assert!(indexes(&mut c, "accounts").contains(&("accounts_balance_idx".into(), true)));
+
+    let (mut b, blocker_pid) = blocker(&cluster, "accounts");
+    let id = submit(
+        &mut c,
+        "SELECT migrate_create_index('CREATE INDEX accounts_email_idx ON accounts (email)')",
+    );
+    wait_waiting_for(&mut c, id, blocker_pid);
+    c.batch_execute(&format!("SELECT migrate_cancel({id})"))
+        .unwrap();
+    b.batch_execute("COMMIT").unwrap();
+    let cancelled = wait_until("the cancelled attempt to end", LONG, || {
+        attempts(&mut c, id)
+            .into_iter()
+            .next()
+            .filter(|a| a.0 != "running")
+    });
+    assert_eq!(cancelled.0, "cancelled");
+    assert_eq!(state(&mut c, id), "cancelled");
+    assert!(
+        !indexes(&mut c, "accounts")
+            .iter()
+            .any(|(n, _)| n == "accounts_email_idx"),
+        "the cancelled build left nothing"
+    );
+    let worker: Option<i32> = c
+        .query_one(
+            "SELECT worker_pid FROM migrate_progress WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(worker, None, "the worker let go of it");
+}
+
+#[test]
+fn a_worker_stopped_mid_build_leaves_nothing_and_the_job_finishes() {
+    let cluster = Cluster::start("ix-terminate");
+    let mut c = cluster.create_db("app");
+    accounts(&mut c, 20_000);
+    let (mut b, blocker_pid) = blocker(&cluster, "accounts");
+    let id = submit(
+        &mut c,
+        "SELECT migrate_create_index('CREATE INDEX accounts_balance_idx ON accounts (balance)')",
+    );
+    wait_waiting_for(&mut c, id, blocker_pid);
+    assert!(
+        indexes(&mut c, "accounts").contains(&("accounts_balance_idx".into(), false)),
+        "the build has its invalid index in the catalog"
+    );
+    let worker: i32 = c
+        .query_one(
+            "SELECT worker_pid FROM migrate_progress WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    c.batch_execute(&format!("SELECT pg_terminate_backend({worker})"))
+        .unwrap();
+    wait_until("the worker to be gone", LONG, || {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&worker],
+            )
+            .unwrap()
+            .get(0);
+        (n == 0).then_some(())
+    });
+    b.batch_execute("COMMIT").unwrap();
+    wait_state(&mut c, id, "succeeded");
+    assert_eq!(
+        indexes(&mut c, "accounts"),
+        vec![
+            ("accounts_balance_idx".into(), true),
+            ("accounts_pkey".into(), true)
+        ]
+    );
+    let all = attempts(&mut c, id);
+    assert_eq!(all[0].0, "interrupted", "{all:?}");
+    assert_eq!(all.last().unwrap().0, "succeeded");
+    assert!(
+        all.last().unwrap().3.as_deref().is_some_and(|n| n.contains(
+            "dropped invalid index public.accounts_balance_idx left by an earlier attempt"
+        )),
+        "{all:?}"
+    );
+}
+
+#[test]
+fn a_recurring_reindex_queues_itself_again_and_a_drop_drops() {
+    let cluster = Cluster::start("ix-reindex");
+    let mut c = cluster.create_db("app");
+    accounts(&mut c, 20_000);
+    c.batch_execute("CREATE INDEX accounts_email_idx ON accounts (email); SET TimeZone = 'UTC'")
+        .unwrap();
+    let before: u32 = c
+        .query_one("SELECT 'accounts_email_idx'::regclass::oid", &[])
+        .unwrap()
+        .get(0);
+    let id = submit(
+        &mut c,
+        "SELECT migrate_reindex('accounts_email_idx', run_at => now(), schedule => '0 3 * * *')",
+    );
+    wait_until("the first rebuild", LONG, || {
+        attempts(&mut c, id)
+            .into_iter()
+            .next()
+            .filter(|a| a.0 == "succeeded")
+    });
+    wait_state(&mut c, id, "queued");
+    let next: String = c
+        .query_one(
+            "SELECT to_char(run_at AT TIME ZONE 'UTC', 'HH24:MI') || '|' || (run_at > now())::text FROM migrate_progress WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(next, "03:00|true", "queued for its next 03:00");
+    let after: u32 = c
+        .query_one("SELECT 'accounts_email_idx'::regclass::oid", &[])
+        .unwrap()
+        .get(0);
+    assert_ne!(
+        before, after,
+        "REINDEX CONCURRENTLY built a new index under the old name"
+    );
+    assert_eq!(
+        indexes(&mut c, "accounts"),
+        vec![
+            ("accounts_email_idx".into(), true),
+            ("accounts_pkey".into(), true)
+        ],
+        "nothing left over"
+    );
+    c.batch_execute(&format!("SELECT migrate_cancel({id})"))
+        .unwrap();
+    assert_eq!(state(&mut c, id), "cancelled");
+
+    let id = submit(&mut c, "SELECT migrate_drop_index('accounts_email_idx')");
+    wait_state(&mut c, id, "succeeded");
+    assert_eq!(
+        indexes(&mut c, "accounts"),
+        vec![("accounts_pkey".into(), true)]
+    );
+    let size: Option<i64> = c
+        .query_one(
+            "SELECT index_size FROM migrate_index_builds WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        size.is_some_and(|s| s > 0),
+        "the dropped index's size is recorded"
+    );
+}
+
+#[test]
+fn migrate_run_hands_an_index_job_to_a_worker_now() {
+    let cluster = Cluster::start("ix-run");
+    let mut c = cluster.create_db("app");
+    accounts(&mut c, 20_000);
+    let id = submit(
+        &mut c,
+        "SELECT migrate_create_index('CREATE INDEX accounts_balance_idx ON accounts (balance)',
+                                     window_start => '0 3 1 1 *', window_length => '1 hour')",
+    );
+    wait_until("the job to wait for its window", LONG, || {
+        (state(&mut c, id) == "waiting").then_some(())
+    });
+    let notices = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = notices.clone();
+    let mut config: postgres::Config = cluster.url("app").parse().unwrap();
+    config.notice_callback(move |n| seen.lock().unwrap().push(n.message().to_string()));
+    let mut s = config.connect(postgres::NoTls).unwrap();
+    s.batch_execute(&format!("CALL migrate_run({id})")).unwrap();
+    assert_eq!(state(&mut c, id), "succeeded");
+    let notices = notices.lock().unwrap().clone();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.starts_with(&format!("job {id} succeeded: created index public.accounts_balance_idx in 1 attempt, index size "))),
+        "{notices:?}"
+    );
+}
