@@ -125,6 +125,23 @@ fi
                               FROM orders"
 
 echo
+echo "==> 3. an index built concurrently by a background worker"
+echo "    CREATE INDEX on all 1,000,000 orders without blocking writes: pg_migrate adds CONCURRENTLY,"
+echo "    checks the statement now, and a worker runs it (linked to migration shop.0044_orders_customer_index):"
+job=$("${PSQL[@]}" -d "$DB" -tAc "
+    SELECT CASE WHEN migrate_applied('shop', '0044_orders_customer_index') THEN NULL
+                ELSE migrate_create_index('CREATE INDEX ON orders (customer_id, created_at)',
+                                          migration => ARRAY['shop', '0044_orders_customer_index']) END")
+if [ -n "$job" ]; then
+    echo "    SELECT migrate_create_index(...) returned job $job; CALL migrate_wait($job) follows it:"
+    "${PSQL[@]}" -d "$DB" -qc "CALL migrate_wait($job)" 2>&1 | sed 's/^/    /'
+else
+    echo "    already applied in an earlier run: nothing to do"
+fi
+"${PSQL[@]}" -d "$DB" -c "SELECT job_id, attempt, index_name, outcome, duration, size, statement
+                            FROM migrate_index_builds ORDER BY job_id DESC, attempt DESC LIMIT 1"
+
+echo
 "${PSQL[@]}" -d "$DB" -c "SELECT app, name, status, duration, applied_by, run_id FROM migrate_history ORDER BY app, name"
 "${PSQL[@]}" -d "$DB" -c "SELECT * FROM migrate_status ORDER BY app"
 
@@ -135,6 +152,7 @@ pg_migrate is running on a local server with the demo database.
   then try: SELECT * FROM migrate_history;
             SELECT migrate_require('shop', '0042_orders_amount_cents');
             SELECT migrate_backfill('orders', 'note = upper(note)', 'note IS NOT NULL', sleep_ms => 50);
+            SELECT migrate_reindex('orders_customer_id_created_at_idx', schedule => '0 3 * * 0');
             SELECT * FROM migrate_progress \watch 1
   stop:     make demo-stop      (make demo starts it again; data stays in $DIR/)
 EOF
