@@ -621,3 +621,98 @@ fn migrate_run_hands_an_index_job_to_a_worker_now() {
         "{notices:?}"
     );
 }
+
+#[test]
+fn one_index_job_per_table_at_a_time() {
+    let cluster = Cluster::start_with("ix-one-per-table", &["pg_migrate.max_workers=3"]);
+    let mut c = cluster.create_db("app");
+    accounts(&mut c, 20_000);
+    let (mut b, blocker_pid) = blocker(&cluster, "accounts");
+    let first = submit(
+        &mut c,
+        "SELECT migrate_create_index('CREATE INDEX accounts_balance_idx ON accounts (balance)')",
+    );
+    wait_waiting_for(&mut c, first, blocker_pid);
+    let second = submit(
+        &mut c,
+        "SELECT migrate_create_index('CREATE INDEX accounts_email_idx ON accounts (email)')",
+    );
+    stays_for(
+        "the second build on the table to wait for the first",
+        Duration::from_secs(2),
+        || {
+            let r = c
+                .query_one(
+                    "SELECT state, wait_reason FROM migrate_progress WHERE job_id = $1",
+                    &[&second],
+                )
+                .unwrap();
+            let (s, reason): (String, Option<String>) = (r.get(0), r.get(1));
+            s == "queued"
+                && reason.as_deref()
+                    == Some(&format!(
+                        "waits for job {first}: one index job per table at a time"
+                    ))
+                && attempts(&mut c, second).is_empty()
+        },
+    );
+    b.batch_execute("COMMIT").unwrap();
+    wait_state(&mut c, first, "succeeded");
+    wait_state(&mut c, second, "succeeded");
+    let (first_end, second_start): (std::time::SystemTime, std::time::SystemTime) = c
+        .query_one(
+            "SELECT (SELECT finished_at FROM migrate_index_builds WHERE job_id = $1),
+                    (SELECT started_at FROM migrate_index_builds WHERE job_id = $2)",
+            &[&first, &second],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert!(
+        second_start >= first_end,
+        "the second began after the first ended"
+    );
+}
+
+#[test]
+fn cancelling_migrate_run_of_an_index_job_pauses_it_and_cleans_up() {
+    let cluster = Cluster::start("ix-run-cancel");
+    let mut c = cluster.create_db("app");
+    accounts(&mut c, 20_000);
+    let (mut b, blocker_pid) = blocker(&cluster, "accounts");
+    let id = submit(
+        &mut c,
+        "SELECT migrate_create_index('CREATE INDEX accounts_balance_idx ON accounts (balance)', run_at => now() + interval '1 day')",
+    );
+    let url = cluster.url("app");
+    let runner = std::thread::spawn(move || {
+        let mut s = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        s.batch_execute("SET application_name = 'deployer'")
+            .unwrap();
+        s.batch_execute(&format!("CALL migrate_run({id})"))
+            .unwrap_err()
+    });
+    wait_waiting_for(&mut c, id, blocker_pid);
+    c.batch_execute(
+        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'deployer'",
+    )
+    .unwrap();
+    let e = runner.join().unwrap();
+    assert_eq!(common::sqlstate(&e), "57014");
+    assert_eq!(
+        common::message(&e),
+        format!("CALL migrate_run({id}) was cancelled; job {id} is paused")
+    );
+    assert_eq!(state(&mut c, id), "paused");
+    b.batch_execute("COMMIT").unwrap();
+    let ended = wait_until("the interrupted attempt to end", LONG, || {
+        attempts(&mut c, id)
+            .into_iter()
+            .next()
+            .filter(|a| a.0 != "running")
+    });
+    assert_eq!(ended.0, "paused");
+    assert_eq!(
+        indexes(&mut c, "accounts"),
+        vec![("accounts_pkey".into(), true)]
+    );
+}

@@ -123,6 +123,10 @@ fn job_from(row: &SpiHeapTupleData<'_>, mine_at: usize) -> Job {
 /// Read job `id`; with `lock`, lock its row for the rest of the transaction
 /// (a running batch holds it, so this waits for that batch).
 pub fn get(id: i64, lock: bool) -> Option<Job> {
+    // Whether its driver is alive must be read now: the backends this
+    // transaction saw earlier (a procedure's loop, a long transaction) may
+    // not include a worker that has started since.
+    unsafe { pg_sys::pgstat_clear_snapshot() };
     let sql = format!(
         "SELECT {JOB_COLUMNS},
                 coalesce(j.driver_pid = pg_catalog.pg_backend_pid() AND j.driver_started = {MY_START}, false),

@@ -36,6 +36,8 @@ const BUILD_SLOTS: usize = 64;
 #[derive(Copy, Clone, Default)]
 pub struct BuildSlot {
     pub pid: i32,
+    /// Job ids are per database.
+    pub dboid: u32,
     pub job_id: i64,
 }
 
@@ -146,10 +148,17 @@ pub fn begin_build(job_id: i64) {
         return;
     }
     let pid = unsafe { pg_sys::MyProcPid };
+    let dboid = unsafe { pg_sys::MyDatabaseId }.to_u32();
     let mut s = SHARED.exclusive();
     if let Some(slot) = s.builds.iter_mut().find(|b| b.pid == 0 || b.pid == pid) {
-        *slot = BuildSlot { pid, job_id };
+        *slot = BuildSlot { pid, dboid, job_id };
     }
+}
+
+/// Clears this worker's slot when the process exits, whatever way.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn end_build_at_exit(_code: std::ffi::c_int, _arg: pg_sys::Datum) {
+    end_build();
 }
 
 /// The statement is over: nothing may interrupt this worker any more.
@@ -172,9 +181,14 @@ pub fn interrupt_build_on_commit(job_id: i64) {
     if !preloaded() {
         return;
     }
+    let dboid = unsafe { pg_sys::MyDatabaseId }.to_u32();
     pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || {
         let s = SHARED.exclusive();
-        if let Some(slot) = s.builds.iter().find(|b| b.pid != 0 && b.job_id == job_id) {
+        if let Some(slot) = s
+            .builds
+            .iter()
+            .find(|b| b.pid != 0 && b.dboid == dboid && b.job_id == job_id)
+        {
             unsafe { kill(slot.pid, pg_sys::SIGINT as std::ffi::c_int) };
         }
     });
