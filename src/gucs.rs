@@ -28,6 +28,18 @@ static PAUSE_DURING_VACUUM: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Batches kept in each job's history.
 static BATCH_HISTORY: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
+/// What migrate_analyze assumes a rewrite (copy plus index rebuild) and a
+/// validating scan get through per second (MB).
+static REWRITE_RATE: GucSetting<i32> = GucSetting::<i32>::new(60);
+static SCAN_RATE: GucSetting<i32> = GucSetting::<i32>::new(300);
+
+pub fn rewrite_rate() -> i32 {
+    REWRITE_RATE.get()
+}
+pub fn scan_rate() -> i32 {
+    SCAN_RATE.get()
+}
+
 pub fn target_batch_ms() -> i64 {
     TARGET_BATCH_MS.get() as i64
 }
@@ -161,6 +173,26 @@ pub fn init() {
         0,
         1_000_000,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_migrate.rewrite_rate",
+        c"MB per second migrate_analyze assumes a table rewrite gets through (heap and indexes).",
+        c"Measure it on your hardware (bench/run analyze prints this machine's) and set it for better duration estimates.",
+        &REWRITE_RATE,
+        1,
+        1_000_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_migrate.scan_rate",
+        c"MB per second migrate_analyze assumes a validating scan reads.",
+        c"Measure it on your hardware (bench/run analyze prints this machine's) and set it for better duration estimates.",
+        &SCAN_RATE,
+        1,
+        1_000_000,
+        GucContext::Userset,
         GucFlags::default(),
     );
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pg_migrate".as_ptr()) };

@@ -48,6 +48,15 @@ extension_sql_file!(
         api::jobs::wait_timeout
     ]
 );
+extension_sql_file!(
+    "../sql/050_locks.sql",
+    name = "locks",
+    requires = [
+        "schema",
+        api::analyze::analyze_script,
+        api::trace::trace_script
+    ]
+);
 extension_sql_file!("../sql/900_privileges.sql", name = "privileges", finalize);
 
 #[pg_guard]

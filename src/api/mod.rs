@@ -1,7 +1,9 @@
 //! The SQL-callable surface, one module per feature.
 
+pub mod analyze;
 pub mod backfill;
 pub mod estimate;
 pub mod history;
 pub mod index;
 pub mod jobs;
+pub mod trace;

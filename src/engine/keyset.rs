@@ -66,19 +66,105 @@ pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// PostgreSQL's reserved key words (those that cannot be a column name
+/// unquoted).
+const RESERVED: &[&str] = &[
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "both",
+    "case",
+    "cast",
+    "check",
+    "collate",
+    "column",
+    "constraint",
+    "create",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "from",
+    "grant",
+    "group",
+    "having",
+    "in",
+    "initially",
+    "intersect",
+    "into",
+    "lateral",
+    "leading",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "not",
+    "null",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "placing",
+    "primary",
+    "references",
+    "returning",
+    "select",
+    "session_user",
+    "some",
+    "symmetric",
+    "system_user",
+    "table",
+    "then",
+    "to",
+    "trailing",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "variadic",
+    "when",
+    "where",
+    "window",
+    "with",
+];
+
+/// An identifier as people write it: quoted only when it must be.
+pub fn display_ident(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars().next().is_some_and(|c| !c.is_ascii_digit())
+        && !RESERVED.contains(&s)
+    {
+        s.to_string()
+    } else {
+        quote_ident(s)
+    }
+}
+
 /// `schema.name` as people read it: each part quoted only when it must be.
 pub fn display_qualified(schema: &str, name: &str) -> String {
-    let q = |s: &str| {
-        if s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            && s.chars().next().is_some_and(|c| !c.is_ascii_digit())
-        {
-            s.to_string()
-        } else {
-            quote_ident(s)
-        }
-    };
-    format!("{}.{}", q(schema), q(name))
+    format!("{}.{}", display_ident(schema), display_ident(name))
 }
 
 /// Everything needed to write a backfill's statements.

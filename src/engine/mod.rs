@@ -5,4 +5,5 @@ pub mod history;
 pub mod index;
 pub mod jobs;
 pub mod keyset;
+pub mod locks;
 pub mod pace;

@@ -1,0 +1,189 @@
+//! migrate_trace: run a script's statements for real inside a
+//! subtransaction that is always rolled back, and report the locks each
+//! one took (from the lock table, as pg_locks shows it) and whether a
+//! table got a new file (a rewrite).  Opt-in: it takes the locks for real,
+//! for as long as each statement runs.
+
+use crate::api::analyze::parse_script;
+use crate::engine::locks::LockMode;
+use crate::error::MigrateError;
+use crate::sys;
+use pgrx::datum::Interval;
+use pgrx::prelude::*;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+/// Relation locks this backend holds now: (relation, mode).
+fn my_locks() -> HashSet<(pg_sys::Oid, LockMode)> {
+    Spi::connect(|c| {
+        let mut out = HashSet::new();
+        for row in c.select(
+            "SELECT l.relation, l.mode FROM pg_catalog.pg_locks l
+              WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' AND l.granted
+                AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+                AND l.relation >= 16384",
+            None,
+            &[],
+        )? {
+            let rel = row.get::<pg_sys::Oid>(1)?;
+            let mode = row.get::<String>(2)?.and_then(|m| LockMode::from_name(&m));
+            if let (Some(r), Some(m)) = (rel, mode) {
+                out.insert((r, m));
+            }
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .unwrap_or_default()
+}
+
+/// File numbers of every user relation now.
+fn filenodes() -> HashMap<pg_sys::Oid, pg_sys::Oid> {
+    Spi::connect(|c| {
+        let mut out = HashMap::new();
+        for row in c.select(
+            "SELECT oid, relfilenode FROM pg_catalog.pg_class WHERE oid >= 16384",
+            None,
+            &[],
+        )? {
+            if let (Some(o), Some(f)) = (row.get::<pg_sys::Oid>(1)?, row.get::<pg_sys::Oid>(2)?) {
+                out.insert(o, f);
+            }
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .unwrap_or_default()
+}
+
+type Row = (
+    i32,
+    String,
+    Option<pg_sys::Oid>,
+    Option<String>,
+    Option<Vec<String>>,
+    Option<bool>,
+    bool,
+    Option<String>,
+    Option<String>,
+    f64,
+);
+
+fn interval_text(i: Interval) -> String {
+    let ms = i.as_micros() / 1000;
+    format!("{ms}ms")
+}
+
+pub fn trace(sql: &str, lock_timeout: Interval, statement_timeout: Interval) -> Vec<Row> {
+    let parsed = parse_script(sql, "sql");
+    if parsed.is_empty() {
+        return vec![];
+    }
+    let lt = lock_timeout.as_micros() / 1000;
+    let st = statement_timeout.as_micros() / 1000;
+    if lt < 1 || st < 1 {
+        MigrateError::OutOfRange {
+            arg: if lt < 1 {
+                "lock_timeout"
+            } else {
+                "statement_timeout"
+            },
+            value: format!("{} ms", lt.min(st)),
+            allowed: "a timeout of at least 1 ms; a trace never waits without one",
+        }
+        .report();
+    }
+    let mut rows: Vec<Row> = vec![];
+    let outer = sys::subtransaction(false, || {
+        sys::set_local("lock_timeout", &interval_text(lock_timeout));
+        sys::set_local("statement_timeout", &interval_text(statement_timeout));
+        let mut before = filenodes();
+        for p in &parsed {
+            let held = my_locks();
+            let started = Instant::now();
+            let ran = sys::subtransaction(true, || Spi::run(&p.text));
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            let (error_state, error) = match &ran {
+                Ok(Ok(())) => (None, None),
+                Ok(Err(e)) => (Some("XX000".to_string()), Some(e.to_string())),
+                Err(c) => (Some(c.sqlstate.clone()), Some(c.message.clone())),
+            };
+            let in_transaction = error_state.as_deref() != Some("25001");
+            let now = my_locks();
+            let mut new: BTreeMap<u32, Vec<LockMode>> = BTreeMap::new();
+            for (rel, mode) in now.difference(&held) {
+                if before.contains_key(rel) {
+                    new.entry(u32::from(*rel)).or_default().push(*mode);
+                }
+            }
+            let after = filenodes();
+            if new.is_empty() {
+                rows.push((
+                    p.number as i32,
+                    p.text.clone(),
+                    None,
+                    None,
+                    None,
+                    None,
+                    in_transaction,
+                    error_state.clone(),
+                    error.clone(),
+                    ms,
+                ));
+            }
+            for (rel, mut modes) in new {
+                let rel = pg_sys::Oid::from(rel);
+                modes.sort();
+                let strongest = *modes.last().expect("at least one mode");
+                let old = before.get(&rel).copied().unwrap_or(pg_sys::Oid::INVALID);
+                let now_file = after.get(&rel).copied().unwrap_or(old);
+                let rewrote = old != pg_sys::Oid::INVALID && now_file != old;
+                rows.push((
+                    p.number as i32,
+                    p.text.clone(),
+                    Some(rel),
+                    Some(strongest.name().to_string()),
+                    Some(modes.iter().map(|m| m.name().to_string()).collect()),
+                    Some(rewrote),
+                    in_transaction,
+                    error_state.clone(),
+                    error.clone(),
+                    ms,
+                ));
+            }
+            // Later statements compare with the files as they are now,
+            // but only relations that existed before the script count.
+            for (rel, file) in after {
+                if let Some(f) = before.get_mut(&rel) {
+                    *f = file;
+                }
+            }
+        }
+    });
+    if let Err(e) = outer {
+        sys::raise_at(&e, sql, 0, None)
+    }
+    rows
+}
+
+#[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "trace_script")]
+#[allow(clippy::type_complexity)]
+pub fn trace_script(
+    sql: &str,
+    lock_timeout: Interval,
+    statement_timeout: Interval,
+) -> TableIterator<
+    'static,
+    (
+        name!(statement, i32),
+        name!(sql, String),
+        name!(relation, Option<pg_sys::Oid>),
+        name!(lock_mode, Option<String>),
+        name!(modes, Option<Vec<String>>),
+        name!(rewrites, Option<bool>),
+        name!(in_transaction, bool),
+        name!(error_sqlstate, Option<String>),
+        name!(error, Option<String>),
+        name!(ms, f64),
+    ),
+> {
+    TableIterator::new(trace(sql, lock_timeout, statement_timeout))
+}
