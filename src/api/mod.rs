@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod backfill;
 pub mod estimate;
+pub mod exec;
 pub mod history;
 pub mod index;
 pub mod jobs;
