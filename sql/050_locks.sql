@@ -67,20 +67,24 @@ RETURNS TABLE (
     state_age interval,
     wait_event text,
     query text)
-LANGUAGE sql VOLATILE STRICT PARALLEL SAFE
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL SAFE
 AS $fn$
-    WITH m AS MATERIALIZED (SELECT pgmigrate.lock_mode($2) AS mode)
+DECLARE
+    wanted text := pgmigrate.lock_mode(lock_mode);
+BEGIN
+    RETURN QUERY
     SELECT l.pid, a.usename, a.application_name, a.state, l.mode, l.granted,
            pg_catalog.now() - a.xact_start, pg_catalog.now() - a.state_change,
-           a.wait_event, a.query
-      FROM m CROSS JOIN pg_catalog.pg_locks l
+           a.wait_event::text, a.query
+      FROM pg_catalog.pg_locks l
       LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
-     WHERE l.locktype = 'relation' AND l.relation = $1
+     WHERE l.locktype = 'relation' AND l.relation = migrate_blockers.relation
        AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
                           WHERE d.datname = pg_catalog.current_database())
        AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
-       AND pgmigrate.lock_conflicts(l.mode, m.mode)
-     ORDER BY l.granted DESC, a.xact_start NULLS LAST, l.pid
+       AND pgmigrate.lock_conflicts(l.mode, wanted)
+     ORDER BY l.granted DESC, a.xact_start NULLS LAST, l.pid;
+END
 $fn$;
 
 -- Statements registered as planned (migrate_plan): each relation they
@@ -212,6 +216,8 @@ DECLARE
     blk text;
     pause float8;
 BEGIN
+    -- Every statement is parsed and checked before anything runs.
+    PERFORM pgmigrate._exec_statements(sql);
     SELECT * INTO ids FROM pgmigrate._exec_begin(lock_timeout, attempts, retry_delay, migration);
     COMMIT;
     FOR s IN SELECT * FROM pgmigrate._exec_statements(sql) LOOP

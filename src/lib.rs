@@ -52,9 +52,15 @@ extension_sql_file!(
     "../sql/050_locks.sql",
     name = "locks",
     requires = [
-        "schema",
+        "jobs",
         api::analyze::analyze_script,
-        api::trace::trace_script
+        api::trace::trace_script,
+        api::exec::exec_statements,
+        api::exec::exec_begin,
+        api::exec::exec_record,
+        api::exec::exec_finish,
+        api::exec::lock_conflicts,
+        api::exec::lock_mode
     ]
 );
 extension_sql_file!("../sql/900_privileges.sql", name = "privileges", finalize);

@@ -895,8 +895,8 @@ unsafe fn alter_table(
                             )
                         });
                         if coerced.is_null() {
-                            let tn =
-                                cstr(pg_sys::TypeNameToString((*cd).typeName)).unwrap_or_default();
+                            let tn = cstr(pg(|| pg_sys::format_type_with_typemod(nt, nm)))
+                                .unwrap_or_default();
                             sys::raise_at(
                                 &sys::Caught {
                                     sqlstate: "42804".into(),

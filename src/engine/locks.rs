@@ -246,7 +246,7 @@ pub fn assess(e: &Effect) -> (Risk, String) {
 /// "2.5 s", "14 min", "3.2 h".
 pub fn seconds_text(s: f64) -> String {
     if s < 0.1 {
-        "a moment".into()
+        "under 0.1 s".into()
     } else if s < 60.0 {
         format!("{s:.1} s")
     } else if s < 3600.0 {
@@ -479,7 +479,7 @@ mod tests {
         assert_eq!(estimate_seconds(gb, gb, true, true, r), Some(20.48));
         assert_eq!(estimate_seconds(gb, gb, false, true, r), Some(2.56));
         assert_eq!(estimate_seconds(gb, 0, false, false, r), None);
-        assert_eq!(seconds_text(0.01), "a moment");
+        assert_eq!(seconds_text(0.01), "under 0.1 s");
         assert_eq!(seconds_text(90.0), "2 min");
     }
 
