@@ -142,6 +142,33 @@ fi
                             FROM migrate_index_builds ORDER BY job_id DESC, attempt DESC LIMIT 1"
 
 echo
+echo "==> 4. lock risk: analyse a migration script, then run its DDL the safe way"
+echo "    migrate_analyze reads the script with PostgreSQL's parser and the live catalog; nothing runs:"
+"${PSQL[@]}" -d "$DB" -c "SELECT statement, relation, lock_mode, rewrites, scans, estimated_duration, risk, left(reason, 70) AS reason
+                            FROM migrate_analyze(\$\$
+                                ALTER TABLE orders ADD COLUMN token uuid DEFAULT gen_random_uuid();
+                                ALTER TABLE orders ALTER COLUMN note SET NOT NULL;
+                                ALTER TABLE orders ADD COLUMN shipped_at timestamptz;
+                            \$\$)"
+echo "    The recipe for statement 1 (add the column plain, default for new rows, backfill the old ones):"
+"${PSQL[@]}" -d "$DB" -tAc "SELECT recipe FROM migrate_analyze('ALTER TABLE orders ADD COLUMN token uuid DEFAULT gen_random_uuid()')" | sed 's/^/    /'
+echo "    Statement 3 is safe but takes ACCESS EXCLUSIVE: migrate_exec runs it with a short lock_timeout,"
+echo "    retrying while a report's transaction holds the table (it ends after 3 s), so no queue forms:"
+if [ "$("${PSQL[@]}" -d "$DB" -tAc "SELECT migrate_applied('shop', '0045_orders_shipped_at')")" = t ]; then
+    echo "    already applied in an earlier run; its attempts were:"
+else
+    "${PSQL[@]}" -d "$DB" -qc "SET application_name = 'nightly_report'" \
+        -c "BEGIN; SELECT count(*) FROM orders; SELECT pg_sleep(3); COMMIT" >/dev/null &
+    sleep 0.5
+    "${PSQL[@]}" -d "$DB" -qc "CALL migrate_exec('ALTER TABLE orders ADD COLUMN shipped_at timestamptz',
+                                                 lock_timeout => '300ms', retry_delay => '500ms',
+                                                 migration => ARRAY['shop', '0045_orders_shipped_at'])" 2>&1 | sed 's/^/    /'
+    wait
+fi
+"${PSQL[@]}" -d "$DB" -c "SELECT exec_id, attempt, outcome, round(extract(epoch FROM duration) * 1000) AS ms, blockers
+                            FROM migrate_exec_log WHERE exec_id = (SELECT max(exec_id) FROM migrate_exec_log) ORDER BY attempt"
+
+echo
 "${PSQL[@]}" -d "$DB" -c "SELECT app, name, status, duration, applied_by, run_id FROM migrate_history ORDER BY app, name"
 "${PSQL[@]}" -d "$DB" -c "SELECT * FROM migrate_status ORDER BY app"
 
@@ -154,5 +181,6 @@ pg_migrate is running on a local server with the demo database.
             SELECT migrate_backfill('orders', 'note = upper(note)', 'note IS NOT NULL', sleep_ms => 50);
             SELECT migrate_reindex('orders_customer_id_created_at_idx', schedule => '0 3 * * 0');
             SELECT * FROM migrate_progress \watch 1
+            SELECT * FROM migrate_analyze('ALTER TABLE orders ALTER COLUMN amount TYPE numeric(14,2)');
   stop:     make demo-stop      (make demo starts it again; data stays in $DIR/)
 EOF

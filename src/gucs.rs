@@ -30,8 +30,8 @@ static BATCH_HISTORY: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
 /// What migrate_analyze assumes a rewrite (copy plus index rebuild) and a
 /// validating scan get through per second (MB).
-static REWRITE_RATE: GucSetting<i32> = GucSetting::<i32>::new(60);
-static SCAN_RATE: GucSetting<i32> = GucSetting::<i32>::new(300);
+static REWRITE_RATE: GucSetting<i32> = GucSetting::<i32>::new(80);
+static SCAN_RATE: GucSetting<i32> = GucSetting::<i32>::new(400);
 
 pub fn rewrite_rate() -> i32 {
     REWRITE_RATE.get()
