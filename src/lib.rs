@@ -103,6 +103,7 @@ mod tests {
     include!("../pgrx-tests/history.rs");
     include!("../pgrx-tests/jobs.rs");
     include!("../pgrx-tests/index.rs");
+    include!("../pgrx-tests/locks.rs");
 }
 
 #[cfg(test)]

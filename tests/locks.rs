@@ -616,3 +616,37 @@ fn lock_risk_shows_who_a_planned_statement_and_a_queued_job_would_queue_behind()
         .get(0);
     assert_eq!(removed, 1);
 }
+
+#[test]
+fn analysis_never_waits_for_a_table_someone_holds_exclusively() {
+    let cluster = Cluster::start("locks_nowait");
+    let mut c = cluster.create_db("nowait");
+    orders(&mut c);
+    c.batch_execute("VACUUM ANALYZE orders").unwrap();
+    let mut holder = cluster.connect("nowait");
+    holder
+        .batch_execute("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    c.batch_execute("SET statement_timeout = '3s'").unwrap();
+    let row = c
+        .query_one(
+            "SELECT lock_mode, rewrites, row_estimate, table_bytes > 0
+               FROM migrate_analyze('ALTER TABLE orders ALTER COLUMN id TYPE numeric')",
+            &[],
+        )
+        .expect("the analysis does not queue behind the ACCESS EXCLUSIVE lock");
+    assert_eq!(row.get::<_, String>(0), "AccessExclusiveLock");
+    assert!(row.get::<_, bool>(1));
+    assert_eq!(
+        row.get::<_, Option<i64>>(2),
+        Some(1000),
+        "from the statistics"
+    );
+    assert!(row.get::<_, bool>(3));
+    let queued: i64 = c
+        .query_one("SELECT count(*) FROM pg_locks WHERE NOT granted", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 0);
+    holder.batch_execute("ROLLBACK").unwrap();
+}

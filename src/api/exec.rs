@@ -202,6 +202,16 @@ pub fn exec_record(
 /// Finish the linked migration run.
 #[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_exec_finish")]
 pub fn exec_finish(run_id: i64, ok: bool, error: Option<&str>) {
+    // The same grant migrate_finish needs: this is callable directly.
+    if !may_write_history() {
+        pgrx::pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "permission denied to finish a migration run",
+            "pg_migrate",
+        )
+        .set_hint("Writing migration history needs EXECUTE on migrate_start and migrate_finish.")
+        .report(PgLogLevel::ERROR);
+    }
     let role = current_role_name();
     let outcome = if ok {
         Outcome::Applied
