@@ -396,7 +396,7 @@ fn constraint(relid: pg_sys::Oid, name: &str) -> Option<(u8, bool, pg_sys::Oid)>
 fn referenced_tables(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
     oids(
         "SELECT DISTINCT confrelid FROM pg_catalog.pg_constraint WHERE conrelid = $1 AND contype = 'f' AND confrelid <> $1",
-        relid,
+        &[relid.into()],
     )
 }
 
@@ -404,52 +404,32 @@ fn referenced_tables(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
 fn referencing_tables(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
     oids(
         "SELECT DISTINCT conrelid FROM pg_catalog.pg_constraint WHERE confrelid = $1 AND contype = 'f' AND conrelid <> $1",
-        relid,
+        &[relid.into()],
     )
 }
 
 /// The tables on the other side of the foreign keys that use column
 /// `attnum` of `relid`, as referencing or referenced column.
 fn foreign_key_partners(relid: pg_sys::Oid, attnum: i16) -> Vec<pg_sys::Oid> {
-    Spi::connect(|c| {
-        let mut out = vec![];
-        for row in c.select(
-            "SELECT DISTINCT CASE WHEN conrelid = $1 THEN confrelid ELSE conrelid END
+    oids(
+        "SELECT DISTINCT CASE WHEN conrelid = $1 THEN confrelid ELSE conrelid END
                FROM pg_catalog.pg_constraint
               WHERE contype = 'f' AND conrelid <> confrelid
                 AND ((conrelid = $1 AND $2 = ANY (conkey)) OR (confrelid = $1 AND $2 = ANY (confkey)))",
-            None,
-            &[relid.into(), attnum.into()],
-        )? {
-            if let Some(o) = row.get::<pg_sys::Oid>(1)? {
-                out.push(o);
-            }
-        }
-        Ok::<_, pgrx::spi::Error>(out)
-    })
-    .unwrap_or_default()
+        &[relid.into(), attnum.into()],
+    )
 }
 
 /// Sequences the default of column `attnum` of `relid` uses.
 fn default_sequences(relid: pg_sys::Oid, attnum: i16) -> Vec<pg_sys::Oid> {
-    Spi::connect(|c| {
-        let mut out = vec![];
-        for row in c.select(
-            "SELECT DISTINCT d.refobjid FROM pg_catalog.pg_attrdef ad
+    oids(
+        "SELECT DISTINCT d.refobjid FROM pg_catalog.pg_attrdef ad
                JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid
                     AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
                JOIN pg_catalog.pg_class s ON s.oid = d.refobjid AND s.relkind = 'S'
               WHERE ad.adrelid = $1 AND ad.adnum = $2",
-            None,
-            &[relid.into(), attnum.into()],
-        )? {
-            if let Some(o) = row.get::<pg_sys::Oid>(1)? {
-                out.push(o);
-            }
-        }
-        Ok::<_, pgrx::spi::Error>(out)
-    })
-    .unwrap_or_default()
+        &[relid.into(), attnum.into()],
+    )
 }
 
 /// Is `tablespace` the one `relid` is in already (then SET TABLESPACE
@@ -543,14 +523,14 @@ fn owned_sequences(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
         "SELECT d.objid FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class s ON s.oid = d.objid
           WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
             AND d.refobjid = $1 AND d.deptype IN ('a', 'i') AND s.relkind = 'S'",
-        relid,
+        &[relid.into()],
     )
 }
 
-fn oids(query: &str, arg: pg_sys::Oid) -> Vec<pg_sys::Oid> {
+fn oids(query: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<pg_sys::Oid> {
     Spi::connect(|c| {
         let mut out = vec![];
-        for row in c.select(query, None, &[arg.into()])? {
+        for row in c.select(query, None, args)? {
             if let Some(o) = row.get::<pg_sys::Oid>(1)? {
                 out.push(o);
             }
@@ -1640,7 +1620,7 @@ pub unsafe fn statement(script: &mut Script, node: *mut pg_sys::Node, text: &str
                     for r in oids(
                         "SELECT DISTINCT a.attrelid FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
                           WHERE a.atttypid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'm', 'p')",
-                        typid,
+                        &[typid.into()],
                     ) {
                         let t = a.lock(r, Share);
                         t.scans = has_storage(relkind(r));
@@ -1783,7 +1763,7 @@ fn matview_sources(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
            JOIN pg_catalog.pg_class c ON c.oid = d.refobjid
           WHERE r.ev_class = $1 AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
             AND d.refobjid <> $1 AND c.relkind IN ('r', 'p', 'm', 'v', 'f')",
-        relid,
+        &[relid.into()],
     )
 }
 
