@@ -160,7 +160,7 @@ else
     "${PSQL[@]}" -d "$DB" -qc "SET application_name = 'nightly_report'" \
         -c "BEGIN; SELECT count(*) FROM orders; SELECT pg_sleep(3); COMMIT" >/dev/null &
     sleep 0.5
-    "${PSQL[@]}" -d "$DB" -qc "CALL migrate_exec('ALTER TABLE orders ADD COLUMN shipped_at timestamptz',
+    "${PSQL[@]}" -d "$DB" -qc "CALL migrate_exec('ALTER TABLE orders ADD COLUMN IF NOT EXISTS shipped_at timestamptz',
                                                  lock_timeout => '300ms', retry_delay => '500ms',
                                                  migration => ARRAY['shop', '0045_orders_shipped_at'])" 2>&1 | sed 's/^/    /'
     wait
