@@ -180,6 +180,14 @@ impl Drop for StatementTimeout {
     }
 }
 
+/// A yes/no catalog question; false when it has no answer.
+pub fn ask(query: &str, args: &[pgrx::datum::DatumWithOid]) -> bool {
+    Spi::get_one_with_args::<bool>(query, args)
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
 /// True inside BEGIN ... COMMIT (where a procedure cannot commit).
 pub fn in_transaction_block() -> bool {
     unsafe { pg_sys::IsTransactionBlock() }

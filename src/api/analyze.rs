@@ -435,15 +435,12 @@ fn default_sequences(relid: pg_sys::Oid, attnum: i16) -> Vec<pg_sys::Oid> {
 /// Is `tablespace` the one `relid` is in already (then SET TABLESPACE
 /// does nothing)?
 fn same_tablespace(relid: pg_sys::Oid, tablespace: &str) -> bool {
-    Spi::get_one_with_args::<bool>(
+    sys::ask(
         "SELECT coalesce(nullif(c.reltablespace, 0), d.dattablespace) = t.oid
            FROM pg_catalog.pg_class c, pg_catalog.pg_database d, pg_catalog.pg_tablespace t
           WHERE c.oid = $1 AND d.datname = pg_catalog.current_database() AND t.spcname = $2",
         &[relid.into(), tablespace.into()],
     )
-    .ok()
-    .flatten()
-    .unwrap_or(false)
 }
 
 /// Sequences a raw default names as `nextval('name')` (or currval,
@@ -649,13 +646,10 @@ unsafe fn attnum_of(relid: pg_sys::Oid, column: &str) -> i16 {
 }
 
 fn column_not_null(relid: pg_sys::Oid, attnum: i16) -> bool {
-    Spi::get_one_with_args::<bool>(
+    sys::ask(
         "SELECT attnotnull FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum = $2",
         &[relid.into(), attnum.into()],
     )
-    .ok()
-    .flatten()
-    .unwrap_or(false)
 }
 
 const SERIALS: [&str; 6] = [
@@ -742,9 +736,7 @@ unsafe fn new_column(script: &Script, cd: *mut pg_sys::ColumnDef) -> NewColumn {
 
 // ---- statements ---------------------------------------------------------------
 
-fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
+use crate::error::literal as lit;
 
 #[allow(clippy::collapsible_match)]
 unsafe fn alter_table(
@@ -846,20 +838,22 @@ unsafe fn alter_table(
                     }
                     let using = (*cd).raw_default;
                     let plain = using.is_null() || is_column(using, &name);
+                    let (mut nt, mut nm) = (pg_sys::Oid::INVALID, -1i32);
+                    pg(|| {
+                        pg_sys::typenameTypeIdAndMod(
+                            std::ptr::null_mut(),
+                            (*cd).typeName,
+                            &mut nt,
+                            &mut nm,
+                        )
+                    });
+                    let tn =
+                        cstr(pg(|| pg_sys::format_type_with_typemod(nt, nm))).unwrap_or_default();
                     let r = if plain {
                         let (mut ot, mut om, mut oc) =
                             (pg_sys::Oid::INVALID, 0i32, pg_sys::Oid::INVALID);
                         pg(|| {
                             pg_sys::get_atttypetypmodcoll(relid, attnum, &mut ot, &mut om, &mut oc)
-                        });
-                        let (mut nt, mut nm) = (pg_sys::Oid::INVALID, -1i32);
-                        pg(|| {
-                            pg_sys::typenameTypeIdAndMod(
-                                std::ptr::null_mut(),
-                                (*cd).typeName,
-                                &mut nt,
-                                &mut nm,
-                            )
                         });
                         let var = pg_sys::makeVar(1, attnum, ot, om, oc, 0) as *mut pg_sys::Node;
                         let coerced = pg(|| {
@@ -875,8 +869,6 @@ unsafe fn alter_table(
                             )
                         });
                         if coerced.is_null() {
-                            let tn = cstr(pg(|| pg_sys::format_type_with_typemod(nt, nm)))
-                                .unwrap_or_default();
                             sys::raise_at(
                                 &sys::Caught {
                                     sqlstate: "42804".into(),
@@ -897,17 +889,6 @@ unsafe fn alter_table(
                     };
                     if (storage || kind == b'p') && r {
                         rewrites = true;
-                        let (mut nt, mut nm) = (pg_sys::Oid::INVALID, -1i32);
-                        pg(|| {
-                            pg_sys::typenameTypeIdAndMod(
-                                std::ptr::null_mut(),
-                                (*cd).typeName,
-                                &mut nt,
-                                &mut nm,
-                            )
-                        });
-                        let tn = cstr(pg(|| pg_sys::format_type_with_typemod(nt, nm)))
-                            .unwrap_or_default();
                         a.recipe
                             .push(locks::recipe_change_type(&table, &table, &name, &tn));
                     }
@@ -1052,7 +1033,6 @@ unsafe fn alter_table(
                 At::AT_DetachPartition => {
                     let pc = def as *mut pg_sys::PartitionCmd;
                     let m = if (*pc).concurrent {
-                        a.in_transaction = false;
                         LockMode::ShareUpdateExclusive
                     } else {
                         LockMode::AccessExclusive
@@ -1192,6 +1172,55 @@ unsafe fn has_option(list: *mut pg_sys::List, option: &str) -> bool {
     }
 }
 
+/// Statements PostgreSQL runs only outside a transaction block (and so
+/// never inside a function): Some(where to send them instead).
+pub(crate) unsafe fn top_level_only(node: *mut pg_sys::Node) -> Option<&'static str> {
+    unsafe {
+        match (*node).type_ {
+            T::T_IndexStmt if (*(node as *mut pg_sys::IndexStmt)).concurrent => Some(
+                "Queue it with migrate_create_index(), which a background worker runs, cleans up and retries.",
+            ),
+            T::T_DropStmt if (*(node as *mut pg_sys::DropStmt)).concurrent => {
+                Some("Queue it with migrate_drop_index().")
+            }
+            T::T_ReindexStmt => {
+                let s = node as *mut pg_sys::ReindexStmt;
+                if has_option((*s).params, "concurrently") {
+                    Some("Queue it with migrate_reindex().")
+                } else if (*s).kind != pg_sys::ReindexObjectType::REINDEX_OBJECT_INDEX
+                    && (*s).kind != pg_sys::ReindexObjectType::REINDEX_OBJECT_TABLE
+                {
+                    Some("Run it directly.")
+                } else {
+                    None
+                }
+            }
+            T::T_VacuumStmt if (*(node as *mut pg_sys::VacuumStmt)).is_vacuumcmd => {
+                Some("Run it directly.")
+            }
+            T::T_ClusterStmt if (*(node as *mut pg_sys::ClusterStmt)).relation.is_null() => {
+                Some("Run it directly.")
+            }
+            T::T_AlterTableStmt => {
+                let s = node as *mut pg_sys::AlterTableStmt;
+                nodes::<pg_sys::AlterTableCmd>((*s).cmds)
+                    .into_iter()
+                    .any(|c| {
+                        (*c).subtype == At::AT_DetachPartition
+                            && (*((*c).def as *mut pg_sys::PartitionCmd)).concurrent
+                    })
+                    .then_some("Run DETACH PARTITION ... CONCURRENTLY directly.")
+            }
+            T::T_CreatedbStmt
+            | T::T_DropdbStmt
+            | T::T_CreateTableSpaceStmt
+            | T::T_DropTableSpaceStmt
+            | T::T_AlterSystemStmt => Some("Run it directly."),
+            _ => None,
+        }
+    }
+}
+
 /// Analyse one raw statement.
 ///
 /// # Safety
@@ -1200,7 +1229,7 @@ pub unsafe fn statement(script: &mut Script, node: *mut pg_sys::Node, text: &str
     unsafe {
         let mut a = Analysis {
             command: cstr(pg_sys::CreateCommandName(node)).unwrap_or_else(|| "???".into()),
-            in_transaction: true,
+            in_transaction: top_level_only(node).is_none(),
             ..Default::default()
         };
         let n = script.number;
@@ -1210,7 +1239,6 @@ pub unsafe fn statement(script: &mut Script, node: *mut pg_sys::Node, text: &str
             T::T_IndexStmt => {
                 let s = node as *mut pg_sys::IndexStmt;
                 let mode = if (*s).concurrent {
-                    a.in_transaction = false;
                     ShareUpdateExclusive
                 } else {
                     Share
@@ -1430,7 +1458,6 @@ pub unsafe fn statement(script: &mut Script, node: *mut pg_sys::Node, text: &str
             T::T_ClusterStmt => {
                 let s = node as *mut pg_sys::ClusterStmt;
                 if (*s).relation.is_null() {
-                    a.in_transaction = false;
                     a.unknown = Some(
                         "CLUSTER without a table re-clusters every table clustered before".into(),
                     );
@@ -1444,9 +1471,6 @@ pub unsafe fn statement(script: &mut Script, node: *mut pg_sys::Node, text: &str
             T::T_VacuumStmt => {
                 let s = node as *mut pg_sys::VacuumStmt;
                 let full = has_option((*s).options, "full");
-                if (*s).is_vacuumcmd {
-                    a.in_transaction = false;
-                }
                 let mode = if full {
                     AccessExclusive
                 } else {
@@ -1471,9 +1495,6 @@ pub unsafe fn statement(script: &mut Script, node: *mut pg_sys::Node, text: &str
             T::T_ReindexStmt => {
                 let s = node as *mut pg_sys::ReindexStmt;
                 let concurrent = has_option((*s).params, "concurrently");
-                if concurrent {
-                    a.in_transaction = false;
-                }
                 match (*s).kind {
                     pg_sys::ReindexObjectType::REINDEX_OBJECT_INDEX => {
                         if let Found::Oid(idx) = script.need((*s).relation) {
@@ -1505,7 +1526,6 @@ pub unsafe fn statement(script: &mut Script, node: *mut pg_sys::Node, text: &str
                         }
                     }
                     _ => {
-                        a.in_transaction = false;
                         a.unknown = Some("REINDEX of a schema, database or the system catalogs works through many tables".into());
                     }
                 }
@@ -1701,13 +1721,6 @@ pub unsafe fn statement(script: &mut Script, node: *mut pg_sys::Node, text: &str
                     a.command
                 ));
             }
-            T::T_CreatedbStmt
-            | T::T_DropdbStmt
-            | T::T_CreateTableSpaceStmt
-            | T::T_DropTableSpaceStmt
-            | T::T_AlterSystemStmt => {
-                a.in_transaction = false;
-            }
             _ => {}
         }
         a
@@ -1721,15 +1734,12 @@ unsafe fn owned_by(script: &Script, a: &mut Analysis, options: *mut pg_sys::List
                 let mut v = names((*d).arg as *mut pg_sys::List);
                 if v.len() >= 2 {
                     v.pop();
-                    lock_names(script, a, &v, AccessShareMode, false);
+                    lock_names(script, a, &v, LockMode::AccessShare, false);
                 }
             }
         }
     }
 }
-
-#[allow(non_upper_case_globals)]
-const AccessShareMode: LockMode = LockMode::AccessShare;
 
 unsafe fn lock_names(
     script: &Script,
@@ -1771,7 +1781,6 @@ unsafe fn drop_stmt(script: &mut Script, a: &mut Analysis, s: *mut pg_sys::DropS
     unsafe {
         use LockMode::*;
         let objects = nodes::<pg_sys::Node>((*s).objects);
-        let missing_ok = (*s).missing_ok;
         match (*s).removeType {
             Ob::OBJECT_TABLE | Ob::OBJECT_FOREIGN_TABLE => {
                 for o in objects {
@@ -1798,7 +1807,6 @@ unsafe fn drop_stmt(script: &mut Script, a: &mut Analysis, s: *mut pg_sys::DropS
             }
             Ob::OBJECT_INDEX => {
                 let mode = if (*s).concurrent {
-                    a.in_transaction = false;
                     ShareUpdateExclusive
                 } else {
                     AccessExclusive
@@ -1841,7 +1849,6 @@ unsafe fn drop_stmt(script: &mut Script, a: &mut Analysis, s: *mut pg_sys::DropS
                 }
             }
         }
-        let _ = missing_ok;
     }
 }
 

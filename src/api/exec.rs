@@ -2,7 +2,7 @@
 //! split and check the script, record every attempt, link the whole to a
 //! migration run.  The procedure itself commits after every statement.
 
-use crate::api::analyze::{cstr, parse_script};
+use crate::api::analyze::{parse_script, top_level_only};
 use crate::api::backfill::{interval_ms, may_write_history, migration_option, start_linked_run};
 use crate::catalog::history as log;
 use crate::catalog::{as_owner, current_role_name};
@@ -13,56 +13,23 @@ use crate::sys;
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
 
-use pg_sys::AlterTableType as At;
 use pg_sys::NodeTag as T;
 
 /// Why a statement cannot run inside migrate_exec, if it cannot.
 unsafe fn refused(node: *mut pg_sys::Node) -> Option<(&'static str, String)> {
     unsafe {
-        let opt = |list: *mut pg_sys::List, name: &str| {
-            pgrx::PgList::<pg_sys::DefElem>::from_pg(list)
-                .iter_ptr()
-                .any(|d| cstr((*d).defname).as_deref() == Some(name))
-        };
-        let top = "It cannot run inside a transaction block, and migrate_exec runs each statement in one.";
-        match (*node).type_ {
-            T::T_TransactionStmt => Some((
+        if (*node).type_ == T::T_TransactionStmt {
+            return Some((
                 "0A000",
                 "migrate_exec commits after each statement itself; transaction control has no place in its script.".into(),
-            )),
-            T::T_IndexStmt if (*(node as *mut pg_sys::IndexStmt)).concurrent => Some((
-                "25001",
-                format!("{top} Queue it with migrate_create_index(), which a background worker runs, cleans up and retries."),
-            )),
-            T::T_DropStmt if (*(node as *mut pg_sys::DropStmt)).concurrent => Some((
-                "25001",
-                format!("{top} Queue it with migrate_drop_index()."),
-            )),
-            T::T_ReindexStmt if opt((*(node as *mut pg_sys::ReindexStmt)).params, "concurrently") => Some((
-                "25001",
-                format!("{top} Queue it with migrate_reindex()."),
-            )),
-            T::T_VacuumStmt if (*(node as *mut pg_sys::VacuumStmt)).is_vacuumcmd => {
-                Some(("25001", format!("{top} Run it directly.")))
-            }
-            T::T_AlterTableStmt => {
-                let s = node as *mut pg_sys::AlterTableStmt;
-                let detach = pgrx::PgList::<pg_sys::AlterTableCmd>::from_pg((*s).cmds)
-                    .iter_ptr()
-                    .any(|c| {
-                        (*c).subtype == At::AT_DetachPartition
-                            && (*((*c).def as *mut pg_sys::PartitionCmd)).concurrent
-                    });
-                detach.then(|| ("25001", format!("{top} Run DETACH PARTITION ... CONCURRENTLY directly.")))
-            }
-            T::T_ClusterStmt if (*(node as *mut pg_sys::ClusterStmt)).relation.is_null() => {
-                Some(("25001", format!("{top} Run it directly.")))
-            }
-            T::T_CreatedbStmt | T::T_DropdbStmt | T::T_CreateTableSpaceStmt | T::T_DropTableSpaceStmt | T::T_AlterSystemStmt => {
-                Some(("25001", format!("{top} Run it directly.")))
-            }
-            _ => None,
+            ));
         }
+        top_level_only(node).map(|instead| {
+            (
+                "25001",
+                format!("It cannot run inside a transaction block, and migrate_exec runs each statement in one. {instead}"),
+            )
+        })
     }
 }
 

@@ -147,48 +147,24 @@ fn relkind_name(kind: u8) -> &'static str {
 /// May the caller act as the owner of `relid` (owner, member of the
 /// owner's role, superuser)?
 fn owns(relid: pg_sys::Oid) -> bool {
-    Spi::connect(|c| {
-        c.select(
-            "SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid = $1",
-            None,
-            &[relid.into()],
-        )?
-        .first()
-        .get_one::<bool>()
-    })
-    .ok()
-    .flatten()
-    .unwrap_or(false)
+    sys::ask(
+        "SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        &[relid.into()],
+    )
 }
 
 fn am_has(am: pg_sys::Oid, property: &str) -> bool {
-    Spi::connect(|c| {
-        c.select(
-            "SELECT pg_catalog.pg_indexam_has_property($1, $2)",
-            None,
-            &[am.into(), property.into()],
-        )?
-        .first()
-        .get_one::<bool>()
-    })
-    .ok()
-    .flatten()
-    .unwrap_or(false)
+    sys::ask(
+        "SELECT pg_catalog.pg_indexam_has_property($1, $2)",
+        &[am.into(), property.into()],
+    )
 }
 
 fn may_create_in_tablespace(oid: pg_sys::Oid) -> bool {
-    Spi::connect(|c| {
-        c.select(
-            "SELECT pg_catalog.has_tablespace_privilege($1, 'CREATE')",
-            None,
-            &[oid.into()],
-        )?
-        .first()
-        .get_one::<bool>()
-    })
-    .ok()
-    .flatten()
-    .unwrap_or(false)
+    sys::ask(
+        "SELECT pg_catalog.has_tablespace_privilege($1, 'CREATE')",
+        &[oid.into()],
+    )
 }
 
 /// The one raw statement in `sql`.

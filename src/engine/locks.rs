@@ -256,9 +256,7 @@ pub fn seconds_text(s: f64) -> String {
     }
 }
 
-fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
+use crate::error::literal as lit;
 
 /// A name for a helper constraint, as PostgreSQL would truncate it.
 fn helper_name(table: &str, column: &str, suffix: &str) -> String {
