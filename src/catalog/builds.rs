@@ -2,7 +2,7 @@
 //! state changes, and what the system catalogs say about their indexes.
 //! Callers wrap these in `as_owner`.
 
-use super::SpiOrBug;
+use super::{write, SpiOrBug};
 use crate::engine::index::BuildProgress;
 use crate::sys::Caught;
 use pgrx::datum::TimestampWithTimeZone;
@@ -97,47 +97,35 @@ pub fn end_attempt(job_id: i64, attempt: i32, end: &AttemptEnd<'_>) {
 
 /// Add to an attempt's note (what was dropped before it ran).
 pub fn note_attempt(job_id: i64, attempt: i32, note: &str) {
-    Spi::connect_mut(|c| {
-        c.update(
-            "UPDATE pgmigrate.builds
+    write(
+        "UPDATE pgmigrate.builds
                 SET note = CASE WHEN note IS NULL THEN $3 ELSE note || '; ' || $3 END
               WHERE job_id = $1 AND attempt = $2",
-            None,
-            &[job_id.into(), attempt.into(), note.into()],
-        )
-        .map(|_| ())
-    })
-    .or_bug("noting an attempt");
+        &[job_id.into(), attempt.into(), note.into()],
+        "noting an attempt",
+    );
 }
 
 /// What the worker does now (shown as the job's phase).
 pub fn set_phase(job_id: i64, phase: Option<&str>) {
-    Spi::connect_mut(|c| {
-        c.update(
-            "UPDATE pgmigrate.jobs SET phase = $2, updated_at = pg_catalog.clock_timestamp() WHERE job_id = $1",
-            None,
-            &[job_id.into(), phase.into()],
-        )
-        .map(|_| ())
-    })
-    .or_bug("recording a job's phase");
+    write(
+        "UPDATE pgmigrate.jobs SET phase = $2, updated_at = pg_catalog.clock_timestamp() WHERE job_id = $1",
+        &[job_id.into(), phase.into()],
+        "recording a job's phase",
+    );
 }
 
 /// The worker lets go of the job, leaving its state as it is (a pause or
 /// cancel set it while the statement ran).
 pub fn release(job_id: i64) {
-    Spi::connect_mut(|c| {
-        c.update(
-            "UPDATE pgmigrate.jobs
+    write(
+        "UPDATE pgmigrate.jobs
                 SET driver_pid = NULL, driver_started = NULL, driver_kind = NULL, phase = NULL,
                     updated_at = pg_catalog.clock_timestamp()
               WHERE job_id = $1",
-            None,
-            &[job_id.into()],
-        )
-        .map(|_| ())
-    })
-    .or_bug("letting go of a job");
+        &[job_id.into()],
+        "letting go of a job",
+    );
 }
 
 /// A transient failure: try again in `backoff_ms`, with the error on show.
@@ -169,66 +157,50 @@ pub fn retry_later(job_id: i64, retries: i32, reason: &str, e: &Caught, backoff_
 
 /// A recurring job ran: queue it for its next time.
 pub fn requeue(job_id: i64, run_at: TimestampWithTimeZone) {
-    Spi::connect_mut(|c| {
-        c.update(
-            "UPDATE pgmigrate.jobs
+    write(
+        "UPDATE pgmigrate.jobs
                 SET state = 'queued', run_at = $2, retries = 0, wait_reason = NULL, wait_until = NULL,
                     error = NULL, error_sqlstate = NULL, error_detail = NULL,
                     driver_pid = NULL, driver_started = NULL, driver_kind = NULL, phase = NULL,
                     updated_at = pg_catalog.clock_timestamp()
               WHERE job_id = $1",
-            None,
-            &[job_id.into(), run_at.into()],
-        )
-        .map(|_| ())
-    })
-    .or_bug("queueing a job again");
+        &[job_id.into(), run_at.into()],
+        "queueing a job again",
+    );
 }
 
 /// The index a job built, dropped or rebuilt.
 pub fn set_index_oid(job_id: i64, index: pg_sys::Oid) {
-    Spi::connect_mut(|c| {
-        c.update(
-            "UPDATE pgmigrate.jobs SET index_oid = $2 WHERE job_id = $1",
-            None,
-            &[job_id.into(), index.into()],
-        )
-        .map(|_| ())
-    })
-    .or_bug("recording a job's index");
+    write(
+        "UPDATE pgmigrate.jobs SET index_oid = $2 WHERE job_id = $1",
+        &[job_id.into(), index.into()],
+        "recording a job's index",
+    );
 }
 
 /// CALL migrate_run of an index job: its next run is now, whatever its
 /// run_at and window; a paused or waiting job is queued.
 pub fn run_now(job_id: i64) {
-    Spi::connect_mut(|c| {
-        c.update(
-            "UPDATE pgmigrate.jobs
+    write(
+        "UPDATE pgmigrate.jobs
                 SET spec = spec || '{\"run_now\": true}', run_at = least(run_at, pg_catalog.clock_timestamp()),
                     wait_until = NULL,
                     state = CASE WHEN state IN ('paused', 'waiting') THEN 'queued' ELSE state END,
                     wait_reason = CASE WHEN state IN ('paused', 'waiting') THEN NULL ELSE wait_reason END,
                     updated_at = pg_catalog.clock_timestamp()
               WHERE job_id = $1",
-            None,
-            &[job_id.into()],
-        )
-        .map(|_| ())
-    })
-    .or_bug("running a job now");
+        &[job_id.into()],
+        "running a job now",
+    );
 }
 
 /// The run_now flag was used.
 pub fn clear_run_now(job_id: i64) {
-    Spi::connect_mut(|c| {
-        c.update(
-            "UPDATE pgmigrate.jobs SET spec = spec - 'run_now' WHERE job_id = $1",
-            None,
-            &[job_id.into()],
-        )
-        .map(|_| ())
-    })
-    .or_bug("clearing run_now");
+    write(
+        "UPDATE pgmigrate.jobs SET spec = spec - 'run_now' WHERE job_id = $1",
+        &[job_id.into()],
+        "clearing run_now",
+    );
 }
 
 /// An index as the catalogs see it now.

@@ -102,3 +102,8 @@ impl<T> SpiOrBug<T> for Result<T, pgrx::spi::SpiError> {
         }
     }
 }
+
+/// Run one writing statement of our own catalog; a failure is a bug.
+pub fn write(sql: &str, args: &[pgrx::datum::DatumWithOid], what: &str) {
+    Spi::connect_mut(|c| c.update(sql, None, args).map(|_| ())).or_bug(what)
+}
