@@ -47,3 +47,19 @@ COMMENT ON FUNCTION migrate_drop_index IS
     'pg_migrate: queue a DROP INDEX CONCURRENTLY that a background worker runs; returns the job id';
 COMMENT ON FUNCTION migrate_reindex IS
     'pg_migrate: queue a REINDEX INDEX CONCURRENTLY, once or on a cron schedule; returns the job id';
+
+-- Lock risk.  Analysis, trace and the views are for every role: they see
+-- only what the caller may see (pg_locks, pg_stat_activity), and a trace
+-- or migrate_exec runs the caller's statements with the caller's rights.
+COMMENT ON FUNCTION migrate_analyze IS
+    'pg_migrate: what each statement of a script locks, rewrites and scans, its risk and a safer recipe, without executing anything';
+COMMENT ON FUNCTION migrate_trace IS
+    'pg_migrate: run a script in a subtransaction that is always rolled back and report the locks each statement took (takes real locks)';
+COMMENT ON PROCEDURE migrate_exec IS
+    'pg_migrate: run DDL statement by statement with a short lock_timeout, retrying with backoff; every attempt in migrate_exec_log';
+COMMENT ON FUNCTION migrate_blockers IS
+    'pg_migrate: sessions holding or awaiting locks on a relation that conflict with a lock mode';
+COMMENT ON FUNCTION migrate_plan IS
+    'pg_migrate: register a planned script; the relations it will lock show in migrate_lock_risk; returns the plan id';
+COMMENT ON FUNCTION migrate_unplan IS
+    'pg_migrate: remove a planned script from migrate_lock_risk; returns how many relations it had';

@@ -253,6 +253,10 @@ fn argument_hint(arg: &str) -> Option<&'static str> {
         "checksum" => "Pass NULL when the migration has no checksum.",
         "force" => "Pass true or false.",
         "source" => "Pass the table that holds Django's history, such as 'django_migrations'.",
+        "sql" => "Pass the migration script: one or more SQL statements separated by semicolons.",
+        "lock_timeout" => "Pass a short timeout, such as '2s', or leave the argument out for its default.",
+        "statement_timeout" => "Pass a timeout, such as '10s', or leave the argument out for its default.",
+        "plan_id" => "Pass the id that migrate_plan() returned.",
         _ => return None,
     })
 }

@@ -41,8 +41,11 @@ unsafe fn refused(node: *mut pg_sys::Node) -> Option<(&'static str, String)> {
     name = "_exec_statements"
 )]
 pub fn exec_statements(
-    sql: &str,
+    sql: Option<&str>,
 ) -> TableIterator<'static, (name!(statement, i32), name!(sql, String))> {
+    let sql = sql
+        .ok_or(MigrateError::NullArgument { arg: "sql" })
+        .or_report();
     let parsed = parse_script(sql, "sql");
     if parsed.is_empty() {
         MigrateError::EmptyArgument { arg: "sql" }.report();

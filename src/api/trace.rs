@@ -6,7 +6,7 @@
 
 use crate::api::analyze::parse_script;
 use crate::engine::locks::LockMode;
-use crate::error::MigrateError;
+use crate::error::{MigrateError, OrReport};
 use crate::sys;
 use pgrx::datum::Interval;
 use pgrx::prelude::*;
@@ -167,9 +167,9 @@ pub fn trace(sql: &str, lock_timeout: Interval, statement_timeout: Interval) -> 
 #[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "trace_script")]
 #[allow(clippy::type_complexity)]
 pub fn trace_script(
-    sql: &str,
-    lock_timeout: Interval,
-    statement_timeout: Interval,
+    sql: Option<&str>,
+    lock_timeout: Option<Interval>,
+    statement_timeout: Option<Interval>,
 ) -> TableIterator<
     'static,
     (
@@ -185,5 +185,15 @@ pub fn trace_script(
         name!(ms, f64),
     ),
 > {
-    TableIterator::new(trace(sql, lock_timeout, statement_timeout))
+    let Some(sql) = sql else {
+        return TableIterator::new(vec![]);
+    };
+    let need = |arg: &'static str, v: Option<Interval>| {
+        v.ok_or(MigrateError::NullArgument { arg }).or_report()
+    };
+    TableIterator::new(trace(
+        sql,
+        need("lock_timeout", lock_timeout),
+        need("statement_timeout", statement_timeout),
+    ))
 }

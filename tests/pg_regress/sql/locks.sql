@@ -77,6 +77,9 @@ CALL migrate_exec('ALTER TABLE accounts ADD COLUMN y int; COMMIT');
 CALL migrate_exec('ALTER TABLE accounts ADD COLUMN y int', attempts => 0);
 CALL migrate_exec('ALTER TABLE accounts ADD COLUMN y int', lock_timeout => '0');
 CALL migrate_exec('');
+CALL migrate_exec(NULL, migration => ARRAY['regress', '0001_null']);
+SELECT count(*) AS null_script_recorded FROM migrate_history WHERE app = 'regress';
+SELECT regress.expect_error($$SELECT * FROM migrate_trace('SELECT 1', lock_timeout => NULL)$$);
 SELECT count(*) AS column_y FROM pg_attribute WHERE attrelid = 'accounts'::regclass AND attname = 'y';
 
 -- Lock modes, either spelling.
