@@ -1,7 +1,7 @@
 # pg_migrate: the two commands of the README, and the steps they are made of.
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 
-.PHONY: demo demo-stop test setup install install-release regress bench fmt lint clean
+.PHONY: demo demo-stop test setup install install-release regress bench fuzz fmt lint clean
 
 ## Set up everything, build, start a local server and show pg_migrate at work.
 demo:
@@ -29,6 +29,11 @@ regress: install
 
 bench:
 	bench/run
+
+## A long fuzz run with a new seed (FUZZ_SEED=n repeats a run; FUZZ_SECONDS, FUZZ_CASES bound it).
+fuzz: install
+	FUZZ_SEED=$${FUZZ_SEED:-$$(date +%s)} FUZZ_CASES=$${FUZZ_CASES:-10000000} FUZZ_SECONDS=$${FUZZ_SECONDS:-1800} \
+		cargo test --release --test fuzz -- --nocapture
 
 fmt:
 	cargo fmt

@@ -12,6 +12,7 @@ pub mod api;
 pub mod catalog;
 pub mod engine;
 pub mod error;
+pub mod ffi;
 pub mod gucs;
 pub mod runner;
 pub mod sys;

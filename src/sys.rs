@@ -150,10 +150,7 @@ pub fn setting(name: &str) -> String {
 // utils/timeout.h is not in pgrx's bindings.  STATEMENT_TIMEOUT is the
 // fourth TimeoutId (3) in PostgreSQL 13 to 18.
 const STATEMENT_TIMEOUT: i32 = 3;
-unsafe extern "C-unwind" {
-    fn enable_timeout_after(id: i32, delay_ms: i32);
-    fn disable_timeout(id: i32, keep_indicator: bool);
-}
+use crate::ffi::{disable_timeout, enable_timeout_after};
 
 /// Arms PostgreSQL's statement timeout for the statements run while the
 /// guard lives (SPI statements are not top-level statements, so
@@ -291,4 +288,62 @@ pub fn raise_at(e: &Caught, query: &str, position: i32, hint: Option<String>) ->
     }
     report.report(PgLogLevel::ERROR);
     unreachable!("ereport(ERROR) does not return")
+}
+
+// ---- locks only the extension takes --------------------------------------
+//
+// Advisory locks are open to every role: any session may take the key a
+// worker or migrate_start uses and hold it.  These locks use PostgreSQL's
+// object lock tag for the extension's own catalog row with a sub-object
+// number that no SQL command addresses, so only code in this library can
+// take them.  They show in pg_locks as locktype 'object', classid
+// pg_extension, objsubid as below.
+
+/// What a private lock serialises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrivateLock {
+    /// Workers claiming the next job of this database (objsubid 1).
+    Claims,
+    /// Changes to one migration's history (objsubid 2, objid `migration_key`).
+    Migration(u32),
+}
+
+impl PrivateLock {
+    pub fn objid_and_subid(self) -> (u32, u16) {
+        match self {
+            PrivateLock::Claims => (0, 1),
+            PrivateLock::Migration(key) => (key, 2),
+        }
+    }
+}
+
+/// The objid of the lock of migration `key` (FNV-1a of its text).
+pub fn migration_key(key: &str) -> u32 {
+    key.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Take `lock` in exclusive mode until the transaction ends; with
+/// `wait` false, only if it is free at once.  True when it is held.
+pub fn take_private_lock(lock: PrivateLock, wait: bool) -> bool {
+    let (objid, subid) = lock.objid_and_subid();
+    let tag = pg_sys::LOCKTAG {
+        locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+        locktag_field2: pg_sys::ExtensionRelationId.to_u32(),
+        locktag_field3: objid,
+        locktag_field4: subid,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_OBJECT as u8,
+        locktag_lockmethodid: pg_sys::DEFAULT_LOCKMETHOD as u8,
+    };
+    let got = unsafe { pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as i32, false, !wait) };
+    if got == pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL {
+        return false;
+    }
+    // What the previous holder committed must be visible to what follows.
+    // pgrx runs SPI statements read-only (with the statement's snapshot)
+    // until the transaction has an xid, and read-write (each with a new
+    // snapshot, in READ COMMITTED) from then on: give it one now.
+    unsafe { pg_sys::GetCurrentTransactionId() };
+    true
 }

@@ -23,27 +23,7 @@ use pg_sys::ObjectType as Ob;
 /// Longest script accepted (bytes).
 pub const MAX_SCRIPT: usize = 10 * 1024 * 1024;
 
-// Not in pgrx's bindings.
-unsafe extern "C-unwind" {
-    fn find_all_inheritors(
-        parent: pg_sys::Oid,
-        lockmode: pg_sys::LOCKMODE,
-        numparents: *mut *mut pg_sys::List,
-    ) -> *mut pg_sys::List;
-    fn get_default_partition_oid(parent: pg_sys::Oid) -> pg_sys::Oid;
-    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
-    fn raw_expression_tree_walker(
-        node: *mut pg_sys::Node,
-        walker: unsafe extern "C-unwind" fn(*mut pg_sys::Node, *mut c_void) -> bool,
-        context: *mut c_void,
-    ) -> bool;
-    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
-    fn raw_expression_tree_walker_impl(
-        node: *mut pg_sys::Node,
-        walker: unsafe extern "C-unwind" fn(*mut pg_sys::Node, *mut c_void) -> bool,
-        context: *mut c_void,
-    ) -> bool;
-}
+use crate::ffi::{find_all_inheritors, get_default_partition_oid};
 
 // ---- small node helpers ----------------------------------------------------
 
@@ -80,13 +60,9 @@ unsafe fn names(list: *mut pg_sys::List) -> Vec<String> {
     }
 }
 
-fn pg<R>(f: impl FnOnce() -> R) -> R {
-    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(f) }
-}
-
 unsafe fn children(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
     unsafe {
-        let list = pg(|| find_all_inheritors(relid, pg_sys::NoLock as i32, std::ptr::null_mut()));
+        let list = find_all_inheritors(relid, pg_sys::NoLock as i32, std::ptr::null_mut());
         PgList::<pg_sys::Oid>::from_pg(list)
             .iter_oid()
             .filter(|o| *o != relid)
@@ -212,15 +188,13 @@ impl Script<'_> {
             if rv.is_null() {
                 return Found::Missing;
             }
-            let oid = pg(|| {
-                pg_sys::RangeVarGetRelidExtended(
-                    rv,
-                    pg_sys::NoLock as i32,
-                    pg_sys::RVROption::RVR_MISSING_OK,
-                    None,
-                    std::ptr::null_mut(),
-                )
-            });
+            let oid = pg_sys::RangeVarGetRelidExtended(
+                rv,
+                pg_sys::NoLock as i32,
+                pg_sys::RVROption::RVR_MISSING_OK,
+                None,
+                std::ptr::null_mut(),
+            );
             let name = cstr((*rv).relname).unwrap_or_default();
             if oid != pg_sys::Oid::INVALID {
                 return Found::Oid(oid);
@@ -260,6 +234,31 @@ impl Script<'_> {
                 }
                 f => f,
             }
+        }
+    }
+
+    /// Raise PostgreSQL's error for an index statement that names
+    /// something else.
+    unsafe fn not_an_index(&self, rv: *mut pg_sys::RangeVar) -> ! {
+        unsafe {
+            let name = cstr((*rv).relname).unwrap_or_default();
+            sys::raise_at(
+                &sys::Caught {
+                    sqlstate: "42809".into(),
+                    message: format!("\"{name}\" is not an index"),
+                    detail: Some(format!(
+                        "Statement {} of the script names it as an index.",
+                        self.number
+                    )),
+                    hint: None,
+                },
+                self.sql,
+                (*rv).location + 1,
+                Some(
+                    "REINDEX TABLE rebuilds every index of a table; REINDEX INDEX takes an index."
+                        .into(),
+                ),
+            )
         }
     }
 
@@ -328,16 +327,7 @@ unsafe extern "C-unwind" fn collect(node: *mut pg_sys::Node, ctx: *mut c_void) -
 }
 
 unsafe fn walk(node: *mut pg_sys::Node, ctx: *mut c_void) -> bool {
-    unsafe {
-        #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
-        {
-            raw_expression_tree_walker(node, collect, ctx)
-        }
-        #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
-        {
-            raw_expression_tree_walker_impl(node, collect, ctx)
-        }
-    }
+    unsafe { crate::ffi::raw_expression_tree_walker(node, collect, ctx) }
 }
 
 /// Every table a raw query names (CTE names left out).
@@ -351,7 +341,7 @@ unsafe fn read_relations(node: *mut pg_sys::Node) -> Vec<*mut pg_sys::RangeVar> 
             ctes: vec![],
         };
         let ctx = &mut w as *mut Walk as *mut c_void;
-        pg(|| walk(node, ctx));
+        walk(node, ctx);
         let ctes = w.ctes.clone();
         w.rels
             .into_iter()
@@ -470,8 +460,8 @@ unsafe fn sequences_named_in(node: *mut pg_sys::Node) -> Vec<*mut pg_sys::RangeV
                             let text = a_const_text(lit as *mut pg_sys::A_Const);
                             if let Some(t) = text {
                                 let c = CString::new(t).unwrap_or_default();
-                                let list = pg(|| pg_sys::stringToQualifiedNameList(c.as_ptr()));
-                                out.push(pg(|| pg_sys::makeRangeVarFromNameList(list)));
+                                let list = pg_sys::stringToQualifiedNameList(c.as_ptr());
+                                out.push(pg_sys::makeRangeVarFromNameList(list));
                             }
                         }
                     }
@@ -559,13 +549,13 @@ unsafe fn not_null_proven(relid: pg_sys::Oid, attnum: i16) -> bool {
             return false;
         }
         let (mut typ, mut typmod, mut coll) = (pg_sys::Oid::INVALID, 0i32, pg_sys::Oid::INVALID);
-        pg(|| pg_sys::get_atttypetypmodcoll(relid, attnum, &mut typ, &mut typmod, &mut coll));
+        pg_sys::get_atttypetypmodcoll(relid, attnum, &mut typ, &mut typmod, &mut coll);
         let mut existing: *mut pg_sys::List = std::ptr::null_mut();
         for e in exprs {
             let c = CString::new(e).unwrap_or_default();
-            let node = pg(|| pg_sys::stringToNode(c.as_ptr())) as *mut pg_sys::Node;
-            let node = pg(|| pg_sys::eval_const_expressions(std::ptr::null_mut(), node));
-            let node = pg(|| pg_sys::canonicalize_qual(node as *mut pg_sys::Expr, true));
+            let node = pg_sys::stringToNode(c.as_ptr()) as *mut pg_sys::Node;
+            let node = pg_sys::eval_const_expressions(std::ptr::null_mut(), node);
+            let node = pg_sys::canonicalize_qual(node as *mut pg_sys::Expr, true);
             existing = pg_sys::list_concat(existing, pg_sys::make_ands_implicit(node));
         }
         let var = pg_sys::makeVar(1, attnum, typ, typmod, coll, 0);
@@ -577,7 +567,7 @@ unsafe fn not_null_proven(relid: pg_sys::Oid, attnum: i16) -> bool {
         (*test).argisrow = false;
         (*test).location = -1;
         let tests = pg_sys::lappend(std::ptr::null_mut(), test as *mut c_void);
-        pg(|| pg_sys::predicate_implied_by(tests, existing, false))
+        pg_sys::predicate_implied_by(tests, existing, false)
     }
 }
 
@@ -594,7 +584,7 @@ unsafe fn change_rewrites(mut expr: *mut pg_sys::Node, attnum: i16) -> bool {
                 T::T_RelabelType => expr = (*(expr as *mut pg_sys::RelabelType)).arg as _,
                 T::T_CoerceToDomain => {
                     let d = expr as *mut pg_sys::CoerceToDomain;
-                    if pg(|| pg_sys::DomainHasConstraints((*d).resulttype)) {
+                    if pg_sys::DomainHasConstraints((*d).resulttype) {
                         return true;
                     }
                     expr = (*d).arg as _;
@@ -605,7 +595,7 @@ unsafe fn change_rewrites(mut expr: *mut pg_sys::Node, attnum: i16) -> bool {
                     if id == pg_sys::F_TIMESTAMPTZ_TIMESTAMP
                         || id == pg_sys::F_TIMESTAMP_TIMESTAMPTZ
                     {
-                        if pg(|| pg_sys::TimestampTimestampTzRequiresRewrite()) {
+                        if pg_sys::TimestampTimestampTzRequiresRewrite() {
                             return true;
                         }
                         expr = PgList::<pg_sys::Node>::from_pg((*f).args)
@@ -681,9 +671,8 @@ unsafe fn new_column(script: &Script, cd: *mut pg_sys::ColumnDef) -> NewColumn {
         let (mut typid, mut typmod) = (pg_sys::Oid::INVALID, -1i32);
         let mut type_text = type_text;
         if !serial {
-            pg(|| pg_sys::typenameTypeIdAndMod(std::ptr::null_mut(), tn, &mut typid, &mut typmod));
-            type_text =
-                cstr(pg(|| pg_sys::format_type_with_typemod(typid, typmod))).unwrap_or(type_text);
+            pg_sys::typenameTypeIdAndMod(std::ptr::null_mut(), tn, &mut typid, &mut typmod);
+            type_text = cstr(pg_sys::format_type_with_typemod(typid, typmod)).unwrap_or(type_text);
         }
         let mut out = NewColumn {
             rewrites: serial,
@@ -716,17 +705,19 @@ unsafe fn new_column(script: &Script, cd: *mut pg_sys::ColumnDef) -> NewColumn {
             let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
             (*pstate).p_sourcetext = CString::new(script.sql).unwrap_or_default().into_raw();
             let name = CString::new(cstr((*cd).colname).unwrap_or_default()).unwrap_or_default();
-            let cooked =
-                pg(|| pg_sys::cookDefault(pstate, raw_default, typid, typmod, name.as_ptr(), 0));
-            out.default = cstr(pg(|| {
-                pg_sys::deparse_expression(cooked, std::ptr::null_mut(), false, false)
-            }));
-            if pg(|| pg_sys::contain_volatile_functions(cooked)) {
+            let cooked = pg_sys::cookDefault(pstate, raw_default, typid, typmod, name.as_ptr(), 0);
+            out.default = cstr(pg_sys::deparse_expression(
+                cooked,
+                std::ptr::null_mut(),
+                false,
+                false,
+            ));
+            if pg_sys::contain_volatile_functions(cooked) {
                 out.rewrites = true;
                 out.volatile = true;
             }
         }
-        if typid != pg_sys::Oid::INVALID && pg(|| pg_sys::DomainHasConstraints(typid)) {
+        if typid != pg_sys::Oid::INVALID && pg_sys::DomainHasConstraints(typid) {
             out.rewrites = true;
         }
         out.scans = !out.rewrites && (checks || (out.not_null && raw_default.is_null() && !serial));
@@ -763,7 +754,7 @@ unsafe fn alter_table(
                 return;
             }
         };
-        let level = pg(|| pg_sys::AlterTableGetLockLevel((*stmt).cmds));
+        let level = pg_sys::AlterTableGetLockLevel((*stmt).cmds);
         let mode = LockMode::from_level(level).unwrap_or(LockMode::AccessExclusive);
         let kind = relkind(relid);
         let storage = has_storage(kind);
@@ -839,35 +830,28 @@ unsafe fn alter_table(
                     let using = (*cd).raw_default;
                     let plain = using.is_null() || is_column(using, &name);
                     let (mut nt, mut nm) = (pg_sys::Oid::INVALID, -1i32);
-                    pg(|| {
-                        pg_sys::typenameTypeIdAndMod(
-                            std::ptr::null_mut(),
-                            (*cd).typeName,
-                            &mut nt,
-                            &mut nm,
-                        )
-                    });
-                    let tn =
-                        cstr(pg(|| pg_sys::format_type_with_typemod(nt, nm))).unwrap_or_default();
+                    pg_sys::typenameTypeIdAndMod(
+                        std::ptr::null_mut(),
+                        (*cd).typeName,
+                        &mut nt,
+                        &mut nm,
+                    );
+                    let tn = cstr(pg_sys::format_type_with_typemod(nt, nm)).unwrap_or_default();
                     let r = if plain {
                         let (mut ot, mut om, mut oc) =
                             (pg_sys::Oid::INVALID, 0i32, pg_sys::Oid::INVALID);
-                        pg(|| {
-                            pg_sys::get_atttypetypmodcoll(relid, attnum, &mut ot, &mut om, &mut oc)
-                        });
+                        pg_sys::get_atttypetypmodcoll(relid, attnum, &mut ot, &mut om, &mut oc);
                         let var = pg_sys::makeVar(1, attnum, ot, om, oc, 0) as *mut pg_sys::Node;
-                        let coerced = pg(|| {
-                            pg_sys::coerce_to_target_type(
-                                std::ptr::null_mut(),
-                                var,
-                                ot,
-                                nt,
-                                nm,
-                                pg_sys::CoercionContext::COERCION_ASSIGNMENT,
-                                pg_sys::CoercionForm::COERCE_IMPLICIT_CAST,
-                                -1,
-                            )
-                        });
+                        let coerced = pg_sys::coerce_to_target_type(
+                            std::ptr::null_mut(),
+                            var,
+                            ot,
+                            nt,
+                            nm,
+                            pg_sys::CoercionContext::COERCION_ASSIGNMENT,
+                            pg_sys::CoercionForm::COERCE_IMPLICIT_CAST,
+                            -1,
+                        );
                         if coerced.is_null() {
                             sys::raise_at(
                                 &sys::Caught {
@@ -881,8 +865,7 @@ unsafe fn alter_table(
                                 Some(format!("You might need to specify \"USING {}::{tn}\".", quote_ident(&name))),
                             )
                         }
-                        let planned =
-                            pg(|| pg_sys::expression_planner(coerced as *mut pg_sys::Expr));
+                        let planned = pg_sys::expression_planner(coerced as *mut pg_sys::Expr);
                         change_rewrites(planned as *mut pg_sys::Node, attnum)
                     } else {
                         true
@@ -1022,7 +1005,7 @@ unsafe fn alter_table(
                             t.scans = has_storage(relkind(part));
                             t.why = Some("the partition: its rows are checked against the bound unless its CHECK constraints imply it".into());
                         }
-                        let default = pg(|| get_default_partition_oid(relid));
+                        let default = get_default_partition_oid(relid);
                         if default != pg_sys::Oid::INVALID {
                             let t = a.lock(default, LockMode::AccessExclusive);
                             t.scans = true;
@@ -1038,7 +1021,7 @@ unsafe fn alter_table(
                         LockMode::AccessExclusive
                     };
                     script.lock_rv(a, (*pc).name, m, false, false);
-                    let default = pg(|| get_default_partition_oid(relid));
+                    let default = get_default_partition_oid(relid);
                     if default != pg_sys::Oid::INVALID {
                         a.lock(default, LockMode::AccessExclusive);
                     }
@@ -1315,7 +1298,7 @@ pub unsafe fn statement(script: &mut Script, node: *mut pg_sys::Node, text: &str
                             .into(),
                         );
                         if partition {
-                            let default = pg(|| get_default_partition_oid(p));
+                            let default = get_default_partition_oid(p);
                             if default != pg_sys::Oid::INVALID {
                                 let t = a.lock(default, AccessExclusive);
                                 t.scans = true;
@@ -1498,7 +1481,10 @@ pub unsafe fn statement(script: &mut Script, node: *mut pg_sys::Node, text: &str
                 match (*s).kind {
                     pg_sys::ReindexObjectType::REINDEX_OBJECT_INDEX => {
                         if let Found::Oid(idx) = script.need((*s).relation) {
-                            let heap = pg(|| pg_sys::IndexGetRelation(idx, true));
+                            let heap = pg_sys::IndexGetRelation(idx, true);
+                            if heap == pg_sys::Oid::INVALID {
+                                script.not_an_index((*s).relation);
+                            }
                             if concurrent {
                                 a.lock(heap, ShareUpdateExclusive).scans = true;
                                 a.lock(idx, ShareUpdateExclusive);
@@ -1636,7 +1622,7 @@ pub unsafe fn statement(script: &mut Script, node: *mut pg_sys::Node, text: &str
                 };
                 if validating {
                     let tn = pg_sys::makeTypeNameFromNameList((*s).typeName);
-                    let typid = pg(|| pg_sys::typenameTypeId(std::ptr::null_mut(), tn));
+                    let typid = pg_sys::typenameTypeId(std::ptr::null_mut(), tn);
                     for r in oids(
                         "SELECT DISTINCT a.attrelid FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
                           WHERE a.atttypid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'm', 'p')",
@@ -1760,7 +1746,7 @@ unsafe fn lock_names(
         if list.is_null() {
             return None;
         }
-        let rv = pg(|| pg_sys::makeRangeVarFromNameList(list));
+        let rv = pg_sys::makeRangeVarFromNameList(list);
         (*rv).inh = recurse;
         script.lock_rv(a, rv, mode, recurse, true)
     }
@@ -1814,7 +1800,7 @@ unsafe fn drop_stmt(script: &mut Script, a: &mut Analysis, s: *mut pg_sys::DropS
                 for o in objects {
                     let v = names(o as *mut pg_sys::List);
                     if let Some(idx) = lock_names(script, a, &v, mode, false) {
-                        let heap = pg(|| pg_sys::IndexGetRelation(idx, true));
+                        let heap = pg_sys::IndexGetRelation(idx, true);
                         if heap != pg_sys::Oid::INVALID {
                             a.lock(heap, mode).why = Some("the table of the dropped index".into());
                             // Keep the table first.
@@ -1857,6 +1843,8 @@ unsafe fn drop_stmt(script: &mut Script, a: &mut Analysis, s: *mut pg_sys::DropS
 /// One statement of a script: its number, its text, its raw parse tree.
 pub struct Parsed {
     pub number: usize,
+    /// Where the statement starts: characters before it in the script.
+    pub location: i32,
     pub text: String,
     pub node: *mut pg_sys::Node,
 }
@@ -1913,6 +1901,12 @@ pub fn parse_script(sql: &str, arg: &'static str) -> Vec<Parsed> {
                 .to_string();
             Parsed {
                 number: i + 1,
+                location: {
+                    let before = String::from_utf8_lossy(&bytes[..from.min(bytes.len())]);
+                    let rest = String::from_utf8_lossy(&bytes[from.min(bytes.len())..]);
+                    let blank = rest.chars().take_while(|c| c.is_whitespace()).count();
+                    (before.chars().count() + blank) as i32
+                },
                 text,
                 node: (*raw).stmt,
             }

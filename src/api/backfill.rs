@@ -13,11 +13,11 @@ use crate::worker;
 use pgrx::datum::{DatumWithOid, Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
-use std::ffi::CStr;
 
 /// Session settings a batch must see as the submitter saw them.
-const CAPTURED_SETTINGS: [&str; 5] = [
+const CAPTURED_SETTINGS: [&str; 6] = [
     "search_path",
+    "standard_conforming_strings",
     "DateStyle",
     "IntervalStyle",
     "TimeZone",
@@ -107,50 +107,13 @@ fn choose_key(relid: pg_sys::Oid) -> Option<Vec<KeyColumn>> {
     .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the table's keys: {e}"))
 }
 
-/// Columns the UPDATE assigns, from PostgreSQL's own parser; also refuses
-/// clauses that smuggle in FROM, RETURNING or WITH.
-fn assigned_columns(plain_update: &str) -> Vec<String> {
-    let query = std::ffi::CString::new(plain_update).unwrap_or_default();
-    let mut columns = Vec::new();
-    unsafe {
-        let list = pg_sys::raw_parser(query.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
-        let stmts = pgrx::PgList::<pg_sys::RawStmt>::from_pg(list);
-        let single = stmts.len() == 1;
-        let stmt = stmts.get_ptr(0).map(|r| (*r).stmt);
-        let update = match stmt {
-            Some(s) if single && (*s).type_ == pg_sys::NodeTag::T_UpdateStmt => {
-                s as *mut pg_sys::UpdateStmt
-            }
-            _ => MigrateError::BadClause {
-                arg: "set_clause",
-                expected: "list of assignments",
-                found: "Together with the where clause it does not form one UPDATE statement."
-                    .into(),
-            }
-            .report(),
-        };
-        let smuggled = [
-            (!(*update).fromClause.is_null(), "FROM"),
-            (!(*update).returningList.is_null(), "RETURNING"),
-            (!(*update).withClause.is_null(), "WITH"),
-        ];
-        if let Some((_, what)) = smuggled.iter().find(|(present, _)| *present) {
-            MigrateError::Smuggled { what }.report();
-        }
-        let targets = pgrx::PgList::<pg_sys::ResTarget>::from_pg((*update).targetList);
-        for t in targets.iter_ptr() {
-            if !(*t).name.is_null() {
-                columns.push(CStr::from_ptr((*t).name).to_string_lossy().into_owned());
-            }
-        }
-    }
-    columns
-}
-
 /// Validate the job's statements as the caller, without running them:
 /// prepare the plain UPDATE (syntax, columns, types), parse it (no key
 /// column assigned), and EXPLAIN the batch statement (privileges).
 pub fn validate(b: &Backfill<'_>) {
+    // Each clause on its own first: nothing in one may reach the text
+    // around it.
+    let assigned = super::clause::check_or_raise(b.set_clause, b.where_clause);
     let plain = b.plain_update();
     let prepared = sys::subtransaction(false, || {
         sys::capturing_position(|| {
@@ -181,7 +144,6 @@ pub fn validate(b: &Backfill<'_>) {
             sys::raise_at(&e, &plain, position, hint);
         }
     }
-    let assigned = assigned_columns(&plain);
     if let Walk::Key { columns } = b.walk {
         if let Some(k) = assigned
             .iter()

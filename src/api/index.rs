@@ -32,15 +32,6 @@ const CAPTURED_SETTINGS: [&str; 8] = [
     "max_parallel_maintenance_workers",
 ];
 
-// parser/parse_utilcmd.h is not in pgrx's bindings.
-unsafe extern "C-unwind" {
-    fn transformIndexStmt(
-        relid: pg_sys::Oid,
-        stmt: *mut pg_sys::IndexStmt,
-        query_string: *const std::ffi::c_char,
-    ) -> *mut pg_sys::IndexStmt;
-}
-
 /// Options every index job takes.
 struct Common {
     run_at: Option<TimestampWithTimeZone>,
@@ -450,7 +441,7 @@ unsafe fn transform(
     stmt: *mut pg_sys::IndexStmt,
     sql: &CString,
 ) -> *mut pg_sys::IndexStmt {
-    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| transformIndexStmt(relid, stmt, sql.as_ptr())) }
+    unsafe { crate::ffi::transformIndexStmt(relid, stmt, sql.as_ptr()) }
 }
 
 fn check_common_target() {

@@ -188,6 +188,9 @@ fn run_step(
         name!(notice, Option<String>),
     ),
 > {
+    // Callable by every role (a procedure that commits runs with its
+    // caller's rights): only for a job the caller may control.
+    accessible(Some(job), false);
     let r = runner::step(job, Driver::Session);
     TableIterator::once((r.state.as_str().to_string(), r.done, r.sleep_ms, r.notice))
 }
@@ -201,9 +204,7 @@ fn run_step(
     name = "_run_interrupted"
 )]
 fn run_interrupted(job: i64) {
-    let Some(j) = as_owner(|| jobs::get(job, true)) else {
-        return;
-    };
+    let j = accessible(Some(job), true);
     let ours = j.mine || (worker_only(&j) && j.state != JobState::Paused);
     if ours && !j.state.is_terminal() {
         let keep_driver = interrupts_statement(&j, JobState::Paused);
@@ -356,7 +357,8 @@ fn wait_timeout(job: i64, waited: pgrx::datum::Interval) {
 /// is not left held by this session.
 #[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_run_failed")]
 fn run_failed(job: i64, sqlstate: String, message: String) {
-    if let Some(j) = as_owner(|| jobs::get(job, true)) {
+    let j = accessible(Some(job), true);
+    {
         if j.mine && !j.state.is_terminal() {
             runner::fail(
                 &j,

@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod backfill;
+pub mod clause;
 pub mod estimate;
 pub mod exec;
 pub mod history;

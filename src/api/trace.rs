@@ -77,6 +77,24 @@ pub fn trace(sql: &str, lock_timeout: Interval, statement_timeout: Interval) -> 
     if parsed.is_empty() {
         return vec![];
     }
+    for p in &parsed {
+        if unsafe { (*p.node).type_ } == pg_sys::NodeTag::T_TransactionStmt {
+            sys::raise_at(
+                &sys::Caught {
+                    sqlstate: "0A000".into(),
+                    message: format!(
+                        "statement {} of the script is transaction control, which a trace cannot run",
+                        p.number
+                    ),
+                    detail: Some("A trace runs the script in a subtransaction that it always rolls back.".into()),
+                    hint: Some("Leave BEGIN, COMMIT, ROLLBACK, SAVEPOINT and PREPARE TRANSACTION out of the traced script.".into()),
+                },
+                sql,
+                p.location + 1,
+                None,
+            );
+        }
+    }
     let lt = lock_timeout.as_micros() / 1000;
     let st = statement_timeout.as_micros() / 1000;
     if lt < 1 || st < 1 {
@@ -94,16 +112,25 @@ pub fn trace(sql: &str, lock_timeout: Interval, statement_timeout: Interval) -> 
     let mut rows: Vec<Row> = vec![];
     let outer = sys::subtransaction(false, || {
         sys::set_local("lock_timeout", &interval_text(lock_timeout));
-        sys::set_local("statement_timeout", &interval_text(statement_timeout));
         let mut before = filenodes();
         for p in &parsed {
             let held = my_locks();
             let started = Instant::now();
-            let ran = sys::subtransaction(true, || Spi::run(&p.text));
+            // statement_timeout applies to top-level statements only:
+            // arm PostgreSQL's timer for this one.
+            let ran = sys::subtransaction(true, || {
+                let _timeout = sys::StatementTimeout::arm(st as i64);
+                Spi::run(&p.text)
+            });
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             let (error_state, error) = match &ran {
                 Ok(Ok(())) => (None, None),
-                Ok(Err(e)) => (Some("XX000".to_string()), Some(e.to_string())),
+                // SPI refuses a few statements outright (COPY to or from
+                // the client, transaction control): not an internal error.
+                Ok(Err(e)) => (
+                    Some("0A000".to_string()),
+                    Some(format!("this statement cannot be traced ({e}): a trace runs statements through SPI, which refuses it")),
+                ),
                 Err(c) => (Some(c.sqlstate.clone()), Some(c.message.clone())),
             };
             let in_transaction = error_state.as_deref() != Some("25001");

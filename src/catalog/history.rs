@@ -6,14 +6,11 @@
 use super::SpiOrBug;
 use crate::engine::history::{self as rules, Current, Outcome, PreviousChecksum, RunState, Status};
 use crate::error::{MigrateError, Result};
+use crate::sys;
 use pgrx::datum::{Interval, JsonB};
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use std::cell::RefCell;
-
-/// First key of the two-key advisory locks that serialise changes to one
-/// migration; the second is a hash of (app, name).  0x504D4947 = "PMIG".
-pub const LOCK_CLASS: i32 = 0x504D_4947;
 
 const CURRENT_SQL: &str = "\
 SELECT e.status, e.seq, e.run_id,
@@ -132,21 +129,10 @@ pub fn run_state(run_id: i64) -> Option<RunState> {
 pub fn lock(app: &str, name: &str) -> Result<()> {
     const TRIES: u32 = 25;
     const PAUSE_US: i64 = 10_000;
-    let key = format!("{app}\u{1f}{name}");
+    let lock = sys::PrivateLock::Migration(sys::migration_key(&format!("{app}\u{1f}{name}")));
+    let (objid, subid) = lock.objid_and_subid();
     for attempt in 1..=TRIES {
-        let got: Option<bool> = Spi::connect_mut(|client| {
-            client
-                .update(
-                    "SELECT pg_catalog.pg_try_advisory_xact_lock($1, pg_catalog.hashtext($2))",
-                    None,
-                    &[LOCK_CLASS.into(), key.as_str().into()],
-                )
-                .or_bug("locking a migration")
-                .first()
-                .get_one()
-                .or_bug("locking a migration")
-        });
-        if got == Some(true) {
+        if sys::take_private_lock(lock, false) {
             return Ok(());
         }
         if attempt < TRIES {
@@ -158,12 +144,15 @@ pub fn lock(app: &str, name: &str) -> Result<()> {
         client
             .select(
                 "SELECT l.pid FROM pg_catalog.pg_locks l
-                  WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-                    AND l.classid = $1::pg_catalog.int4::pg_catalog.oid
-                    AND l.objid = pg_catalog.hashtext($2)::pg_catalog.oid
+                  WHERE l.locktype OPERATOR(pg_catalog.=) 'object' AND l.granted
+                    AND l.database OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
+                                     WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
+                    AND l.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass::pg_catalog.oid
+                    AND l.objid OPERATOR(pg_catalog.=) $1::pg_catalog.int8::pg_catalog.oid
+                    AND l.objsubid OPERATOR(pg_catalog.=) $2
                   LIMIT 1",
                 None,
-                &[LOCK_CLASS.into(), key.as_str().into()],
+                &[(objid as i64).into(), (subid as i32).into()],
             )
             .or_bug("finding a lock holder")
             .first()

@@ -29,11 +29,6 @@ const NOT_BLOCKED: &str = "(j.kind = 'backfill' OR NOT EXISTS (
         WHERE o.relid = j.relid AND o.job_id <> j.job_id AND o.kind <> 'backfill'
           AND o.driver_pid IS NOT NULL AND pgmigrate.backend_alive(o.driver_pid, o.driver_started)))";
 
-/// Advisory lock keys (two-key form) that serialise claims, so that two
-/// workers never both start an index job on the same table.  0x504D4A42 =
-/// "PMJB".
-const CLAIM_LOCK: (i32, i32) = (0x504D_4A42, 1);
-
 /// A job as a step sees it.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -210,13 +205,9 @@ pub fn claim_next() -> Option<(i64, String)> {
           RETURNING u.job_id, u.kind"
     );
     Spi::connect_mut(|client| {
-        client
-            .update(
-                "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)",
-                None,
-                &[CLAIM_LOCK.0.into(), CLAIM_LOCK.1.into()],
-            )
-            .or_bug("claiming a job");
+        // Claims are serialised, so that two workers never both start an
+        // index job on the same table, by a lock no other role can take.
+        crate::sys::take_private_lock(crate::sys::PrivateLock::Claims, true);
         let rows = client.update(&sql, None, &[]).or_bug("claiming a job");
         if rows.is_empty() {
             return None;

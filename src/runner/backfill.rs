@@ -152,6 +152,13 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
         );
     }
     apply_settings(&spec);
+    // A job stored by an older version was checked less strictly: its
+    // clauses must pass today's check before they reach a batch.
+    if let Err(r) = crate::api::clause::check(&spec.set_clause, spec.where_clause.as_deref()) {
+        let mut e = r.error;
+        e.message = format!("{}: {}", r.arg, e.message);
+        return fail(job, &e);
+    }
     let b = Backfill {
         schema: &table.schema,
         table: &table.name,

@@ -4,6 +4,8 @@
 //! fails).  The extension must be installed first (`make install`).
 #![allow(dead_code)]
 
+pub mod corpus;
+
 use postgres::{Client, NoTls};
 use std::net::TcpListener;
 use std::path::PathBuf;

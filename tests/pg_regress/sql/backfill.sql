@@ -12,6 +12,13 @@ SELECT migrate_backfill('articles', 'summary = left(body, 300)', 'sumary IS NULL
 SELECT regress.expect_error($$SELECT migrate_backfill('articles', 'id = id + 1')$$);
 SELECT regress.expect_error($$SELECT migrate_backfill('articles', 'summary = 1 FROM pg_class')$$);
 SELECT regress.expect_error($$SELECT migrate_backfill('articles', 'summary = 1; DELETE FROM articles')$$);
+-- Each clause is parsed on its own: one that would close the parenthesis
+-- around it, or leave a quote or comment open for the other, is refused.
+SELECT migrate_backfill('articles', 'summary = ''x''', 'true) OR (true');
+SELECT migrate_backfill('articles', 'summary = $q$', '$q$ = body');
+SELECT migrate_backfill('articles', 'summary = ''x'' /*', '*/ true');
+SELECT regress.expect_error($$SELECT migrate_backfill('articles', 'summary = ''x''', 'words > 1 ORDER BY 1')$$);
+SELECT regress.expect_error($$SELECT migrate_backfill('articles', 'summary = ''x'' WHERE true --', 'false')$$);
 SELECT regress.expect_error($$SELECT migrate_backfill('articles', 'summary = ''x''', batch_size => 0)$$);
 SELECT regress.expect_error($$SELECT migrate_backfill('articles', 'summary = ''x''', statement_timeout => '-1 s')$$);
 SELECT regress.expect_error($$SELECT migrate_backfill('articles', 'summary = ''x''', migration => ARRAY['shop'])$$);

@@ -70,6 +70,16 @@ SELECT statement, relation, lock_mode, rewrites, in_transaction, error_sqlstate
 SELECT format_type(atttypid, atttypmod) AS balance_type_after_trace
   FROM pg_attribute WHERE attrelid = 'accounts'::regclass AND attname = 'balance';
 SELECT regress.expect_error($$SELECT * FROM migrate_trace('SELECT 1', lock_timeout => '0')$$);
+-- A traced statement runs under the trace's own statement_timeout; what
+-- a trace cannot run is refused or reported, never an internal error.
+SELECT statement, error_sqlstate, error FROM migrate_trace('SELECT pg_sleep(30)', statement_timeout => '200ms');
+SELECT * FROM migrate_trace('ALTER TABLE accounts ADD COLUMN y int;
+COMMIT');
+SELECT regress.expect_error($$SELECT * FROM migrate_trace('SAVEPOINT s')$$);
+SELECT regress.expect_error($$SELECT * FROM migrate_trace('PREPARE TRANSACTION ''x''')$$);
+SELECT statement, error_sqlstate FROM migrate_trace('COPY accounts FROM STDIN');
+-- An index statement that names a table.
+SELECT regress.expect_error($$SELECT * FROM migrate_analyze('REINDEX INDEX accounts')$$);
 
 -- migrate_exec refuses what it cannot run before it runs anything.
 CALL migrate_exec('ALTER TABLE accounts ADD COLUMN y int; CREATE INDEX CONCURRENTLY ON accounts (email)');

@@ -1,0 +1,209 @@
+//! What a hostile role tries against a real server: clauses that would
+//! escape their batch, locks that would stall the workers or a deploy.
+
+mod common;
+
+use common::{message, sqlstate, wait_until, Cluster};
+use postgres::{Client, NoTls};
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(90);
+
+fn state_of(c: &mut Client, id: i64) -> (String, Option<String>, Option<String>) {
+    let r = c
+        .query_one(
+            "SELECT state, error_sqlstate, error FROM pgmigrate.jobs WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2))
+}
+
+fn wait_finished(c: &mut Client, id: i64) -> (String, Option<String>, Option<String>) {
+    wait_until(&format!("job {id} to end"), LONG, || {
+        let s = state_of(c, id);
+        matches!(s.0.as_str(), "succeeded" | "failed" | "cancelled").then_some(s)
+    })
+}
+
+fn counter(c: &mut Client, rows: i64) {
+    c.batch_execute(&format!(
+        "CREATE TABLE counter (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0, note text);
+         INSERT INTO counter (id) SELECT g FROM generate_series(1, {rows}) g;"
+    ))
+    .unwrap();
+}
+
+/// Every row of `counter` was updated exactly `times` times.
+fn counts(c: &mut Client) -> Vec<(i32, i64)> {
+    c.query("SELECT n, count(*) FROM counter GROUP BY n ORDER BY n", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[test]
+fn a_clause_cannot_reach_the_statement_around_it() {
+    let cluster = Cluster::start("escape");
+    let mut c = cluster.create_db("escape");
+    counter(&mut c, 1000);
+    // Each would make every batch update every row if it reached the
+    // batch statement: a parenthesis closed early, a dollar quote opened in
+    // one clause and closed in the other, a comment, a second statement.
+    let attempts: &[(&str, Option<&str>, &str)] = &[
+        ("n = n + 1", Some("true) OR (true"), "42601"),
+        ("n = n + 1, note = $$", Some("$$ || 'x' = note"), "42601"),
+        ("n = n + 1 /*", Some("*/ true"), "42601"),
+        ("n = n + 1 WHERE true --", Some("false"), "42601"),
+        ("n = n + 1", Some("true)) --"), "42601"),
+        (
+            "n = n + 1",
+            Some("true; UPDATE counter SET n = 100"),
+            "42601",
+        ),
+        ("n = n + 1", Some("id > 0 UNION SELECT true"), "42601"),
+        ("n = n + 1", Some("id > 0 ORDER BY 1"), "42601"),
+        ("n = n + 1", Some("id > 0, true"), "42601"),
+        ("n = n + 1", Some("id > 0 AS x"), "42601"),
+        ("n = n + 1", Some("id > 0 FROM counter"), "42601"),
+        ("n = n + 1 FROM counter c2", None, "42601"),
+        ("n = n + 1 RETURNING *", None, "42601"),
+    ];
+    for (set, filter, want) in attempts {
+        let r = c.query_one(
+            "SELECT migrate_backfill('counter', $1, $2, batch_size => 100)",
+            &[set, filter],
+        );
+        let e = r.expect_err(&format!("SET {set:?} WHERE {filter:?} was accepted"));
+        assert_eq!(
+            sqlstate(&e),
+            *want,
+            "SET {set:?} WHERE {filter:?}: {}",
+            message(&e)
+        );
+        let r = c.query_one(
+            "SELECT count(*) FROM migrate_estimate('counter', $1, $2)",
+            &[set, filter],
+        );
+        assert!(
+            r.is_err(),
+            "migrate_estimate took SET {set:?} WHERE {filter:?}"
+        );
+    }
+    assert_eq!(counts(&mut c), vec![(0, 1000)]);
+
+    // Clauses that look alike but are whole: run exactly once per row.
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate_backfill('counter', $1, $2, batch_size => 100)",
+            &[
+                &"n = n + 1, note = $$a ) OR ( b$$ -- a comment",
+                &Some("(id > 0) OR (id < 0) -- ) OR (true"),
+            ],
+        )
+        .unwrap()
+        .get(0);
+    let (state, _, error) = wait_finished(&mut c, id);
+    assert_eq!(state, "succeeded", "{error:?}");
+    assert_eq!(counts(&mut c), vec![(1, 1000)]);
+
+    // A job stored with an escaping clause (as an older version could
+    // store it) fails before its first batch instead of running it.
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate_backfill('counter', 'n = n + 1', 'id > 0', batch_size => 100,
+                                     run_at => now() + interval '1 hour')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    c.execute(
+        "UPDATE pgmigrate.jobs
+            SET spec = jsonb_set(spec, '{where_clause}', to_jsonb('true) OR (true'::text)),
+                run_at = now()
+          WHERE job_id = $1",
+        &[&id],
+    )
+    .unwrap();
+    let (state, code, error) = wait_finished(&mut c, id);
+    assert_eq!(
+        (state.as_str(), code.as_deref()),
+        ("failed", Some("42601")),
+        "{error:?}"
+    );
+    assert!(error.unwrap_or_default().contains("where_clause"));
+    assert_eq!(counts(&mut c), vec![(1, 1000)], "no batch ran");
+}
+
+#[test]
+fn advisory_locks_of_any_role_stall_neither_workers_nor_a_deploy() {
+    let cluster = Cluster::start("locks");
+    let mut c = cluster.create_db("locks");
+    counter(&mut c, 500);
+    c.batch_execute(
+        "CREATE ROLE hostile LOGIN;
+         GRANT EXECUTE ON FUNCTION migrate_start, migrate_finish TO PUBLIC;",
+    )
+    .unwrap();
+    let url = cluster
+        .url("locks")
+        .replace("user=postgres", "user=hostile");
+    let mut hostile = Client::connect(&url, NoTls).unwrap();
+    // The keys workers and migrate_start used before, and a sweep of the
+    // first keys of both forms, held in an open transaction.
+    hostile
+        .batch_execute(
+            "BEGIN;
+             SELECT pg_advisory_xact_lock(1347242562, 1);
+             SELECT pg_advisory_xact_lock(1347242311, hashtext('app' || chr(31) || 'm1'));
+             SELECT pg_advisory_xact_lock(k) FROM generate_series(0, 2000) k;
+             SELECT pg_advisory_xact_lock(k1, k2) FROM generate_series(0, 20) k1, generate_series(0, 20) k2;",
+        )
+        .unwrap();
+    // A worker claims and runs a job.
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate_backfill('counter', 'n = n + 1', batch_size => 100)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let (state, _, error) = wait_finished(&mut c, id);
+    assert_eq!(state, "succeeded", "{error:?}");
+    assert_eq!(counts(&mut c), vec![(1, 500)]);
+    // A deploy starts and finishes its migration.
+    c.batch_execute("SET statement_timeout = '10s'").unwrap();
+    let run: i64 = c
+        .query_one("SELECT migrate_start('app', 'm1')", &[])
+        .unwrap()
+        .get(0);
+    c.execute("SELECT migrate_finish($1)", &[&run]).unwrap();
+
+    // The locks pg_migrate takes now are ones no SQL statement of another
+    // role can take: they show as object locks on the extension's row.
+    let mut worker_view = cluster.connect("locks");
+    let mut t = c.transaction().unwrap();
+    let run: i64 = t
+        .query_one("SELECT migrate_start('app', 'm2')", &[])
+        .unwrap()
+        .get(0);
+    let shown: i64 = worker_view
+        .query_one(
+            "SELECT count(*) FROM pg_locks
+              WHERE locktype = 'object' AND classid = 'pg_extension'::regclass AND objsubid = 2 AND granted",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(shown, 1);
+    // A second deploy of the same migration is refused at once, naming the
+    // holder.
+    let e = worker_view
+        .query_one("SELECT migrate_start('app', 'm2')", &[])
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "55006", "{}", message(&e));
+    t.execute("SELECT migrate_finish($1)", &[&run]).unwrap();
+    t.commit().unwrap();
+    hostile.batch_execute("COMMIT").unwrap();
+}
