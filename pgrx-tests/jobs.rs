@@ -80,7 +80,7 @@ fn a_composite_key_is_walked_in_order() {
     assert_eq!(one::<i64>("SELECT count(*) FROM tc WHERE n <> 1"), Some(0));
     assert_eq!(job_field(id, "upper_bound"), Some("{30,70}".into()));
     assert!(job_field(id, "spec").unwrap().contains(
-        r#""columns": [{"name": "tenant", "has_max": true, "type_name": "integer"}, {"name": "seq", "has_max": true, "type_name": "integer"}]"#
+        r#""columns": [{"name": "tenant", "has_max": true, "type_name": "pg_catalog.int4"}, {"name": "seq", "has_max": true, "type_name": "pg_catalog.int4"}]"#
     ));
 }
 

@@ -95,12 +95,24 @@ fn lock_modes_conflict_as_postgres_documents() {
 }
 
 #[pg_test]
-fn finishing_a_run_through_exec_needs_the_history_grant() {
+fn no_role_can_record_or_finish_a_migrate_exec_run_it_did_not_begin() {
     run("CREATE ROLE lk_stranger");
     let run_id = Spi::get_one::<i64>("SELECT migrate_start('lk', '0001')").unwrap().unwrap();
     run("SET ROLE lk_stranger");
+    // No exec run was begun in this session: attempts cannot be forged,
+    // runs cannot be finished or raised, whatever the id.
+    for id in [run_id, 1, 0, -1] {
+        for sql in [
+            format!("SELECT pgmigrate._exec_finish({id})"),
+            format!("SELECT * FROM pgmigrate._exec_attempt({id}, 1)"),
+            format!("SELECT pgmigrate._exec_raise({id})"),
+        ] {
+            assert_eq!(sqlstate_of(&sql), Some("42501".into()), "{sql}");
+        }
+    }
+    // Internal functions the procedures do not call are closed to PUBLIC.
     assert_eq!(
-        sqlstate_of(&format!("SELECT pgmigrate._exec_finish({run_id}, false, 'no')")),
+        sqlstate_of("SELECT pgmigrate.refuse_history_change()"),
         Some("42501".into())
     );
     run("RESET ROLE");

@@ -1,6 +1,6 @@
 -- What users see of jobs: one row per job, pleasant under \watch 1.
--- The SQL of a job is shown only to its owner, members of that role and
--- superusers.  Index jobs add the phase of their build, its blocks and
+-- The SQL and the error of a job are shown only to its owner, members of
+-- that role and superusers (an error can quote a row's values).  Index jobs add the phase of their build, its blocks and
 -- tuples, and the backend it waits for (from pg_stat_progress_create_index).
 CREATE VIEW migrate_progress AS
 SELECT j.job_id,
@@ -30,7 +30,10 @@ SELECT j.job_id,
        j.owner::regrole AS owner,
        date_trunc('second', j.started_at) AS started_at,
        date_trunc('second', j.updated_at) AS updated_at,
-       j.error,
+       CASE WHEN j.error IS NULL THEN NULL
+            WHEN pg_catalog.pg_has_role(j.owner, 'MEMBER') THEN j.error
+            ELSE '(hidden: only the job''s owner, members of that role and superusers see its error)'
+       END AS error,
        make_interval(secs => j.throttled_ms / 1000.0) AS throttled,
        j.skipped,
        CASE WHEN j.kind = 'backfill' THEN j.rows_updated END AS rows_updated,
@@ -61,7 +64,7 @@ SELECT j.job_id,
           AND b.driver_pid IS NOT NULL AND pgmigrate.backend_alive(b.driver_pid, b.driver_started)
         LIMIT 1) blk ON true;
 COMMENT ON VIEW migrate_progress IS
-    'pg_migrate: one row per job (backfills and index jobs): state, progress, rate, ETA, build phase and waits; the command only for its owner';
+    'pg_migrate: one row per job (backfills and index jobs): state, progress, rate, ETA, build phase and waits; the command and the error only for its owner';
 
 GRANT SELECT ON migrate_progress TO PUBLIC;
 

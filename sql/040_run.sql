@@ -3,8 +3,8 @@
 -- to a worker at once, whatever its schedule, and waited for.
 -- CALL migrate_wait(job): wait for a job the background workers drive.
 -- Both are procedures because they commit as they go (a procedure that
--- commits cannot pin its search_path; every name here is qualified, and
--- they run with the caller's rights).
+-- commits cannot pin its search_path: every function, operator and type
+-- here is qualified, and they run with the caller's rights).
 
 CREATE PROCEDURE migrate_run(job bigint)
 LANGUAGE plpgsql AS $proc$
@@ -19,7 +19,7 @@ DECLARE
 BEGIN
     mode := pgmigrate._run_begin(job);
     COMMIT;
-    IF mode = 'worker' THEN
+    IF mode OPERATOR(pg_catalog.=) 'worker' THEN
         LOOP
             interrupted := false;
             BEGIN
@@ -51,8 +51,8 @@ BEGIN
         interrupted := false;
         failed := false;
         BEGIN
-            IF pause_ms > 0 THEN
-                PERFORM pg_catalog.pg_sleep(pause_ms / 1000.0);
+            IF pause_ms OPERATOR(pg_catalog.>) 0 THEN
+                PERFORM pg_catalog.pg_sleep(pause_ms OPERATOR(pg_catalog./) 1000.0);
             END IF;
             SELECT * INTO r FROM pgmigrate._run_step(job);
         EXCEPTION
@@ -101,7 +101,7 @@ BEGIN
         END IF;
         EXIT WHEN r.done;
         IF timeout IS NOT NULL
-           AND pg_catalog.timestamptz_pl_interval(started, timeout) <= pg_catalog.clock_timestamp() THEN
+           AND pg_catalog.timestamptz_pl_interval(started, timeout) OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() THEN
             PERFORM pgmigrate._wait_timeout(job, timeout);
         END IF;
         -- A new transaction for every look: no snapshot is held while waiting.

@@ -1,57 +1,8 @@
--- Lock risk.  migrate_analyze reads the parser's output and the catalog
--- and never executes a statement; migrate_trace runs them for real in a
--- subtransaction that is always rolled back.  Neither pins search_path:
--- names in the script resolve as the caller's session resolves them, so
--- every name here is qualified.
-
-CREATE FUNCTION migrate_analyze(sql text)
-RETURNS TABLE (
-    statement integer,
-    statement_sql text,
-    command text,
-    relation regclass,
-    lock_mode text,
-    blocks_reads boolean,
-    blocks_writes boolean,
-    rewrites boolean,
-    scans boolean,
-    in_transaction boolean,
-    table_bytes bigint,
-    row_estimate bigint,
-    estimated_duration interval,
-    risk text,
-    reason text,
-    recipe text)
-LANGUAGE sql VOLATILE STRICT PARALLEL SAFE
-AS $fn$
-    SELECT a.statement, a.sql, a.command, a.relation::pg_catalog.regclass, a.lock_mode,
-           a.blocks_reads, a.blocks_writes, a.rewrites, a.scans, a.in_transaction,
-           a.table_bytes, a.row_estimate,
-           pg_catalog.make_interval(secs => pg_catalog.round(a.estimated_seconds::numeric, 1)::float8),
-           a.risk, a.reason, a.recipe
-      FROM pgmigrate.analyze_script($1) a
-$fn$;
-
-CREATE FUNCTION migrate_trace(sql text, lock_timeout interval DEFAULT '100ms',
-                              statement_timeout interval DEFAULT '10s')
-RETURNS TABLE (
-    statement integer,
-    statement_sql text,
-    relation regclass,
-    lock_mode text,
-    modes text[],
-    rewrites boolean,
-    in_transaction boolean,
-    error_sqlstate text,
-    error text,
-    duration interval)
-LANGUAGE sql VOLATILE PARALLEL UNSAFE
-AS $fn$
-    SELECT t.statement, t.sql, t.relation::pg_catalog.regclass, t.lock_mode, t.modes,
-           t.rewrites, t.in_transaction, t.error_sqlstate, t.error,
-           pg_catalog.make_interval(secs => t.ms / 1000.0)
-      FROM pgmigrate.trace_script($1, $2, $3) t
-$fn$;
+-- Lock risk.  migrate_analyze (src/api/analyze.rs) reads the parser's
+-- output and the catalog and never executes a statement; migrate_trace
+-- (src/api/trace.rs) runs them for real in a subtransaction that is always
+-- rolled back.  Names in the script resolve as the caller's session
+-- resolves them.
 
 -- Who holds or awaits a lock on a relation that conflicts with a request
 -- in `lock_mode`: the sessions such a request would queue behind.
@@ -68,6 +19,7 @@ RETURNS TABLE (
     wait_event text,
     query text)
 LANGUAGE plpgsql VOLATILE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     wanted text := pgmigrate.lock_mode(lock_mode);
@@ -143,7 +95,9 @@ SELECT n.source, n.id, n.what, n.relid::regclass AS relation, n.lock_mode, n.sta
                   AND pgmigrate.lock_conflicts(h.mode, n.lock_mode)) AS would_queue
   FROM needs n;
 
--- migrate_exec: each attempt of each statement.
+-- migrate_exec: each attempt of each statement.  The role is kept by OID,
+-- so that a dropped role's attempts stay (shown as such) and a new role of
+-- the same name does not see them.
 CREATE SEQUENCE pgmigrate.exec_id_seq;
 CREATE TABLE pgmigrate.exec_attempts (
     attempt_id    bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -159,127 +113,57 @@ CREATE TABLE pgmigrate.exec_attempts (
     started_at    timestamptz NOT NULL,
     duration      interval    NOT NULL,
     lock_timeout  interval    NOT NULL,
-    role_name     name        NOT NULL,
-    pid           integer     NOT NULL DEFAULT pg_backend_pid(),
+    role_oid      oid         NOT NULL,
+    pid           integer     NOT NULL DEFAULT pg_catalog.pg_backend_pid(),
     CONSTRAINT exec_attempts_outcome_check
-        CHECK (outcome IN ('succeeded', 'lock_timeout', 'deadlock', 'failed'))
+        CHECK (outcome OPERATOR(pg_catalog.=) ANY (ARRAY['succeeded', 'lock_timeout', 'deadlock', 'failed']::pg_catalog.text[]))
 );
 SELECT pg_catalog.pg_extension_config_dump('pgmigrate.exec_attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('pgmigrate.exec_id_seq', '');
 
 CREATE VIEW migrate_exec_log AS
 SELECT e.exec_id, e.statement, e.attempt, e.outcome, e.started_at, e.duration, e.lock_timeout,
-       e.sqlstate, e.error, e.blockers, e.sql, e.run_id, e.role_name, e.pid
+       e.sqlstate, e.error, e.blockers, e.sql, e.run_id,
+       COALESCE(r.rolname::pg_catalog.text,
+                           pg_catalog.format('(dropped role %s)', e.role_oid)) AS role_name,
+       e.pid
   FROM pgmigrate.exec_attempts e
- WHERE pg_catalog.pg_has_role(e.role_name, 'MEMBER');
-
--- Who holds what a statement needs, in one line (for the attempt log).
-CREATE FUNCTION pgmigrate._exec_blockers(stmt text) RETURNS text
-LANGUAGE sql VOLATILE
-AS $fn$
-    SELECT pg_catalog.string_agg(DISTINCT
-               pg_catalog.format('pid %s (%s%s, %s on %s%s)', l.pid,
-                   coalesce(nullif(a.application_name, ''), 'no application_name'),
-                   CASE WHEN a.xact_start IS NOT NULL
-                        THEN ', transaction ' || pg_catalog.date_trunc('second', pg_catalog.now() - a.xact_start)::text || ' old'
-                        ELSE '' END,
-                   l.mode, p.relation::pg_catalog.regclass::text,
-                   CASE WHEN l.granted THEN '' ELSE ', waiting' END), '; ')
-      FROM pgmigrate.analyze_script(stmt) p
-      JOIN pg_catalog.pg_locks l ON l.locktype = 'relation' AND l.relation = p.relation
-      LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
-     WHERE l.database = (SELECT d.oid FROM pg_catalog.pg_database d
-                          WHERE d.datname = pg_catalog.current_database())
-       AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
-       AND pgmigrate.lock_conflicts(l.mode, p.lock_mode)
-$fn$;
+  LEFT JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) e.role_oid
+ WHERE pg_catalog.pg_has_role(e.role_oid, 'MEMBER');
+GRANT SELECT ON migrate_exec_log, migrate_lock_risk TO PUBLIC;
 
 -- CALL migrate_exec(sql, ...): run DDL the safe way.  Each statement runs
 -- with a short lock_timeout; when it cannot get its lock in time it is
 -- retried after a growing, jittered pause, so it never sits in the lock
 -- queue blocking everyone behind it.  Each statement commits on its own;
--- every attempt is in migrate_exec_log.
+-- every attempt is in migrate_exec_log.  The internal functions check,
+-- run and record; this procedure only commits between them (a procedure
+-- that commits cannot pin its search_path, so it holds no expression of
+-- its own beyond what is qualified here).
 CREATE PROCEDURE migrate_exec(sql text, lock_timeout interval DEFAULT '2s',
                               attempts integer DEFAULT 10, retry_delay interval DEFAULT '1s',
                               migration text[] DEFAULT NULL)
 LANGUAGE plpgsql AS $proc$
 DECLARE
     ids record;
-    s record;
-    n integer;
-    t0 timestamptz;
-    outcome text;
-    st text;
-    msg text;
-    det text;
-    hnt text;
-    blk text;
-    pause float8;
+    r record;
+    i integer;
 BEGIN
     -- Every statement is parsed and checked before anything runs.
-    PERFORM pgmigrate._exec_statements(sql);
-    SELECT * INTO ids FROM pgmigrate._exec_begin(lock_timeout, attempts, retry_delay, migration);
+    SELECT * INTO ids FROM pgmigrate._exec_begin(sql, lock_timeout, attempts, retry_delay, migration);
     COMMIT;
-    FOR s IN SELECT * FROM pgmigrate._exec_statements(sql) LOOP
-        n := 0;
+    FOR i IN 1 .. ids.statements LOOP
         LOOP
-            n := n + 1;
-            t0 := pg_catalog.clock_timestamp();
-            outcome := 'succeeded';
-            st := NULL; msg := NULL; det := NULL; hnt := NULL; blk := NULL;
-            PERFORM pg_catalog.set_config('lock_timeout',
-                (extract(epoch FROM lock_timeout) * 1000)::bigint::text || 'ms', true);
-            BEGIN
-                EXECUTE s.sql;
-            EXCEPTION WHEN OTHERS THEN
-                GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-                                        det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-                outcome := CASE st WHEN '55P03' THEN 'lock_timeout' WHEN '40P01' THEN 'deadlock'
-                                   ELSE 'failed' END;
-            END;
-            PERFORM pg_catalog.set_config('lock_timeout', '0', true);
-            IF outcome IN ('lock_timeout', 'deadlock') THEN
-                BEGIN
-                    blk := pgmigrate._exec_blockers(s.sql);
-                EXCEPTION WHEN OTHERS THEN
-                    blk := NULL;
-                END;
-            END IF;
-            PERFORM pgmigrate._exec_record(ids.exec_id, ids.run_id, s.statement, s.sql, n, outcome,
-                                           st, msg, blk, t0, lock_timeout);
-            IF outcome = 'succeeded' THEN
-                COMMIT;
-                EXIT;
-            END IF;
-            IF outcome = 'failed' OR n >= attempts THEN
-                IF ids.run_id IS NOT NULL THEN
-                    PERFORM pgmigrate._exec_finish(ids.run_id, false,
-                        pg_catalog.format('statement %s: %s', s.statement, msg));
-                END IF;
-                COMMIT;
-                IF outcome = 'failed' THEN
-                    RAISE EXCEPTION USING ERRCODE = st, MESSAGE = msg,
-                        DETAIL = coalesce(nullif(det, ''), pg_catalog.format('In statement %s of the script.', s.statement)),
-                        HINT = coalesce(nullif(hnt, ''), 'Statements before it are committed; see migrate_exec_log.');
-                END IF;
-                RAISE EXCEPTION USING ERRCODE = st,
-                    MESSAGE = pg_catalog.format('statement %s could not get its lock in %s attempts', s.statement, n),
-                    DETAIL = pg_catalog.format('Each attempt gave up after lock_timeout %s ms. Last in the way: %s.',
-                                               (extract(epoch FROM lock_timeout) * 1000)::bigint,
-                                               coalesce(blk, 'nobody by the time it looked')),
-                    HINT = 'Statements before it are committed. End the blocking transaction (pg_terminate_backend) or retry later; migrate_exec_log has every attempt.';
-            END IF;
+            SELECT * INTO r FROM pgmigrate._exec_attempt(ids.exec_id, i);
             COMMIT;
-            -- 1, 2, 4, ... times retry_delay, at most 1 minute, jittered
-            -- by +-25% so that two deployments do not retry in step.
-            pause := least(extract(epoch FROM retry_delay) * power(2, n - 1), 60)
-                     * (0.75 + 0.5 * pg_catalog.random());
-            PERFORM pg_catalog.pg_sleep(pause);
+            IF r.failed THEN
+                PERFORM pgmigrate._exec_raise(ids.exec_id);
+            END IF;
+            EXIT WHEN r.done;
+            PERFORM pg_catalog.pg_sleep(r.pause);
         END LOOP;
     END LOOP;
-    IF ids.run_id IS NOT NULL THEN
-        PERFORM pgmigrate._exec_finish(ids.run_id, true, NULL);
-        COMMIT;
-    END IF;
+    PERFORM pgmigrate._exec_finish(ids.exec_id);
+    COMMIT;
 END
 $proc$;

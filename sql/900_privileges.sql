@@ -28,6 +28,29 @@ COMMENT ON FUNCTION migrate_import_django IS
 -- schema up; its tables stay closed.
 GRANT USAGE ON SCHEMA pgmigrate TO PUBLIC;
 
+-- Internal functions are closed to PUBLIC, but for two groups that other
+-- roles' sessions must be able to call:
+--   * the steps of the procedures migrate_run, migrate_wait and
+--     migrate_exec, which commit and so run with their caller's rights:
+--     each acts only on a job the caller may control, or on a migrate_exec
+--     run that this very session began as this role;
+--   * what the public views call (functions in a view run as the role
+--     reading it): read-only facts (is a backend alive, how far is its
+--     index build, do two lock modes conflict).
+-- The catalog contract test (tests/pg_regress/sql/catalog.sql) lists who
+-- may call what, so that no function slips in open.
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pgmigrate FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    pgmigrate._run_begin(bigint), pgmigrate._run_step(bigint), pgmigrate._run_interrupted(bigint),
+    pgmigrate._run_failed(bigint, text, text), pgmigrate._job_outcome(bigint),
+    pgmigrate._wait_poll(bigint, boolean), pgmigrate._wait_timeout(bigint, interval),
+    pgmigrate._exec_begin(text, interval, integer, interval, text[]),
+    pgmigrate._exec_attempt(bigint, integer), pgmigrate._exec_finish(bigint),
+    pgmigrate._exec_raise(bigint),
+    pgmigrate.backend_alive(integer, timestamptz), pgmigrate.build_progress(integer, timestamptz),
+    pgmigrate.lock_conflicts(text, text), pgmigrate.lock_mode(text)
+  TO PUBLIC;
+
 COMMENT ON FUNCTION migrate_backfill IS
     'pg_migrate: queue a chunked backfill (UPDATE in batches, each committed with the job''s cursor); returns the job id';
 COMMENT ON FUNCTION migrate_pause IS 'pg_migrate: stop a job after its current batch';

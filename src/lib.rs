@@ -54,12 +54,12 @@ extension_sql_file!(
     name = "locks",
     requires = [
         "jobs",
-        api::analyze::analyze_script,
-        api::trace::trace_script,
-        api::exec::exec_statements,
+        api::analyze::migrate_analyze,
+        api::trace::migrate_trace,
         api::exec::exec_begin,
-        api::exec::exec_record,
+        api::exec::exec_attempt,
         api::exec::exec_finish,
+        api::exec::exec_raise,
         api::exec::lock_conflicts,
         api::exec::lock_mode
     ]

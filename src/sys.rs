@@ -179,7 +179,7 @@ impl Drop for StatementTimeout {
 
 /// A yes/no catalog question; false when it has no answer.
 pub fn ask(query: &str, args: &[pgrx::datum::DatumWithOid]) -> bool {
-    Spi::get_one_with_args::<bool>(query, args)
+    pinned(|| Spi::get_one_with_args::<bool>(query, args))
         .ok()
         .flatten()
         .unwrap_or(false)
@@ -346,4 +346,96 @@ pub fn take_private_lock(lock: PrivateLock, wait: bool) -> bool {
     // snapshot, in READ COMMITTED) from then on: give it one now.
     unsafe { pg_sys::GetCurrentTransactionId() };
     true
+}
+
+// ---- SQL types ---------------------------------------------------------------
+
+/// A relation as SQL's `regclass`: an OID that prints as the relation's
+/// name (NULL for no relation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegClass(pub pg_sys::Oid);
+
+impl pgrx::IntoDatum for RegClass {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        (self.0 != pg_sys::Oid::INVALID).then(|| pg_sys::Datum::from(self.0.to_u32()))
+    }
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::REGCLASSOID
+    }
+}
+
+// SAFETY: a regclass datum is an OID by value, as pgrx returns pg_sys::Oid.
+unsafe impl pgrx::callconv::BoxRet for RegClass {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
+        match pgrx::IntoDatum::into_datum(self) {
+            Some(d) => unsafe { fcinfo.return_raw_datum(d) },
+            None => fcinfo.return_null(),
+        }
+    }
+}
+
+pgrx::impl_sql_translatable!(RegClass, "regclass");
+
+/// Seconds as an interval, rounded to a tenth of a second.
+pub fn tenths_interval(seconds: f64) -> pgrx::datum::Interval {
+    let tenths = (seconds * 10.0).round();
+    pgrx::datum::Interval::from_micros((tenths * 100_000.0) as i64)
+}
+
+// ---- search_path ----------------------------------------------------------------
+
+/// The search_path of every statement pg_migrate runs for itself.
+pub const PINNED_PATH: &str = "pg_catalog, pg_temp";
+
+/// Run `f` with `search_path` set to `path`, then put the previous value
+/// back (an ERROR in `f` puts it back through the transaction's abort).
+pub fn with_search_path<R>(path: &str, f: impl FnOnce() -> R) -> R {
+    let value = CString::new(path).expect("a search_path has no NUL");
+    let nest = unsafe { pg_sys::NewGUCNestLevel() };
+    unsafe {
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+    }
+    let r = f();
+    unsafe { pg_sys::AtEOXact_GUC(true, nest) };
+    r
+}
+
+/// Pin this session's search_path (a background worker's, from its start):
+/// whatever the role's or the database's settings say, the worker's own
+/// statements resolve in pg_catalog.  A job applies its submitter's
+/// settings for its own statements only (SET LOCAL).
+pub fn pin_session_search_path() {
+    let value = CString::new(PINNED_PATH).expect("no NUL");
+    unsafe {
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SET,
+            true,
+            0,
+            false,
+        );
+    }
+}
+
+/// Run `f` with `search_path` pinned to `pg_catalog, pg_temp`: for the
+/// statements pg_migrate runs for itself with the caller's rights (catalog
+/// lookups, lock tables), so that no object in the caller's schemas can
+/// stand in for what they call.
+pub fn pinned<R>(f: impl FnOnce() -> R) -> R {
+    with_search_path(PINNED_PATH, f)
 }

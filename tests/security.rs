@@ -207,3 +207,157 @@ fn advisory_locks_of_any_role_stall_neither_workers_nor_a_deploy() {
     t.commit().unwrap();
     hostile.batch_execute("COMMIT").unwrap();
 }
+
+#[test]
+fn other_roles_neither_see_nor_change_a_roles_work() {
+    let cluster = Cluster::start("roles");
+    let mut c = cluster.create_db("roles");
+    counter(&mut c, 100);
+    c.batch_execute(
+        "CREATE ROLE alice LOGIN; CREATE ROLE bob LOGIN;
+         GRANT CREATE, USAGE ON SCHEMA public TO alice, bob;
+         GRANT SELECT, UPDATE ON counter TO alice;",
+    )
+    .unwrap();
+    let connect = |who: &str| {
+        Client::connect(
+            &cluster
+                .url("roles")
+                .replace("user=postgres", &format!("user={who}")),
+            NoTls,
+        )
+        .unwrap()
+    };
+    let mut alice = connect("alice");
+    let mut bob = connect("bob");
+
+    // An ordinary role may run DDL through migrate_exec and read its log
+    // and the lock-risk view.
+    for sql in [
+        "CREATE TABLE alice_t (id int PRIMARY KEY, note text)",
+        "CALL migrate_exec('ALTER TABLE alice_t ADD COLUMN extra int')",
+        "SELECT * FROM migrate_lock_risk",
+    ] {
+        alice
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("alice: {sql}: {}", message(&e)));
+    }
+    let seen: i64 = alice
+        .query_one("SELECT count(*) FROM migrate_exec_log", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 1);
+    // Bob sees none of alice's attempts.
+    let seen: i64 = bob
+        .query_one("SELECT count(*) FROM migrate_exec_log", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 0);
+
+    // A failed job of alice's: its error is hers (it quotes a value of
+    // her table); bob sees that there is one, not what it says.
+    let id: i64 = alice
+        .query_one(
+            "SELECT migrate_backfill('counter', 'n = (''secret-'' || id)::int')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let (state, _, error) = wait_finished(&mut c, id);
+    assert_eq!(state, "failed");
+    assert!(error.unwrap_or_default().contains("secret-"));
+    let theirs: Option<String> = alice
+        .query_one(
+            "SELECT error FROM migrate_progress WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert!(theirs.unwrap_or_default().contains("secret-"));
+    let shown: Option<String> = bob
+        .query_one(
+            "SELECT error FROM migrate_progress WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    let shown = shown.unwrap_or_default();
+    assert!(
+        !shown.contains("secret") && shown.contains("hidden"),
+        "{shown}"
+    );
+    let command: Option<String> = bob
+        .query_one(
+            "SELECT command FROM migrate_progress WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(command, None);
+
+    // Bob cannot touch alice's job, not even through the procedures'
+    // internal steps, and cannot call the other internal functions.
+    for sql in [
+        format!("SELECT migrate_pause({id})"),
+        format!("SELECT migrate_retry({id})"),
+        format!("SELECT pgmigrate._run_interrupted({id})"),
+        format!("SELECT pgmigrate._run_failed({id}, '00000', 'x')"),
+        format!("SELECT * FROM pgmigrate._run_step({id})"),
+        format!("SELECT pgmigrate._job_outcome({id})"),
+        format!("SELECT * FROM pgmigrate._wait_poll({id}, false)"),
+        format!("CALL migrate_run({id})"),
+        format!("CALL migrate_wait({id})"),
+        "SELECT pgmigrate._exec_finish(1)".to_string(),
+        "SELECT * FROM pgmigrate._exec_attempt(1, 1)".to_string(),
+    ] {
+        let e = bob.batch_execute(&sql).unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{sql}: {}", message(&e));
+    }
+    let closed: Vec<String> = c
+        .query(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p
+              WHERE p.pronamespace = 'pgmigrate'::regnamespace
+                AND has_function_privilege('bob', p.oid, 'EXECUTE')
+              ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        closed.iter().all(|f| f.starts_with("pgmigrate._run_")
+            || f.starts_with("pgmigrate._wait_")
+            || f.starts_with("pgmigrate._exec_")
+            || f.starts_with("pgmigrate._job_outcome")
+            || f.starts_with("pgmigrate.backend_alive")
+            || f.starts_with("pgmigrate.build_progress")
+            || f.starts_with("pgmigrate.lock_")),
+        "internal functions open to every role: {closed:?}"
+    );
+    let state: String = c
+        .query_one("SELECT state FROM pgmigrate.jobs WHERE job_id = $1", &[&id])
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "failed", "bob changed nothing");
+
+    // The log keeps alice by OID: once she is dropped her attempts show
+    // as a dropped role's (to superusers), and a new alice sees nothing.
+    drop(alice);
+    c.batch_execute("DROP OWNED BY alice; DROP ROLE alice; CREATE ROLE alice LOGIN;")
+        .unwrap();
+    let shown: String = c
+        .query_one("SELECT role_name FROM migrate_exec_log", &[])
+        .unwrap()
+        .get(0);
+    assert!(shown.starts_with("(dropped role "), "{shown}");
+    let mut new_alice = connect("alice");
+    let seen: i64 = new_alice
+        .query_one("SELECT count(*) FROM migrate_exec_log", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        seen, 0,
+        "a new role of the same name sees nothing of the old one's"
+    );
+}

@@ -357,26 +357,28 @@ unsafe fn read_relations(node: *mut pg_sys::Node) -> Vec<*mut pg_sys::RangeVar> 
 
 /// The referenced table of a foreign key constraint, by name.
 fn constraint(relid: pg_sys::Oid, name: &str) -> Option<(u8, bool, pg_sys::Oid)> {
-    Spi::connect(|c| {
-        let r = c.select(
-            "SELECT contype::text, convalidated, confrelid FROM pg_catalog.pg_constraint
+    crate::sys::pinned(|| {
+        Spi::connect(|c| {
+            let r = c.select(
+                "SELECT contype::text, convalidated, confrelid FROM pg_catalog.pg_constraint
               WHERE conrelid = $1 AND conname = $2",
-            None,
-            &[relid.into(), name.into()],
-        )?;
-        if r.is_empty() {
-            return Ok::<_, pgrx::spi::Error>(None);
-        }
-        let row = r.first();
-        Ok(Some((
-            row.get::<String>(1)?
-                .unwrap_or_default()
-                .bytes()
-                .next()
-                .unwrap_or(b'?'),
-            row.get::<bool>(2)?.unwrap_or(true),
-            row.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::Oid::INVALID),
-        )))
+                None,
+                &[relid.into(), name.into()],
+            )?;
+            if r.is_empty() {
+                return Ok::<_, pgrx::spi::Error>(None);
+            }
+            let row = r.first();
+            Ok(Some((
+                row.get::<String>(1)?
+                    .unwrap_or_default()
+                    .bytes()
+                    .next()
+                    .unwrap_or(b'?'),
+                row.get::<bool>(2)?.unwrap_or(true),
+                row.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::Oid::INVALID),
+            )))
+        })
     })
     .ok()
     .flatten()
@@ -515,14 +517,16 @@ fn owned_sequences(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
 }
 
 fn oids(query: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<pg_sys::Oid> {
-    Spi::connect(|c| {
-        let mut out = vec![];
-        for row in c.select(query, None, args)? {
-            if let Some(o) = row.get::<pg_sys::Oid>(1)? {
-                out.push(o);
+    crate::sys::pinned(|| {
+        Spi::connect(|c| {
+            let mut out = vec![];
+            for row in c.select(query, None, args)? {
+                if let Some(o) = row.get::<pg_sys::Oid>(1)? {
+                    out.push(o);
+                }
             }
-        }
-        Ok::<_, pgrx::spi::Error>(out)
+            Ok::<_, pgrx::spi::Error>(out)
+        })
     })
     .unwrap_or_default()
 }
@@ -531,7 +535,7 @@ fn oids(query: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<pg_sys::Oid> {
 /// The same test PostgreSQL makes before it skips the scan of SET NOT NULL.
 unsafe fn not_null_proven(relid: pg_sys::Oid, attnum: i16) -> bool {
     unsafe {
-        let exprs: Vec<String> = Spi::connect(|c| {
+        let exprs: Vec<String> = crate::sys::pinned(|| Spi::connect(|c| {
             let mut out = vec![];
             for row in c.select(
                 "SELECT conbin::text FROM pg_catalog.pg_constraint WHERE conrelid = $1 AND contype = 'c' AND convalidated",
@@ -543,7 +547,7 @@ unsafe fn not_null_proven(relid: pg_sys::Oid, attnum: i16) -> bool {
                 }
             }
             Ok::<_, pgrx::spi::Error>(out)
-        })
+        }))
         .unwrap_or_default();
         if exprs.is_empty() {
             return false;
@@ -1918,7 +1922,7 @@ pub fn parse_script(sql: &str, arg: &'static str) -> Vec<Parsed> {
 /// read without waiting, else from the statistics), bytes of its indexes,
 /// estimated rows.
 fn size_of(relid: pg_sys::Oid) -> (Option<i64>, i64, Option<i64>) {
-    let stats = Spi::connect(|c| {
+    let stats = crate::sys::pinned(|| Spi::connect(|c| {
         let r = c.select(
             "SELECT c.relpages::bigint, c.reltuples::float8, c.relkind::text,
                     (SELECT coalesce(sum(i.relpages), 0)::bigint FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = c.oid)
@@ -1936,7 +1940,7 @@ fn size_of(relid: pg_sys::Oid) -> (Option<i64>, i64, Option<i64>) {
             row.get::<String>(3)?.unwrap_or_default(),
             row.get::<i64>(4)?.unwrap_or(0),
         )))
-    })
+    }))
     .ok()
     .flatten();
     let Some((relpages, reltuples, kind, index_pages)) = stats else {
@@ -2138,17 +2142,20 @@ fn join_notes(reason: &str, notes: &[String]) -> String {
     s
 }
 
-#[pg_extern(volatile, parallel_safe, schema = "pgmigrate", name = "analyze_script")]
+/// What each statement of `sql` locks, rewrites and scans, its risk and a
+/// safer recipe, without executing anything.  Names resolve as the
+/// caller's session resolves them.
+#[pg_extern(volatile, parallel_safe)]
 #[allow(clippy::type_complexity)]
-pub fn analyze_script(
+pub fn migrate_analyze(
     sql: &str,
 ) -> TableIterator<
     'static,
     (
         name!(statement, i32),
-        name!(sql, String),
+        name!(statement_sql, String),
         name!(command, String),
-        name!(relation, Option<pg_sys::Oid>),
+        name!(relation, Option<sys::RegClass>),
         name!(lock_mode, Option<String>),
         name!(blocks_reads, Option<bool>),
         name!(blocks_writes, Option<bool>),
@@ -2157,11 +2164,30 @@ pub fn analyze_script(
         name!(in_transaction, bool),
         name!(table_bytes, Option<i64>),
         name!(row_estimate, Option<i64>),
-        name!(estimated_seconds, Option<f64>),
+        name!(estimated_duration, Option<pgrx::datum::Interval>),
         name!(risk, String),
         name!(reason, String),
         name!(recipe, Option<String>),
     ),
 > {
-    TableIterator::new(analyze(sql))
+    TableIterator::new(analyze(sql).into_iter().map(|r| {
+        (
+            r.0,
+            r.1,
+            r.2,
+            r.3.map(sys::RegClass),
+            r.4,
+            r.5,
+            r.6,
+            r.7,
+            r.8,
+            r.9,
+            r.10,
+            r.11,
+            r.12.map(sys::tenths_interval),
+            r.13,
+            r.14,
+            r.15,
+        )
+    }))
 }

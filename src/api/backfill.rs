@@ -68,10 +68,13 @@ fn relkind_name(kind: u8) -> &'static str {
 /// The key to walk: the primary key, else the narrowest unique index on
 /// NOT NULL columns (no expressions, no predicate).  None: walk by ctid.
 fn choose_key(relid: pg_sys::Oid) -> Option<Vec<KeyColumn>> {
-    Spi::connect(|client| {
+    crate::sys::pinned(|| Spi::connect(|client| {
         let rows = client.select(
             "SELECT array_agg(a.attname::text ORDER BY k.ord),
-                    array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY k.ord),
+                    array_agg((SELECT pg_catalog.format('%I.%I', tn.nspname, t.typname)
+                                 FROM pg_catalog.pg_type t
+                                 JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
+                                WHERE t.oid = a.atttypid) ORDER BY k.ord),
                     array_agg(EXISTS (SELECT 1 FROM pg_catalog.pg_aggregate g
                                         JOIN pg_catalog.pg_proc p ON p.oid = g.aggfnoid
                                        WHERE p.proname = 'max' AND p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
@@ -103,7 +106,7 @@ fn choose_key(relid: pg_sys::Oid) -> Option<Vec<KeyColumn>> {
                 .map(|((name, type_name), has_max)| KeyColumn { name, type_name, has_max })
                 .collect(),
         ))
-    })
+    }))
     .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the table's keys: {e}"))
 }
 
@@ -356,10 +359,12 @@ pub fn migration_option(migration: Option<Vec<Option<String>>>) -> Option<(Strin
 
 /// '5GB', '20 MB', '1048576': PostgreSQL's pg_size_bytes.
 fn size_bytes(text: &str) -> i64 {
-    Spi::connect(|c| {
-        c.select("SELECT pg_catalog.pg_size_bytes($1)", None, &[text.into()])?
-            .first()
-            .get_one::<i64>()
+    crate::sys::pinned(|| {
+        Spi::connect(|c| {
+            c.select("SELECT pg_catalog.pg_size_bytes($1)", None, &[text.into()])?
+                .first()
+                .get_one::<i64>()
+        })
     })
     .ok()
     .flatten()
@@ -542,7 +547,7 @@ pub fn qualified_display(schema: &str, table: &str) -> String {
 /// Does the caller hold EXECUTE on migrate_start (the grant that lets a
 /// role write history)?
 pub fn may_write_history() -> bool {
-    Spi::connect(|client| {
+    crate::sys::pinned(|| Spi::connect(|client| {
         client
             .select(
                 "SELECT pg_catalog.has_function_privilege(p.oid, 'EXECUTE')
@@ -556,7 +561,7 @@ pub fn may_write_history() -> bool {
             )?
             .first()
             .get_one::<bool>()
-    })
+    }))
     .ok()
     .flatten()
     .unwrap_or(false)

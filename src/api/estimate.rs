@@ -104,32 +104,34 @@ fn migrate_estimate(
         Walk::Key { columns } => {
             let keys: Vec<String> = columns
                 .iter()
-                .map(|c| format!("{}::text", quote_ident(&c.name)))
+                .map(|c| format!("{}::pg_catalog.text", quote_ident(&c.name)))
                 .collect();
             let sample = format!(
-                "SELECT ARRAY[{}] FROM {table} TABLESAMPLE SYSTEM ($1) ORDER BY random() LIMIT {RANGES}",
+                "SELECT ARRAY[{}] FROM {table} TABLESAMPLE SYSTEM ($1) ORDER BY pg_catalog.random() LIMIT {RANGES}",
                 keys.join(", ")
             );
             let upper_sql = b.bound_sql(true).expect("a key walk");
-            (key_starts, upper) = Spi::connect(|c| {
-                // A sample that still came back short (few pages, or pages
-                // of dead rows) is drawn again from four times as many pages.
-                let mut percent = percent;
-                let starts: Vec<Vec<String>> = loop {
-                    let starts: Vec<Vec<String>> = c
-                        .select(sample.as_str(), None, &[percent.into()])?
-                        .map(|r| r.get::<Vec<String>>(1).map(|k| k.unwrap_or_default()))
-                        .collect::<Result<_, _>>()?;
-                    if starts.len() as i64 >= RANGES || percent >= 100.0 {
-                        break starts;
-                    }
-                    percent = (percent * 4.0).min(100.0);
-                };
-                let upper = c
-                    .select(upper_sql.as_str(), None, &[])?
-                    .next()
-                    .and_then(|r| r.get::<Vec<String>>(1).ok().flatten());
-                Ok::<_, pgrx::spi::SpiError>((starts, upper))
+            (key_starts, upper) = crate::sys::pinned(|| {
+                Spi::connect(|c| {
+                    // A sample that still came back short (few pages, or pages
+                    // of dead rows) is drawn again from four times as many pages.
+                    let mut percent = percent;
+                    let starts: Vec<Vec<String>> = loop {
+                        let starts: Vec<Vec<String>> = c
+                            .select(sample.as_str(), None, &[percent.into()])?
+                            .map(|r| r.get::<Vec<String>>(1).map(|k| k.unwrap_or_default()))
+                            .collect::<Result<_, _>>()?;
+                        if starts.len() as i64 >= RANGES || percent >= 100.0 {
+                            break starts;
+                        }
+                        percent = (percent * 4.0).min(100.0);
+                    };
+                    let upper = c
+                        .select(upper_sql.as_str(), None, &[])?
+                        .next()
+                        .and_then(|r| r.get::<Vec<String>>(1).ok().flatten());
+                    Ok::<_, pgrx::spi::SpiError>((starts, upper))
+                })
             })
             .unwrap_or_else(|e| pgrx::error!("pg_migrate: sampling keys: {e}"));
         }

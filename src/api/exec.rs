@@ -12,6 +12,8 @@ use crate::error::{MigrateError, OrReport};
 use crate::sys;
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use pg_sys::NodeTag as T;
 
@@ -33,16 +35,8 @@ unsafe fn refused(node: *mut pg_sys::Node) -> Option<(&'static str, String)> {
     }
 }
 
-/// The statements of a migrate_exec script, checked before any runs.
-#[pg_extern(
-    volatile,
-    parallel_unsafe,
-    schema = "pgmigrate",
-    name = "_exec_statements"
-)]
-pub fn exec_statements(
-    sql: Option<&str>,
-) -> TableIterator<'static, (name!(statement, i32), name!(sql, String))> {
+/// The statements of a migrate_exec script, each checked before any runs.
+fn checked_statements(sql: Option<&str>) -> Vec<String> {
     let sql = sql
         .ok_or(MigrateError::NullArgument { arg: "sql" })
         .or_report();
@@ -50,7 +44,7 @@ pub fn exec_statements(
     if parsed.is_empty() {
         MigrateError::EmptyArgument { arg: "sql" }.report();
     }
-    let mut rows = vec![];
+    let mut out = vec![];
     for p in parsed {
         if let Some((state, why)) = unsafe { refused(p.node) } {
             sys::raise_at(
@@ -68,26 +62,75 @@ pub fn exec_statements(
                 None,
             )
         }
-        rows.push((p.number as i32, p.text));
+        out.push(p.text);
     }
-    TableIterator::new(rows)
+    out
 }
 
-/// Check the options, start the linked migration run; returns the id of
-/// this execution and the run (NULL without a migration).
+/// A migrate_exec run of this session.  Only this backend's memory holds
+/// it: another session, or another role in this one, cannot record or
+/// finish an attempt of it, and every attempt recorded is one that
+/// `_exec_attempt` itself ran.
+struct ExecRun {
+    role: pg_sys::Oid,
+    run_id: Option<i64>,
+    statements: Vec<String>,
+    lock_timeout: Interval,
+    attempts: i32,
+    retry_delay_ms: i64,
+    /// Attempts made of each statement so far.
+    tries: Vec<i32>,
+    /// The error to raise once the procedure has committed the record.
+    error: Option<sys::Caught>,
+}
+
+thread_local! {
+    static RUNS: RefCell<HashMap<i64, ExecRun>> = RefCell::new(HashMap::new());
+}
+
+/// The run `exec_id` of this session, for the role that began it.
+fn with_run<R>(exec_id: i64, f: impl FnOnce(&mut ExecRun) -> R) -> R {
+    let me = unsafe { pg_sys::GetUserId() };
+    RUNS.with_borrow_mut(|runs| match runs.get_mut(&exec_id) {
+        Some(run) if run.role == me => f(run),
+        _ => {
+            pgrx::pg_sys::panic::ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("migrate_exec run {exec_id} is not one this session began"),
+                "pg_migrate",
+            )
+            .set_hint("Run DDL with CALL migrate_exec(...); its attempts are recorded by the procedure itself.")
+            .report(PgLogLevel::ERROR);
+            unreachable!()
+        }
+    })
+}
+
+/// CALL migrate_exec, first step: check the whole script and the options,
+/// start the linked migration run; returns the id of this execution and
+/// how many statements it has.
 #[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_exec_begin")]
 pub fn exec_begin(
+    sql: Option<&str>,
     lock_timeout: Option<Interval>,
     attempts: Option<i32>,
     retry_delay: Option<Interval>,
     migration: Option<Vec<Option<String>>>,
-) -> TableIterator<'static, (name!(exec_id, i64), name!(run_id, Option<i64>))> {
+) -> TableIterator<
+    'static,
+    (
+        name!(exec_id, i64),
+        name!(run_id, Option<i64>),
+        name!(statements, i32),
+    ),
+> {
     if sys::in_transaction_block() {
         MigrateError::InTransactionBlock {
             what: "migrate_exec()",
         }
         .report();
     }
+    let statements = checked_statements(sql);
     let lt = interval_ms("lock_timeout", lock_timeout);
     if !(1..=3_600_000).contains(&lt) {
         MigrateError::OutOfRange {
@@ -112,67 +155,226 @@ pub fn exec_begin(
     }
     let migration = migration_option(migration);
     let role = current_role_name();
-    let run = start_linked_run(
-        migration.as_ref(),
-        may_write_history(),
-        "migrate_exec",
-        &role,
-    )
-    .map(|(_, _, r)| r);
-    let id = Spi::get_one::<i64>("SELECT nextval('pgmigrate.exec_id_seq')")
+    let link_allowed = may_write_history();
+    let run =
+        as_owner(|| start_linked_run(migration.as_ref(), link_allowed, "migrate_exec", &role))
+            .map(|(_, _, r)| r);
+    let id = as_owner(|| Spi::get_one::<i64>("SELECT pg_catalog.nextval('pgmigrate.exec_id_seq')"))
         .ok()
         .flatten()
         .unwrap_or(0);
-    TableIterator::new(vec![(id, run)])
+    let count = statements.len() as i32;
+    RUNS.with_borrow_mut(|runs| {
+        runs.insert(
+            id,
+            ExecRun {
+                role: unsafe { pg_sys::GetUserId() },
+                run_id: run,
+                tries: vec![0; statements.len()],
+                statements,
+                lock_timeout: lock_timeout.expect("checked above"),
+                attempts: n,
+                retry_delay_ms: rd,
+                error: None,
+            },
+        )
+    });
+    TableIterator::once((id, run, count))
 }
 
-/// Record one attempt of one statement (as the caller, whose role is
-/// written down; the row is stored by the extension's owner).
-#[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_exec_record")]
-#[allow(clippy::too_many_arguments)]
-pub fn exec_record(
+/// Sessions holding or awaiting locks that `sql` would queue behind, in
+/// one line for the attempt log (read with the caller's rights).
+fn blockers(sql: &str) -> Option<String> {
+    let wanted: Vec<(pg_sys::Oid, LockMode)> = crate::api::analyze::analyze(sql)
+        .into_iter()
+        .filter_map(|r| Some((r.3?, LockMode::from_name(r.4.as_deref()?)?)))
+        .collect();
+    if wanted.is_empty() {
+        return None;
+    }
+    let relids: Vec<pg_sys::Oid> = wanted.iter().map(|w| w.0).collect();
+    let mut seen: Vec<String> = Spi::connect(|c| {
+        let mut out = vec![];
+        for row in c.select(
+            "SELECT l.pid, l.mode, l.relation, l.relation::pg_catalog.regclass::pg_catalog.text, l.granted,
+                    NULLIF(a.application_name, ''),
+                    pg_catalog.date_trunc('second', pg_catalog.now() OPERATOR(pg_catalog.-) a.xact_start)::pg_catalog.text
+               FROM pg_catalog.pg_locks l
+               LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) l.pid
+              WHERE l.locktype OPERATOR(pg_catalog.=) 'relation'
+                AND l.relation OPERATOR(pg_catalog.=) ANY ($1)
+                AND l.database OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
+                                     WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
+                AND (l.pid IS NULL OR l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid())",
+            None,
+            &[relids.clone().into()],
+        )? {
+            let pid = row.get::<i32>(1)?;
+            let mode = row.get::<String>(2)?.unwrap_or_default();
+            let rel = row.get::<pg_sys::Oid>(3)?;
+            let shown = row.get::<String>(4)?.unwrap_or_default();
+            let granted = row.get::<bool>(5)?.unwrap_or(false);
+            let app = row.get::<String>(6)?;
+            let age = row.get::<String>(7)?;
+            let held = LockMode::from_name(&mode);
+            let conflicts = wanted.iter().any(|(r, want)| {
+                Some(*r) == rel && held.is_some_and(|h| h.conflicts_with(*want))
+            });
+            if conflicts {
+                out.push(format!(
+                    "pid {} ({}{}, {mode} on {shown}{})",
+                    pid.map(|p| p.to_string()).unwrap_or_else(|| "(prepared)".into()),
+                    app.unwrap_or_else(|| "no application_name".into()),
+                    age.map(|a| format!(", transaction {a} old")).unwrap_or_default(),
+                    if granted { "" } else { ", waiting" }
+                ));
+            }
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .unwrap_or_default();
+    seen.sort();
+    seen.dedup();
+    (!seen.is_empty()).then(|| seen.join("; "))
+}
+
+/// CALL migrate_exec: one attempt of statement `statement` of this
+/// session's run `exec_id`, with the run's lock_timeout, recorded in
+/// migrate_exec_log.  `done`: go on with the next statement (or stop, when
+/// `failed`: the procedure commits, then calls `_exec_raise`); otherwise
+/// sleep `pause` seconds and try again.
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    schema = "pgmigrate",
+    name = "_exec_attempt"
+)]
+pub fn exec_attempt(
     exec_id: i64,
-    run_id: Option<i64>,
     statement: i32,
-    sql: &str,
-    attempt: i32,
-    outcome: &str,
-    sqlstate: Option<&str>,
-    error: Option<&str>,
-    blockers: Option<&str>,
-    started_at: TimestampWithTimeZone,
-    lock_timeout: Interval,
-) {
-    let role = current_role_name();
+) -> TableIterator<'static, (name!(done, bool), name!(failed, bool), name!(pause, f64))> {
+    let (sql, attempt, lock_timeout, attempts, retry_delay_ms, run_id) = with_run(exec_id, |r| {
+        let i = (statement.max(1) as usize - 1).min(r.statements.len().saturating_sub(1));
+        r.tries[i] += 1;
+        (
+            r.statements[i].clone(),
+            r.tries[i],
+            r.lock_timeout,
+            r.attempts,
+            r.retry_delay_ms,
+            r.run_id,
+        )
+    });
+    let started = Spi::get_one::<TimestampWithTimeZone>("SELECT pg_catalog.clock_timestamp()")
+        .ok()
+        .flatten();
+    let clock = std::time::Instant::now();
+    let previous = sys::setting("lock_timeout");
+    sys::set_local(
+        "lock_timeout",
+        &format!("{}ms", lock_timeout.as_micros() / 1000),
+    );
+    let ran = sys::subtransaction(true, || Spi::run(&sql));
+    sys::set_local("lock_timeout", &previous);
+    let error = match ran {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(sys::Caught {
+            sqlstate: "0A000".into(),
+            message: format!("the statement cannot run through SPI: {e}"),
+            detail: None,
+            hint: None,
+        }),
+        Err(c) => Some(c),
+    };
+    let outcome = match error.as_ref().map(|e| e.sqlstate.as_str()) {
+        None => "succeeded",
+        Some("55P03") => "lock_timeout",
+        Some("40P01") => "deadlock",
+        Some(_) => "failed",
+    };
+    let in_the_way = matches!(outcome, "lock_timeout" | "deadlock")
+        .then(|| sys::subtransaction(false, || blockers(&sql)).ok().flatten())
+        .flatten();
+    let role = unsafe { pg_sys::GetUserId() };
+    let elapsed_us = clock.elapsed().as_micros() as i64;
     as_owner(|| {
         Spi::run_with_args(
             "INSERT INTO pgmigrate.exec_attempts
                  (exec_id, run_id, statement, sql, attempt, outcome, sqlstate, error, blockers,
-                  started_at, duration, lock_timeout, role_name)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, pg_catalog.clock_timestamp() - $10, $11, $12)",
+                  started_at, duration, lock_timeout, role_oid)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                     pg_catalog.make_interval(secs => $11::pg_catalog.float8 OPERATOR(pg_catalog./) 1000000), $12, $13)",
             &[
                 exec_id.into(),
                 run_id.into(),
                 statement.into(),
-                sql.into(),
+                sql.as_str().into(),
                 attempt.into(),
                 outcome.into(),
-                sqlstate.into(),
-                error.into(),
-                blockers.into(),
-                started_at.into(),
+                error.as_ref().map(|e| e.sqlstate.clone()).into(),
+                error.as_ref().map(|e| e.message.clone()).into(),
+                in_the_way.clone().into(),
+                started.into(),
+                elapsed_us.into(),
                 lock_timeout.into(),
-                role.as_str().into(),
+                role.into(),
             ],
         )
     })
     .unwrap_or_else(|e| pgrx::error!("pg_migrate: recording an attempt failed: {e}"));
+
+    let retryable = matches!(outcome, "lock_timeout" | "deadlock");
+    if error.is_none() {
+        return TableIterator::once((true, false, 0.0));
+    }
+    if retryable && attempt < attempts {
+        let base = retry_delay_ms
+            .saturating_mul(1i64 << (attempt - 1).clamp(0, 20))
+            .min(60_000);
+        let seed = (exec_id as u64) << 24 ^ (attempt as u64) << 12 ^ elapsed_us as u64;
+        let pause = crate::engine::pace::jittered(base, seed) as f64 / 1000.0;
+        return TableIterator::once((false, false, pause));
+    }
+    // The last attempt: finish the linked run as failed, keep the error
+    // for _exec_raise (after the procedure has committed all this).
+    let e = error.expect("an error");
+    let raised = if retryable {
+        sys::Caught {
+            sqlstate: e.sqlstate.clone(),
+            message: format!("statement {statement} could not get its lock in {attempt} attempts"),
+            detail: Some(format!(
+                "Each attempt gave up after lock_timeout {} ms. Last in the way: {}.",
+                lock_timeout.as_micros() / 1000,
+                in_the_way.as_deref().unwrap_or("nobody by the time it looked")
+            )),
+            hint: Some("Statements before it are committed. End the blocking transaction (pg_terminate_backend) or retry later; migrate_exec_log has every attempt.".into()),
+        }
+    } else {
+        sys::Caught {
+            detail: Some(
+                e.detail
+                    .clone()
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or_else(|| format!("In statement {statement} of the script.")),
+            ),
+            hint: Some(e.hint.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| {
+                "Statements before it are committed; see migrate_exec_log.".into()
+            })),
+            ..e.clone()
+        }
+    };
+    if let Some(run) = run_id {
+        finish(
+            run,
+            false,
+            Some(&format!("statement {statement}: {}", e.message)),
+        );
+    }
+    with_run(exec_id, |r| r.error = Some(raised));
+    TableIterator::once((true, true, 0.0))
 }
 
-/// Finish the linked migration run.
-#[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_exec_finish")]
-pub fn exec_finish(run_id: i64, ok: bool, error: Option<&str>) {
-    // The same grant migrate_finish needs: this is callable directly.
+fn finish(run_id: i64, ok: bool, error: Option<&str>) {
     if !may_write_history() {
         pgrx::pg_sys::panic::ErrorReport::new(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -191,8 +393,28 @@ pub fn exec_finish(run_id: i64, ok: bool, error: Option<&str>) {
     as_owner(|| log::finish_run(run_id, outcome, error, &role)).or_report();
 }
 
-/// Does a lock in mode `held` (as pg_locks names it) conflict with a
-/// request for `wanted`?  NULL for a name that is not a table lock mode.
+/// CALL migrate_exec, the end: every statement succeeded.  Finishes the
+/// linked migration run as applied and forgets the run.
+#[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_exec_finish")]
+pub fn exec_finish(exec_id: i64) {
+    let run_id = with_run(exec_id, |r| r.run_id);
+    if let Some(run) = run_id {
+        finish(run, true, None);
+    }
+    RUNS.with_borrow_mut(|runs| runs.remove(&exec_id));
+}
+
+/// CALL migrate_exec, after the last attempt failed and was committed:
+/// raise its error.
+#[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_exec_raise")]
+pub fn exec_raise(exec_id: i64) {
+    let e = with_run(exec_id, |r| r.error.take());
+    RUNS.with_borrow_mut(|runs| runs.remove(&exec_id));
+    if let Some(e) = e {
+        sys::raise_at(&e, "", 0, None);
+    }
+}
+
 #[pg_extern(
     immutable,
     parallel_safe,

@@ -599,23 +599,25 @@ fn check_index(index: &PgRelation, to: &'static str) -> IndexTarget {
         }
         .report();
     }
-    let table = Spi::connect(|c| {
-        c.select(
-            "SELECT i.indrelid, n.nspname::text, t.relname::text
+    let table = crate::sys::pinned(|| {
+        Spi::connect(|c| {
+            c.select(
+                "SELECT i.indrelid, n.nspname::text, t.relname::text
                FROM pg_catalog.pg_index i
                JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
                JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
               WHERE i.indexrelid = $1",
-            None,
-            &[relid.into()],
-        )
-        .map(|rows| {
-            let r = rows.first();
-            (
-                r.get::<pg_sys::Oid>(1).ok().flatten(),
-                r.get::<String>(2).ok().flatten(),
-                r.get::<String>(3).ok().flatten(),
+                None,
+                &[relid.into()],
             )
+            .map(|rows| {
+                let r = rows.first();
+                (
+                    r.get::<pg_sys::Oid>(1).ok().flatten(),
+                    r.get::<String>(2).ok().flatten(),
+                    r.get::<String>(3).ok().flatten(),
+                )
+            })
         })
     })
     .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the index: {e}"));
@@ -666,27 +668,29 @@ fn migrate_drop_index(
     );
     check_common_target();
     let t = check_index(&index, "drop its indexes");
-    let constraint = Spi::connect(|c| {
-        c.select(
-            "SELECT format('%I', con.conname), format('%I.%I', n.nspname, t.relname)
+    let constraint = crate::sys::pinned(|| {
+        Spi::connect(|c| {
+            c.select(
+                "SELECT format('%I', con.conname), format('%I.%I', n.nspname, t.relname)
                FROM pg_catalog.pg_constraint con
                JOIN pg_catalog.pg_class t ON t.oid = con.conrelid
                JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
               WHERE con.conindid = $1
               ORDER BY con.oid LIMIT 1",
-            None,
-            &[index.oid().into()],
-        )
-        .map(|rows| {
-            if rows.is_empty() {
-                None
-            } else {
-                let r = rows.first();
-                Some((
-                    r.get::<String>(1).ok().flatten().unwrap_or_default(),
-                    r.get::<String>(2).ok().flatten().unwrap_or_default(),
-                ))
-            }
+                None,
+                &[index.oid().into()],
+            )
+            .map(|rows| {
+                if rows.is_empty() {
+                    None
+                } else {
+                    let r = rows.first();
+                    Some((
+                        r.get::<String>(1).ok().flatten().unwrap_or_default(),
+                        r.get::<String>(2).ok().flatten().unwrap_or_default(),
+                    ))
+                }
+            })
         })
     })
     .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading constraints: {e}"));
@@ -754,14 +758,16 @@ fn migrate_reindex(
     });
     check_common_target();
     let t = check_index(&index, "rebuild its indexes");
-    let exclusion = Spi::connect(|c| {
-        c.select(
-            "SELECT indisexclusion FROM pg_catalog.pg_index WHERE indexrelid = $1",
-            None,
-            &[index.oid().into()],
-        )?
-        .first()
-        .get_one::<bool>()
+    let exclusion = crate::sys::pinned(|| {
+        Spi::connect(|c| {
+            c.select(
+                "SELECT indisexclusion FROM pg_catalog.pg_index WHERE indexrelid = $1",
+                None,
+                &[index.oid().into()],
+            )?
+            .first()
+            .get_one::<bool>()
+        })
     })
     .ok()
     .flatten()

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 /// Relation locks this backend holds now: (relation, mode).
 fn my_locks() -> HashSet<(pg_sys::Oid, LockMode)> {
-    Spi::connect(|c| {
+    crate::sys::pinned(|| Spi::connect(|c| {
         let mut out = HashSet::new();
         for row in c.select(
             "SELECT l.relation, l.mode FROM pg_catalog.pg_locks l
@@ -32,24 +32,27 @@ fn my_locks() -> HashSet<(pg_sys::Oid, LockMode)> {
             }
         }
         Ok::<_, pgrx::spi::Error>(out)
-    })
+    }))
     .unwrap_or_default()
 }
 
 /// File numbers of every user relation now.
 fn filenodes() -> HashMap<pg_sys::Oid, pg_sys::Oid> {
-    Spi::connect(|c| {
-        let mut out = HashMap::new();
-        for row in c.select(
-            "SELECT oid, relfilenode FROM pg_catalog.pg_class WHERE oid >= 16384",
-            None,
-            &[],
-        )? {
-            if let (Some(o), Some(f)) = (row.get::<pg_sys::Oid>(1)?, row.get::<pg_sys::Oid>(2)?) {
-                out.insert(o, f);
+    crate::sys::pinned(|| {
+        Spi::connect(|c| {
+            let mut out = HashMap::new();
+            for row in c.select(
+                "SELECT oid, relfilenode FROM pg_catalog.pg_class WHERE oid >= 16384",
+                None,
+                &[],
+            )? {
+                if let (Some(o), Some(f)) = (row.get::<pg_sys::Oid>(1)?, row.get::<pg_sys::Oid>(2)?)
+                {
+                    out.insert(o, f);
+                }
             }
-        }
-        Ok::<_, pgrx::spi::Error>(out)
+            Ok::<_, pgrx::spi::Error>(out)
+        })
     })
     .unwrap_or_default()
 }
@@ -191,25 +194,28 @@ pub fn trace(sql: &str, lock_timeout: Interval, statement_timeout: Interval) -> 
     rows
 }
 
-#[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "trace_script")]
+/// Run `sql` in a subtransaction that is always rolled back and report
+/// the locks each statement took.  Takes real locks, each for as long as
+/// its statement runs (bounded by `lock_timeout` and `statement_timeout`).
+#[pg_extern(volatile, parallel_unsafe)]
 #[allow(clippy::type_complexity)]
-pub fn trace_script(
+pub fn migrate_trace(
     sql: Option<&str>,
-    lock_timeout: Option<Interval>,
-    statement_timeout: Option<Interval>,
+    lock_timeout: default!(Option<Interval>, "'100ms'"),
+    statement_timeout: default!(Option<Interval>, "'10s'"),
 ) -> TableIterator<
     'static,
     (
         name!(statement, i32),
-        name!(sql, String),
-        name!(relation, Option<pg_sys::Oid>),
+        name!(statement_sql, String),
+        name!(relation, Option<sys::RegClass>),
         name!(lock_mode, Option<String>),
         name!(modes, Option<Vec<String>>),
         name!(rewrites, Option<bool>),
         name!(in_transaction, bool),
         name!(error_sqlstate, Option<String>),
         name!(error, Option<String>),
-        name!(ms, f64),
+        name!(duration, Interval),
     ),
 > {
     let Some(sql) = sql else {
@@ -218,9 +224,23 @@ pub fn trace_script(
     let need = |arg: &'static str, v: Option<Interval>| {
         v.ok_or(MigrateError::NullArgument { arg }).or_report()
     };
-    TableIterator::new(trace(
+    let rows = trace(
         sql,
         need("lock_timeout", lock_timeout),
         need("statement_timeout", statement_timeout),
-    ))
+    );
+    TableIterator::new(rows.into_iter().map(|r| {
+        (
+            r.0,
+            r.1,
+            r.2.map(sys::RegClass),
+            r.3,
+            r.4,
+            r.5,
+            r.6,
+            r.7,
+            r.8,
+            Interval::from_micros((r.9 * 1000.0).round() as i64),
+        )
+    }))
 }

@@ -27,15 +27,17 @@ fn extension_owner() -> pg_sys::Oid {
             return owner;
         }
     }
-    let owner = Spi::connect(|client| {
-        client
-            .select(
-                "SELECT extowner FROM pg_catalog.pg_extension WHERE oid = $1",
-                None,
-                &[ext.into()],
-            )?
-            .first()
-            .get_one::<pg_sys::Oid>()
+    let owner = crate::sys::pinned(|| {
+        Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT extowner FROM pg_catalog.pg_extension WHERE oid = $1",
+                    None,
+                    &[ext.into()],
+                )?
+                .first()
+                .get_one::<pg_sys::Oid>()
+        })
     })
     .ok()
     .flatten()

@@ -9,7 +9,15 @@
 //!
 //! Identifiers come from the catalog and are always quoted.  The user's
 //! clauses are placed on lines of their own inside parentheses, so a
-//! trailing `--` comment cannot swallow what follows.
+//! trailing `--` comment cannot swallow what follows (and each is checked
+//! on its own first, see `api::clause`).
+//!
+//! A batch runs with the submitter's search_path, so that the clauses mean
+//! what they meant at submit.  Everything written here around them is
+//! therefore qualified: operators as `OPERATOR(pg_catalog.>)`, functions as
+//! `pg_catalog.count`, types as `pg_catalog.text` or the key column's type
+//! by schema and name.  No object in the submitter's schemas can stand in
+//! for them.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +25,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyColumn {
     pub name: String,
-    /// The column's type as `format_type` prints it, e.g. `bigint`, `uuid`.
+    /// The column's type, qualified and quoted, e.g. `"pg_catalog"."int8"`
+    /// (no type modifier: a parameter of the key's type needs none).
     pub type_name: String,
     /// The type has a `max` aggregate (uuid, for one, has none).
     #[serde(default)]
@@ -60,6 +69,15 @@ pub struct BackfillSpec {
     #[serde(default)]
     pub on_error: crate::engine::pace::OnError,
 }
+
+// What the statements say around the user's clauses, resolved in
+// pg_catalog whatever the search_path.
+const EQ: &str = "OPERATOR(pg_catalog.=)";
+const LT: &str = "OPERATOR(pg_catalog.<)";
+const LE: &str = "OPERATOR(pg_catalog.<=)";
+const GT: &str = "OPERATOR(pg_catalog.>)";
+const GE: &str = "OPERATOR(pg_catalog.>=)";
+const TEXT: &str = "pg_catalog.text";
 
 /// Quote an identifier: always, so names keep their case.
 pub fn quote_ident(s: &str) -> String {
@@ -225,7 +243,7 @@ impl Backfill<'_> {
         };
         let texts: Vec<String> = columns
             .iter()
-            .map(|c| format!("{}::text", quote_ident(&c.name)))
+            .map(|c| format!("{}::{TEXT}", quote_ident(&c.name)))
             .collect();
         let order: Vec<String> = columns
             .iter()
@@ -277,7 +295,7 @@ impl Backfill<'_> {
         let keys = Self::key_list(columns, "");
         let (lower, upper_first, limit) = if after_cursor {
             (
-                format!("({keys}) > {} AND ", Self::param_row(columns, 1)),
+                format!("({keys}) {GT} {} AND ", Self::param_row(columns, 1)),
                 n + 1,
                 2 * n + 1,
             )
@@ -286,7 +304,7 @@ impl Backfill<'_> {
         };
         (
             lower,
-            format!("({keys}) <= {}", Self::param_row(columns, upper_first)),
+            format!("({keys}) {LE} {}", Self::param_row(columns, upper_first)),
             limit,
         )
     }
@@ -300,7 +318,7 @@ impl Backfill<'_> {
         let keys = Self::key_list(columns, "");
         let texts: Vec<String> = columns
             .iter()
-            .map(|c| format!("{}::text", quote_ident(&c.name)))
+            .map(|c| format!("{}::{TEXT}", quote_ident(&c.name)))
             .collect();
         let (lower, upper, limit) = Self::range(columns, after_cursor);
         Some(format!(
@@ -320,13 +338,13 @@ impl Backfill<'_> {
             .collect();
         let texts: Vec<String> = columns
             .iter()
-            .map(|c| format!("{}::text", quote_ident(&c.name)))
+            .map(|c| format!("{}::{TEXT}", quote_ident(&c.name)))
             .collect();
         let bounds = if n == 1 && columns[0].has_max {
             // One key column: count and max over the index scan, nothing
             // kept or sorted.
             format!(
-                "SELECT count(*), CASE WHEN count(*) = 0 THEN NULL ELSE ARRAY[max(_pgm_k)::text] END
+                "SELECT pg_catalog.count(*), CASE WHEN pg_catalog.count(*) {EQ} 0 THEN NULL ELSE ARRAY[pg_catalog.max(_pgm_k)::{TEXT}] END
   FROM (SELECT {keys} AS _pgm_k FROM {rel}
          WHERE {lower}{upper}
          ORDER BY {keys}
@@ -341,7 +359,7 @@ impl Backfill<'_> {
      ORDER BY {keys}
      LIMIT ${limit}
 )
-SELECT (SELECT count(*) FROM _pgm_batch),
+SELECT (SELECT pg_catalog.count(*) FROM _pgm_batch),
        (SELECT ARRAY[{texts}] FROM _pgm_batch ORDER BY {desc} LIMIT 1)",
                 rel = self.relation(),
                 texts = texts.join(", "),
@@ -352,7 +370,7 @@ SELECT (SELECT count(*) FROM _pgm_batch),
         let update = format!(
             "UPDATE {rel} SET
 {set}
- WHERE {lower}({keys}) <= {last}{filter}",
+ WHERE {lower}({keys}) {LE} {last}{filter}",
             rel = self.relation(),
             set = self.set_clause,
             last = Self::param_row(columns, last_first),
@@ -362,10 +380,13 @@ SELECT (SELECT count(*) FROM _pgm_batch),
     }
 
     fn ctid_batch(&self) -> Batch {
-        let range = "ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid";
+        let range = format!(
+            "ctid {GE} pg_catalog.format('(%s,0)', $1::pg_catalog.int8)::pg_catalog.tid \
+             AND ctid {LT} pg_catalog.format('(%s,0)', $2::pg_catalog.int8)::pg_catalog.tid"
+        );
         Batch {
             bounds: format!(
-                "SELECT count(*), ARRAY[$2::text] FROM {} WHERE {range}",
+                "SELECT pg_catalog.count(*), ARRAY[$2::{TEXT}] FROM {} WHERE {range}",
                 self.relation()
             ),
             update: format!(
@@ -429,27 +450,27 @@ mod tests {
         assert!(
             first
                 .bounds
-                .contains("WHERE (\"id\") <= ($1::bigint)\n         ORDER BY \"id\"\n         LIMIT $2) _pgm_batch"),
+                .contains("WHERE (\"id\") OPERATOR(pg_catalog.<=) ($1::bigint)\n         ORDER BY \"id\"\n         LIMIT $2) _pgm_batch"),
             "{}",
             first.bounds
         );
-        assert_eq!(first.update, "UPDATE \"public\".\"orders\" SET\nn = n + 1\n WHERE (\"id\") <= ($1::bigint)\n   AND (\nn < 10\n)");
+        assert_eq!(first.update, "UPDATE \"public\".\"orders\" SET\nn = n + 1\n WHERE (\"id\") OPERATOR(pg_catalog.<=) ($1::bigint)\n   AND (\nn < 10\n)");
         let next = b.batch(true);
         assert!(
             next.bounds
-                .contains("WHERE (\"id\") > ($1::bigint) AND (\"id\") <= ($2::bigint)"),
+                .contains("WHERE (\"id\") OPERATOR(pg_catalog.>) ($1::bigint) AND (\"id\") OPERATOR(pg_catalog.<=) ($2::bigint)"),
             "{}",
             next.bounds
         );
         assert!(next.bounds.contains("LIMIT $3"), "{}", next.bounds);
         assert!(
-            next.bounds.starts_with("SELECT count(*), CASE WHEN count(*) = 0 THEN NULL ELSE ARRAY[max(_pgm_k)::text] END"),
+            next.bounds.starts_with("SELECT pg_catalog.count(*), CASE WHEN pg_catalog.count(*) OPERATOR(pg_catalog.=) 0 THEN NULL ELSE ARRAY[pg_catalog.max(_pgm_k)::pg_catalog.text] END"),
             "{}",
             next.bounds
         );
         assert_eq!(
             next.update,
-            "UPDATE \"public\".\"orders\" SET\nn = n + 1\n WHERE (\"id\") > ($1::bigint) AND (\"id\") <= ($2::bigint)\n   AND (\nn < 10\n)"
+            "UPDATE \"public\".\"orders\" SET\nn = n + 1\n WHERE (\"id\") OPERATOR(pg_catalog.>) ($1::bigint) AND (\"id\") OPERATOR(pg_catalog.<=) ($2::bigint)\n   AND (\nn < 10\n)"
         );
         assert!(!next.bounds.contains("OFFSET") && !next.update.contains("OFFSET"));
     }
@@ -469,7 +490,7 @@ mod tests {
         };
         let batch = b.batch(true);
         assert!(batch.bounds.contains(
-            "(\"tenant\", \"created\") > ($1::integer, $2::timestamp without time zone) AND (\"tenant\", \"created\") <= ($3::integer, $4::timestamp without time zone)"
+            "(\"tenant\", \"created\") OPERATOR(pg_catalog.>) ($1::integer, $2::timestamp without time zone) AND (\"tenant\", \"created\") OPERATOR(pg_catalog.<=) ($3::integer, $4::timestamp without time zone)"
         ), "{}", batch.bounds);
         assert!(batch.bounds.contains("LIMIT $5"));
         assert!(
@@ -480,7 +501,7 @@ mod tests {
             batch.bounds
         );
         assert!(batch.update.ends_with(
-            "WHERE (\"tenant\", \"created\") > ($1::integer, $2::timestamp without time zone) AND (\"tenant\", \"created\") <= ($3::integer, $4::timestamp without time zone)"
+            "WHERE (\"tenant\", \"created\") OPERATOR(pg_catalog.>) ($1::integer, $2::timestamp without time zone) AND (\"tenant\", \"created\") OPERATOR(pg_catalog.<=) ($3::integer, $4::timestamp without time zone)"
         ), "{}", batch.update);
         assert!(
             !batch.update.contains("AND (\n"),
@@ -492,7 +513,7 @@ mod tests {
             .ends_with("ORDER BY \"tenant\", \"created\" LIMIT 1"));
         assert_eq!(
             b.bound_sql(true).unwrap(),
-            "SELECT ARRAY[\"tenant\"::text, \"created\"::text] FROM \"app\".\"Events\" ORDER BY \"tenant\" DESC, \"created\" DESC LIMIT 1"
+            "SELECT ARRAY[\"tenant\"::pg_catalog.text, \"created\"::pg_catalog.text] FROM \"app\".\"Events\" ORDER BY \"tenant\" DESC, \"created\" DESC LIMIT 1"
         );
     }
 
@@ -532,12 +553,11 @@ mod tests {
         };
         assert_eq!(
             b.batch_keys_sql(true).unwrap(),
-            "SELECT ARRAY[\"a\"::text, \"b\"::text] FROM \"s\".\"t\" WHERE (\"a\", \"b\") > ($1::integer, $2::text) AND (\"a\", \"b\") <= ($3::integer, $4::text) ORDER BY \"a\", \"b\" LIMIT $5"
+            "SELECT ARRAY[\"a\"::pg_catalog.text, \"b\"::pg_catalog.text] FROM \"s\".\"t\" WHERE (\"a\", \"b\") OPERATOR(pg_catalog.>) ($1::integer, $2::text) AND (\"a\", \"b\") OPERATOR(pg_catalog.<=) ($3::integer, $4::text) ORDER BY \"a\", \"b\" LIMIT $5"
         );
-        assert!(b
-            .batch_keys_sql(false)
-            .unwrap()
-            .contains("WHERE (\"a\", \"b\") <= ($1::integer, $2::text) ORDER BY"));
+        assert!(b.batch_keys_sql(false).unwrap().contains(
+            "WHERE (\"a\", \"b\") OPERATOR(pg_catalog.<=) ($1::integer, $2::text) ORDER BY"
+        ));
     }
 
     #[test]
@@ -551,10 +571,11 @@ mod tests {
         };
         assert!(b.bound_sql(true).is_none());
         let batch = b.batch(true);
-        let range = "ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid";
+        let range = "ctid OPERATOR(pg_catalog.>=) pg_catalog.format('(%s,0)', $1::pg_catalog.int8)::pg_catalog.tid \
+                     AND ctid OPERATOR(pg_catalog.<) pg_catalog.format('(%s,0)', $2::pg_catalog.int8)::pg_catalog.tid";
         assert_eq!(
             batch.bounds,
-            format!("SELECT count(*), ARRAY[$2::text] FROM \"public\".\"logs\" WHERE {range}")
+            format!("SELECT pg_catalog.count(*), ARRAY[$2::pg_catalog.text] FROM \"public\".\"logs\" WHERE {range}")
         );
         assert_eq!(
             batch.update,
@@ -593,6 +614,10 @@ mod tests {
             "{bounds}"
         );
         assert!(!bounds.contains("max("), "{bounds}");
+        assert!(
+            bounds.contains("SELECT pg_catalog.count(*) FROM _pgm_batch"),
+            "{bounds}"
+        );
     }
 
     #[test]

@@ -73,8 +73,9 @@ pub fn signals(relid: pg_sys::Oid, l: &Limits) -> Signals {
         return s;
     }
     // One statement for every signal the limits need.
-    Spi::connect(|client| {
-        let row = client
+    crate::sys::pinned(|| {
+        Spi::connect(|client| {
+            let row = client
             .select(
                 "SELECT CASE WHEN $1 THEN (
                             SELECT ARRAY[(extract(epoch FROM r.replay_lag) * 1000)::text,
@@ -100,21 +101,22 @@ pub fn signals(relid: pg_sys::Oid, l: &Limits) -> Signals {
             )
             .or_bug("reading throttle signals")
             .first();
-        let pair = |i: usize| {
-            row.get::<Vec<String>>(i)
-                .or_bug("reading throttle signals")
-                .filter(|v| v.len() == 2)
-        };
-        s.replay_lag_ms = pair(1).map(|v| (v[0].parse().unwrap_or(0.0), v[1].clone()));
-        s.slot_wal_bytes = pair(2).map(|v| (v[0].parse().unwrap_or(0), v[1].clone()));
-        s.vacuum_pid = row.get::<i32>(3).or_bug("reading throttle signals");
+            let pair = |i: usize| {
+                row.get::<Vec<String>>(i)
+                    .or_bug("reading throttle signals")
+                    .filter(|v| v.len() == 2)
+            };
+            s.replay_lag_ms = pair(1).map(|v| (v[0].parse().unwrap_or(0.0), v[1].clone()));
+            s.slot_wal_bytes = pair(2).map(|v| (v[0].parse().unwrap_or(0), v[1].clone()));
+            s.vacuum_pid = row.get::<i32>(3).or_bug("reading throttle signals");
+        })
     });
     s
 }
 
 /// The wall clock in `tz` now, as naive seconds (see engine::cron).
 fn naive_now(tz: &str) -> i64 {
-    Spi::connect(|c| {
+    crate::sys::pinned(|| Spi::connect(|c| {
         c.select(
             "SELECT floor(extract(epoch FROM (pg_catalog.clock_timestamp() AT TIME ZONE $1)))::bigint",
             None,
@@ -122,14 +124,14 @@ fn naive_now(tz: &str) -> i64 {
         )?
         .first()
         .get_one::<i64>()
-    })
+    }))
     .or_bug("reading the clock")
     .unwrap_or(0)
 }
 
 /// Naive seconds in `tz` as a timestamptz, and as text for people.
 fn from_naive(secs: i64, tz: &str) -> (TimestampWithTimeZone, String) {
-    Spi::connect(|c| {
+    crate::sys::pinned(|| Spi::connect(|c| {
         let row = c
             .select(
                 "SELECT (pg_catalog.to_timestamp($1) AT TIME ZONE 'UTC') AT TIME ZONE $2,
@@ -140,7 +142,7 @@ fn from_naive(secs: i64, tz: &str) -> (TimestampWithTimeZone, String) {
             )?
             .first();
         Ok::<_, pgrx::spi::SpiError>((row.get::<TimestampWithTimeZone>(1)?, row.get::<String>(2)?))
-    })
+    }))
     .map(|(t, s)| (t.expect("a timestamp"), s.unwrap_or_default()))
     .or_bug("converting a time")
 }

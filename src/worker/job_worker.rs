@@ -60,6 +60,7 @@ pub extern "C-unwind" fn pg_migrate_worker_main(arg: pg_sys::Datum) {
     // that batch later.
     unsafe { pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(die)) };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
+    sys::pin_session_search_path();
     unsafe { pg_sys::before_shmem_exit(Some(super::end_build_at_exit), pg_sys::Datum::from(0)) };
     set_application_name(c"pg_migrate worker");
 

@@ -77,6 +77,7 @@ fn start_worker(dboid: u32) -> Option<DynamicBackgroundWorker> {
 pub extern "C-unwind" fn pg_migrate_launcher_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(None, None);
+    crate::sys::pin_session_search_path();
     unsafe {
         let mut s = SHARED.exclusive();
         s.launcher_procno = (*pg_sys::MyProc).pgprocno;

@@ -1,0 +1,664 @@
+//! Trojans: a role that may create objects in a schema on a superuser's
+//! search_path plants look-alikes of every operator and function the
+//! extension uses, ahead of pg_catalog, then every function, procedure,
+//! view and job kind is driven as that superuser and as an ordinary role.
+//! A trojan that runs raises a WARNING that names it (the server log keeps
+//! it whatever the transaction does afterwards); the test fails on any.
+//!
+//! What the extension uses is read from its own sources, not from a hand
+//! list: the operator symbols and the names called like functions in the
+//! SQL it runs (sql/*.sql, and the string literals of src/**/*.rs), each
+//! matched against pg_catalog.  For every pg_catalog operator and function
+//! of those names whose argument types a PL/pgSQL function can take, the
+//! trojan has the same name and signature (so on a search_path that lists
+//! the trojan schema before pg_catalog it wins) and otherwise does what the
+//! original does.  Variadic "any" functions (format, concat) get fixed
+//! arity text overloads, which beat them; aggregates get trojan aggregates.
+
+mod common;
+
+use common::{project_root, wait_until, Cluster};
+use postgres::{Client, NoTls};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// Every file of SQL the extension runs: the install script's pieces and
+/// the Rust sources (their string literals).
+fn sources() -> Vec<(String, String)> {
+    let mut out = vec![];
+    let mut dirs = vec![project_root().join("sql"), project_root().join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "sql" || e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let text = if path.extension().unwrap() == "rs" {
+                    string_literals(&text)
+                } else {
+                    text
+                };
+                out.push((path.display().to_string(), text));
+            }
+        }
+    }
+    out
+}
+
+/// The contents of the string literals of a Rust file ("..." and r#"..."#),
+/// one per line.
+fn string_literals(rust: &str) -> String {
+    let b: Vec<char> = rust.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        // Skip comments.
+        if b[i] == '/' && b.get(i + 1) == Some(&'/') {
+            while i < b.len() && b[i] != '\n' {
+                i += 1;
+            }
+            continue;
+        }
+        // Character literals such as '"' are not strings.
+        if b[i] == '\'' && b.get(i + 2) == Some(&'\'') {
+            i += 3;
+            continue;
+        }
+        if b[i] == '\'' && b.get(i + 1) == Some(&'\\') && b.get(i + 3) == Some(&'\'') {
+            i += 4;
+            continue;
+        }
+        if b[i] == 'r'
+            && (b.get(i + 1) == Some(&'#') || b.get(i + 1) == Some(&'"'))
+            && (i == 0 || !(b[i - 1].is_alphanumeric() || b[i - 1] == '_'))
+        {
+            let mut j = i + 1;
+            let mut hashes = 0;
+            while b.get(j) == Some(&'#') {
+                hashes += 1;
+                j += 1;
+            }
+            if b.get(j) == Some(&'"') {
+                j += 1;
+                let start = j;
+                loop {
+                    if j >= b.len() {
+                        break;
+                    }
+                    if b[j] == '"' && (0..hashes).all(|k| b.get(j + 1 + k) == Some(&'#')) {
+                        break;
+                    }
+                    j += 1;
+                }
+                out.extend(&b[start..j.min(b.len())]);
+                out.push('\n');
+                i = j + 1 + hashes;
+                continue;
+            }
+        }
+        if b[i] == '"' {
+            let mut j = i + 1;
+            let start = j;
+            while j < b.len() && b[j] != '"' {
+                if b[j] == '\\' {
+                    j += 1;
+                }
+                j += 1;
+            }
+            out.extend(&b[start..j.min(b.len())]);
+            out.push('\n');
+            i = j + 1;
+            continue;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Operator symbols and the words called like functions, as SQL's lexer
+/// would cut them.
+fn used(text: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    const OP: &str = "+-*/<>=~!@#%^&|`?";
+    let chars: Vec<char> = text.chars().collect();
+    let (mut ops, mut calls) = (BTreeSet::new(), BTreeSet::new());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if OP.contains(c) {
+            let start = i;
+            while i < chars.len() && OP.contains(chars[i]) {
+                i += 1;
+            }
+            let op: String = chars[start..i].iter().collect();
+            // Comments are not operators; an operator ending in + or - is
+            // cut as PostgreSQL cuts it.
+            for part in op.split("--").next().unwrap_or("").split("/*") {
+                if !part.is_empty() {
+                    ops.insert(part.to_string());
+                    if part.len() > 1 {
+                        ops.insert(part.trim_end_matches(['+', '-']).to_string());
+                    }
+                }
+            }
+            continue;
+        }
+        if c.is_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect::<String>().to_lowercase();
+            let mut j = i;
+            while j < chars.len() && chars[j] == ' ' {
+                j += 1;
+            }
+            if chars.get(j) == Some(&'(') {
+                calls.insert(word);
+            }
+            continue;
+        }
+        i += 1;
+    }
+    ops.remove("");
+    (ops, calls)
+}
+
+/// The SQL that plants the trojans, built from the catalog.
+fn plant_sql(c: &mut Client, ops: &BTreeSet<String>, calls: &BTreeSet<String>) -> Vec<String> {
+    let ops: Vec<String> = ops.iter().cloned().collect();
+    let calls: Vec<String> = calls.iter().cloned().collect();
+    // Types a PL/pgSQL function may take and return.
+    const PLAIN: &str = "t.typtype IN ('b', 'e', 'r', 'm', 'd') OR t.typname IN ('anyelement', 'anyarray', 'anynonarray', 'anyenum', 'anyrange', 'anymultirange', 'anycompatible', 'anycompatiblearray', 'anycompatiblenonarray', 'anycompatiblerange', 'record')";
+    let mut sql: Vec<String> = vec![];
+    let mut n = 0;
+    for row in c
+        .query(
+            &format!(
+                "SELECT o.oprname, o.oprleft::regtype::text, o.oprright::regtype::text, o.oprresult::regtype::text, o.oprleft = 0
+                   FROM pg_operator o
+                  WHERE o.oprnamespace = 'pg_catalog'::regnamespace AND o.oprname = ANY ($1)
+                    AND o.oprright <> 0
+                    AND (o.oprleft = 0 OR EXISTS (SELECT 1 FROM pg_type t WHERE t.oid = o.oprleft AND ({PLAIN})))
+                    AND EXISTS (SELECT 1 FROM pg_type t WHERE t.oid = o.oprright AND ({PLAIN}))
+                    AND EXISTS (SELECT 1 FROM pg_type t WHERE t.oid = o.oprresult AND ({PLAIN}))
+                    AND o.oprleft NOT IN ('record'::regtype) AND o.oprright NOT IN ('record'::regtype)
+                  ORDER BY 1, 2, 3"
+            ),
+            &[&ops],
+        )
+        .unwrap()
+    {
+        let (name, left, right, result, prefix): (String, String, String, String, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        n += 1;
+        let f = format!("trojan.op_{n}");
+        if prefix {
+            sql.push(format!(
+                "CREATE FUNCTION {f}(r {right}) RETURNS {result} LANGUAGE plpgsql AS $t$
+                 BEGIN RAISE WARNING 'TROJAN operator % (%) ran as %', '{name}', '{right}', current_user;
+                       RETURN OPERATOR(pg_catalog.{name}) r; END $t$;
+                 CREATE OPERATOR trojan.{name} (RIGHTARG = {right}, FUNCTION = {f});\n"
+            ));
+        } else {
+            sql.push(format!(
+                "CREATE FUNCTION {f}(l {left}, r {right}) RETURNS {result} LANGUAGE plpgsql AS $t$
+                 BEGIN RAISE WARNING 'TROJAN operator % (%, %) ran as %', '{name}', '{left}', '{right}', current_user;
+                       RETURN l OPERATOR(pg_catalog.{name}) r; END $t$;
+                 CREATE OPERATOR trojan.{name} (LEFTARG = {left}, RIGHTARG = {right}, FUNCTION = {f});\n"
+            ));
+        }
+    }
+    // Functions: same name and argument types.
+    for row in c
+        .query(
+            &format!(
+                "SELECT p.proname, (SELECT string_agg(format_type(u.t, NULL), ', ' ORDER BY u.ord)
+                                      FROM unnest(p.proargtypes) WITH ORDINALITY u(t, ord)), p.pronargs,
+                        pg_get_function_result(p.oid), p.proretset,
+                        (SELECT string_agg(format('a%s', i), ', ') FROM generate_series(1, p.pronargs) i)
+                   FROM pg_proc p
+                  WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = ANY ($1)
+                    AND p.prokind = 'f' AND p.provariadic = 0
+                    AND NOT EXISTS (SELECT 1 FROM unnest(p.proargtypes) a JOIN pg_type t ON t.oid = a
+                                     WHERE NOT ({PLAIN}))
+                    AND EXISTS (SELECT 1 FROM pg_type t WHERE t.oid = p.prorettype
+                                   AND ({PLAIN} OR t.typname = 'void'))
+                  ORDER BY 1, 2"
+            ),
+            &[&calls],
+        )
+        .unwrap()
+    {
+        let (name, args, nargs, result, set, list): (String, Option<String>, i16, String, bool, Option<String>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+        let args = args.unwrap_or_default();
+        let types: Vec<&str> = if args.is_empty() { vec![] } else { split_args(&args) };
+        if types.len() != nargs as usize {
+            continue;
+        }
+        let list = list.unwrap_or_default();
+        let params: Vec<String> = types.iter().enumerate().map(|(i, t)| format!("a{} {t}", i + 1)).collect();
+        let warn = format!(
+            "RAISE WARNING 'TROJAN function %(%) ran as %', '{name}', '{}', current_user;",
+            args.replace('\'', "''")
+        );
+        let body = if set {
+            format!("BEGIN {warn} RETURN QUERY SELECT * FROM pg_catalog.{name}({list}); END")
+        } else if result == "void" {
+            format!("BEGIN {warn} PERFORM pg_catalog.{name}({list}); END")
+        } else {
+            format!("BEGIN {warn} RETURN pg_catalog.{name}({list}); END")
+        };
+        sql.push(format!(
+            "CREATE FUNCTION trojan.{name}({}) RETURNS {result} LANGUAGE plpgsql AS $t${body}$t$;\n",
+            params.join(", ")
+        ));
+        n += 1;
+    }
+    // Variadic "any" functions: fixed text overloads beat them.
+    for name in ["format", "concat", "concat_ws"] {
+        if !calls.contains(&name.to_string()) {
+            continue;
+        }
+        for arity in 2..=6 {
+            let params: Vec<String> = (1..=arity).map(|i| format!("a{i} text")).collect();
+            let args: Vec<String> = (1..=arity).map(|i| format!("a{i}")).collect();
+            sql.push(format!(
+                "CREATE FUNCTION trojan.{name}({}) RETURNS text LANGUAGE plpgsql AS $t$
+                 BEGIN RAISE WARNING 'TROJAN function {name}/{arity} ran as %', current_user;
+                       RETURN pg_catalog.{name}({}); END $t$;\n",
+                params.join(", "),
+                args.join(", ")
+            ));
+            n += 1;
+        }
+    }
+    // Aggregates.
+    for row in c
+        .query(
+            &format!(
+                "SELECT p.proname, format_type(p.proargtypes[0], NULL), a.aggtranstype::regtype::text,
+                        format_type(p.prorettype, NULL)
+                   FROM pg_proc p JOIN pg_aggregate a ON a.aggfnoid = p.oid
+                  WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = ANY ($1)
+                    AND p.prokind = 'a' AND p.pronargs <= 1 AND a.aggkind = 'n'
+                    AND NOT EXISTS (SELECT 1 FROM unnest(p.proargtypes) x JOIN pg_type t ON t.oid = x WHERE NOT ({PLAIN}))
+                  ORDER BY 1, 2"
+            ),
+            &[&calls],
+        )
+        .unwrap()
+    {
+        let (name, arg, _trans, result): (String, Option<String>, String, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        n += 1;
+        match arg {
+            None => sql.push(format!(
+                "CREATE FUNCTION trojan.agg_{n}(s {result}) RETURNS {result} LANGUAGE plpgsql AS $t$
+                 BEGIN RAISE WARNING 'TROJAN aggregate {name}(*) ran as %', current_user; RETURN s; END $t$;
+                 CREATE AGGREGATE trojan.{name}(*) (SFUNC = trojan.agg_{n}, STYPE = {result}, INITCOND = '0');\n"
+            )),
+            Some(arg) if arg == "anyarray" || arg == "anyelement" || arg == "anynonarray" || arg == "anycompatible" => {}
+            Some(arg) => sql.push(format!(
+                "CREATE FUNCTION trojan.agg_{n}(s {result}, v {arg}) RETURNS {result} LANGUAGE plpgsql AS $t$
+                 BEGIN RAISE WARNING 'TROJAN aggregate {name}({arg}) ran as %', current_user; RETURN s; END $t$;
+                 CREATE AGGREGATE trojan.{name}({arg}) (SFUNC = trojan.agg_{n}, STYPE = {result});\n"
+            )),
+        }
+    }
+    sql
+}
+
+/// Split "a integer, b text[], character varying" style argument lists
+/// (no names in identity arguments of pg_catalog functions).
+fn split_args(args: &str) -> Vec<&str> {
+    let mut out = vec![];
+    let mut depth = 0;
+    let mut start = 0;
+    for (i, c) in args.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(args[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(args[start..].trim());
+    out
+}
+
+/// Each trojan that ran, with the statement that called it (from the
+/// CONTEXT and STATEMENT lines that follow its WARNING in the server log).
+fn trojans_that_ran(cluster: &Cluster) -> Vec<String> {
+    let log = cluster.log();
+    let lines: Vec<&str> = log.lines().collect();
+    let mut seen = vec![];
+    for (i, line) in lines.iter().enumerate() {
+        let Some(what) = line
+            .split("WARNING:  ")
+            .nth(1)
+            .filter(|w| w.starts_with("TROJAN"))
+        else {
+            continue;
+        };
+        // The caller: the innermost SQL statement in the context that is
+        // not the trojan itself, else the client's statement.
+        let mut caller = String::new();
+        for next in lines.iter().skip(i + 1).take(40) {
+            if next.contains("WARNING:") {
+                break;
+            }
+            let text = next.trim_start_matches('\t');
+            let found = text
+                .split("SQL statement \"")
+                .nth(1)
+                .or_else(|| text.split("STATEMENT:  ").nth(1));
+            if let Some(sql) = found {
+                caller = sql.chars().take(160).collect();
+                break;
+            }
+        }
+        seen.push(format!("{what}\n      in: {caller}"));
+    }
+    seen.sort();
+    seen.dedup();
+    seen
+}
+
+fn state(c: &mut Client, id: i64) -> String {
+    c.query_one("SELECT state FROM pgmigrate.jobs WHERE job_id = $1", &[&id])
+        .unwrap()
+        .get(0)
+}
+
+fn wait_end(c: &mut Client, id: i64) -> String {
+    wait_until(&format!("job {id} to end"), LONG, || {
+        let s = state(c, id);
+        matches!(s.as_str(), "succeeded" | "failed" | "cancelled").then_some(s)
+    })
+}
+
+/// The tables a role works on, made with a safe search_path (the user's
+/// own SQL below uses no operator or function, so that any trojan that
+/// runs was called by pg_migrate, not by the user's text).
+fn tables(c: &mut Client, prefix: &str) {
+    c.batch_execute(&format!(
+        "BEGIN;
+         SET LOCAL search_path = pg_catalog, public;
+         CREATE TABLE public.{prefix}_items (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0, note text,
+                                             code varchar(20), flag boolean NOT NULL DEFAULT true);
+         INSERT INTO public.{prefix}_items (id, code) SELECT g, 'c' || g FROM generate_series(1, 300) g;
+         CREATE TABLE public.{prefix}_codes (code varchar(20) PRIMARY KEY, note text, flag boolean NOT NULL DEFAULT true);
+         INSERT INTO public.{prefix}_codes (code) SELECT 'k' || g FROM generate_series(1, 300) g;
+         CREATE TABLE public.{prefix}_nokey (n int, note text, flag boolean NOT NULL DEFAULT true);
+         INSERT INTO public.{prefix}_nokey (n) SELECT g FROM generate_series(1, 300) g;
+         CREATE TABLE public.{prefix}_django (id serial, app varchar(255), name varchar(255), applied timestamptz);
+         INSERT INTO public.{prefix}_django (app, name, applied) VALUES ('shop', '0001_initial', now());
+         ANALYZE public.{prefix}_items, public.{prefix}_codes, public.{prefix}_nokey;
+         COMMIT;"
+    ))
+    .unwrap();
+}
+
+fn run(c: &mut Client, problems: &mut Vec<String>, sql: &str) {
+    if let Err(e) = c.batch_execute(sql) {
+        problems.push(format!("{sql}: {}", common::message(&e)));
+    }
+}
+
+/// Everything a user can do, as the role of `c`, on its tables.
+fn drive(c: &mut Client, admin: &mut Client, prefix: &str, superuser: bool) -> Vec<String> {
+    let mut problems = vec![];
+    let t = format!("public.{prefix}_items");
+    let v = format!("public.{prefix}_codes");
+    let k = format!("public.{prefix}_nokey");
+    // History.
+    if superuser {
+        run(c, &mut problems, &format!(
+            "SELECT migrate_finish(migrate_start('{prefix}', '0001', checksum => 'abc'));
+             SELECT migrate_record('{prefix}', '0002', checksum => 'def', duration => interval '1 s');
+             SELECT migrate_applied('{prefix}', '0001');
+             SELECT migrate_require('{prefix}', '0002');
+             SELECT migrate_unapply('{prefix}', '0002', reason => 'test');
+             SELECT migrate_import_django('public.{prefix}_django');"
+        ));
+    } else {
+        run(
+            c,
+            &mut problems,
+            &format!("SELECT migrate_applied('{prefix}', '0001')"),
+        );
+    }
+    // Backfills: a bigint key, a varchar key, no key; run by workers.
+    let mut jobs = vec![];
+    for (table, set, filter) in [
+        (t.as_str(), "note = 'x', flag = false", Some("flag")),
+        (v.as_str(), "note = 'x'", Some("note IS NULL")),
+        (k.as_str(), "note = 'y'", Some("flag")),
+    ] {
+        let link = if superuser {
+            format!(", migration => ARRAY['{prefix}', 'b_{}']", jobs.len())
+        } else {
+            String::new()
+        };
+        match c.query_one(
+            &format!("SELECT migrate_backfill('{table}', $1, $2, batch_size => 50{link})"),
+            &[&set, &filter],
+        ) {
+            Ok(r) => jobs.push(r.get::<_, i64>(0)),
+            Err(e) => problems.push(format!("backfill of {table}: {}", common::message(&e))),
+        }
+        run(
+            c,
+            &mut problems,
+            &format!(
+                "SELECT * FROM migrate_estimate('{table}', $${set}$$, $${}$$, sample_rows => 100)",
+                filter.unwrap_or("true")
+            ),
+        );
+    }
+    for id in &jobs {
+        let end = wait_end(admin, *id);
+        if end != "succeeded" {
+            let e: Option<String> = admin
+                .query_one("SELECT error FROM pgmigrate.jobs WHERE job_id = $1", &[id])
+                .map(|r| r.get(0))
+                .unwrap_or(None);
+            problems.push(format!("job {id} {end}: {e:?}"));
+        }
+    }
+    // Control, CALL migrate_run and migrate_wait.
+    for table in [&t, &v] {
+        let id: i64 = match c.query_one(
+            &format!(
+                "SELECT migrate_backfill('{table}', 'note = ''z''', batch_size => 50,
+                                         run_at => '2100-01-01')"
+            ),
+            &[],
+        ) {
+            Ok(r) => r.get(0),
+            Err(e) => {
+                problems.push(format!("backfill of {table}: {}", common::message(&e)));
+                continue;
+            }
+        };
+        run(
+            c,
+            &mut problems,
+            &format!(
+            "SELECT migrate_pause({id}); SELECT migrate_resume({id}); SELECT migrate_pause({id});
+             SELECT migrate_cancel({id}); SELECT migrate_retry({id}); SELECT migrate_pause({id});"
+        ),
+        );
+        run(c, &mut problems, &format!("CALL migrate_run({id})"));
+        run(c, &mut problems, &format!("CALL migrate_wait({id})"));
+    }
+    // Index jobs.
+    for sql in [
+        format!("SELECT migrate_create_index('CREATE INDEX {prefix}_code_idx ON {t} (code) WHERE code IS NOT NULL')"),
+        format!("SELECT migrate_reindex('public.{prefix}_code_idx')"),
+        format!("SELECT migrate_drop_index('public.{prefix}_code_idx')"),
+    ] {
+        match c.query_one(&sql, &[]) {
+            Ok(r) => {
+                let id: i64 = r.get(0);
+                let end = wait_end(admin, id);
+                if end != "succeeded" {
+                    problems.push(format!("{sql}: job {id} {end}"));
+                }
+            }
+            Err(e) => problems.push(format!("{sql}: {}", common::message(&e))),
+        }
+    }
+    // Lock risk.
+    let script = format!(
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS z int;
+         ALTER TABLE {t} ALTER COLUMN code TYPE varchar(30);
+         ALTER TABLE {t} ADD CONSTRAINT {prefix}_note_chk CHECK (note IS NOT NULL) NOT VALID;
+         ALTER TABLE {v} ALTER COLUMN note SET NOT NULL;
+         UPDATE {t} SET note = NULL WHERE flag"
+    );
+    run(
+        c,
+        &mut problems,
+        &format!(
+            "SELECT * FROM migrate_analyze($${script}$$);
+         SELECT * FROM migrate_trace($${script}$$);
+         SELECT migrate_unplan(migrate_plan($${script}$$, 'n'));
+         SELECT * FROM migrate_blockers('{t}');"
+        ),
+    );
+    let link = if superuser {
+        format!(", migration => ARRAY['{prefix}', 'exec']")
+    } else {
+        String::new()
+    };
+    run(
+        c,
+        &mut problems,
+        &format!("CALL migrate_exec($${script}$${link})"),
+    );
+    // Every view.
+    for view in [
+        "migrate_history",
+        "migrate_events",
+        "migrate_status",
+        "migrate_progress",
+        "migrate_batches",
+        "migrate_skipped",
+        "migrate_index_builds",
+        "migrate_lock_risk",
+        "migrate_exec_log",
+    ] {
+        run(c, &mut problems, &format!("SELECT * FROM {view}"));
+    }
+    problems
+}
+
+#[test]
+fn no_trojan_on_the_search_path_runs_for_any_function_view_or_job() {
+    let (mut ops, mut calls) = (BTreeSet::new(), BTreeSet::new());
+    for (_, text) in sources() {
+        let (o, f) = used(&text);
+        ops.extend(o);
+        calls.extend(f);
+    }
+    let cluster = Cluster::start("trojan");
+    let mut admin = cluster.connect("postgres");
+    admin.batch_execute("CREATE DATABASE trojan").unwrap();
+    admin
+        .batch_execute("CREATE ROLE mallory LOGIN; CREATE ROLE alice LOGIN;")
+        .unwrap();
+    let mut c = cluster.connect("trojan");
+    c.batch_execute(
+        "CREATE EXTENSION pg_migrate;
+         CREATE SCHEMA trojan AUTHORIZATION mallory;
+         GRANT USAGE ON SCHEMA trojan TO PUBLIC;
+         GRANT CREATE, USAGE ON SCHEMA public TO alice;",
+    )
+    .unwrap();
+    let plant = plant_sql(&mut c, &ops, &calls);
+    // Mallory plants them: an ordinary role, in its own schema.  A few
+    // signatures cannot be copied (reserved names, odd types); they are
+    // counted, not fatal.
+    let mut mallory = Client::connect(
+        &cluster
+            .url("trojan")
+            .replace("user=postgres", "user=mallory"),
+        NoTls,
+    )
+    .unwrap();
+    let mut planted = 0;
+    let mut refused = vec![];
+    for one in &plant {
+        match mallory.batch_execute(one) {
+            Ok(()) => planted += 1,
+            Err(e) => refused.push(format!(
+                "{}: {}",
+                common::message(&e),
+                one.lines().next().unwrap_or("")
+            )),
+        }
+    }
+    println!(
+        "planted {planted} trojans; {} could not be planted",
+        refused.len()
+    );
+    for r in refused.iter().take(10) {
+        println!("  {r}");
+    }
+    assert!(
+        planted >= 50 && ops.contains("=") && calls.contains("count"),
+        "found {planted} trojans to plant from {} operators and {} names",
+        ops.len(),
+        calls.len()
+    );
+    // The trojans are live: a plain query on this search_path runs one.
+    c.batch_execute("SET search_path = trojan, pg_catalog, public; SELECT 1 = 1;")
+        .unwrap();
+    assert!(
+        !trojans_that_ran(&cluster).is_empty(),
+        "the planted trojans must be able to run"
+    );
+    c.batch_execute("RESET search_path").unwrap();
+    let before = trojans_that_ran(&cluster);
+
+    // The superuser and alice work with the trojan schema first.
+    c.batch_execute("ALTER ROLE postgres SET search_path = trojan, pg_catalog, public")
+        .unwrap();
+    c.batch_execute("ALTER ROLE alice SET search_path = trojan, pg_catalog, public")
+        .unwrap();
+    let mut su = cluster.connect("trojan");
+    tables(&mut su, "su");
+    let mut alice = Client::connect(
+        &cluster.url("trojan").replace("user=postgres", "user=alice"),
+        NoTls,
+    )
+    .unwrap();
+    tables(&mut alice, "alice");
+    let mut watcher = cluster.connect("trojan");
+    watcher
+        .batch_execute("SET search_path = pg_catalog")
+        .unwrap();
+    let mut problems = drive(&mut su, &mut watcher, "su", true);
+    problems.extend(drive(&mut alice, &mut watcher, "alice", false));
+
+    let ran: Vec<String> = trojans_that_ran(&cluster)
+        .into_iter()
+        .filter(|t| !before.contains(t))
+        .collect();
+    assert!(
+        problems.is_empty() && ran.is_empty(),
+        "driving the extension failed:\n{}\n\n{} trojans ran ({} planted):\n{}",
+        problems.join("\n"),
+        ran.len(),
+        planted,
+        ran.join("\n")
+    );
+}
