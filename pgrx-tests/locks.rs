@@ -119,3 +119,23 @@ fn no_role_can_record_or_finish_a_migrate_exec_run_it_did_not_begin() {
     let status = Spi::get_one::<String>("SELECT status FROM migrate_history WHERE app = 'lk'").unwrap();
     assert_eq!(status, Some("running".into()));
 }
+
+#[pg_test]
+fn identifiers_in_recipes_are_quoted_exactly_as_postgresql_quotes_them() {
+    // Every key word of this server, and names around them.
+    let words: Vec<String> = Spi::connect(|c| {
+        c.select("SELECT word FROM pg_get_keywords()", None, &[])
+            .unwrap()
+            .map(|r| r.get::<String>(1).unwrap().unwrap())
+            .collect()
+    });
+    assert!(words.len() > 400, "{} key words", words.len());
+    let mut names = words.clone();
+    names.extend(["orders", "Orders", "1st", "a b", "x\"y", "_ok", "é", "left_join"].map(String::from));
+    for w in names {
+        let theirs = Spi::get_one_with_args::<String>("SELECT quote_ident($1)", &[w.as_str().into()])
+            .unwrap()
+            .unwrap();
+        assert_eq!(crate::engine::keyset::display_ident(&w), theirs, "{w}");
+    }
+}

@@ -93,6 +93,10 @@ DECLARE
     started timestamptz := pg_catalog.clock_timestamp();
     first boolean := true;
 BEGIN
+    IF job IS NULL THEN
+        RAISE EXCEPTION 'argument "job" must not be NULL' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass the id migrate_backfill or migrate_create_index returned; migrate_progress lists them.';
+    END IF;
     LOOP
         SELECT * INTO r FROM pgmigrate._wait_poll(job, first);
         first := false;

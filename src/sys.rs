@@ -439,3 +439,36 @@ pub fn pin_session_search_path() {
 pub fn pinned<R>(f: impl FnOnce() -> R) -> R {
     with_search_path(PINNED_PATH, f)
 }
+
+// ---- session identity ----------------------------------------------------------
+
+/// The session's identity switched to another role, as SET SESSION
+/// AUTHORIZATION switches it, until dropped.  A background worker takes its
+/// job's owner's identity for the whole job: `session_user`,
+/// `current_user` and `is_superuser` are the owner's, so audit triggers and
+/// anything else the job's statements run see who submitted it.  Code run
+/// by the job cannot switch back (SET SESSION AUTHORIZATION and SET ROLE
+/// are refused inside the security-restricted operation it runs in).
+pub struct SessionAs {
+    previous: pg_sys::Oid,
+    previous_is_superuser: bool,
+}
+
+impl SessionAs {
+    /// Become `role` (`is_superuser`: whether it is one).  `previous_is_superuser`
+    /// says whether the session's own user is a superuser (a worker's is).
+    pub fn new(role: pg_sys::Oid, is_superuser: bool, previous_is_superuser: bool) -> SessionAs {
+        let previous = unsafe { pg_sys::GetSessionUserId() };
+        unsafe { pg_sys::SetSessionAuthorization(role, is_superuser) };
+        SessionAs {
+            previous,
+            previous_is_superuser,
+        }
+    }
+}
+
+impl Drop for SessionAs {
+    fn drop(&mut self) {
+        unsafe { pg_sys::SetSessionAuthorization(self.previous, self.previous_is_superuser) }
+    }
+}

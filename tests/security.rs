@@ -361,3 +361,74 @@ fn other_roles_neither_see_nor_change_a_roles_work() {
         "a new role of the same name sees nothing of the old one's"
     );
 }
+
+#[test]
+fn a_job_runs_with_its_owners_identity_whole() {
+    let cluster = Cluster::start("identity");
+    let mut c = cluster.create_db("identity");
+    counter(&mut c, 50);
+    // An audit trigger, as many databases have: who changed the row?
+    c.batch_execute(
+        "CREATE ROLE carol LOGIN;
+         GRANT SELECT, UPDATE ON counter TO carol;
+         CREATE TABLE audit (session_user_name name, current_user_name name, is_superuser text);
+         GRANT INSERT ON audit TO carol;
+         CREATE FUNCTION audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO audit VALUES (session_user, current_user, current_setting('is_superuser'));
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER counter_audit BEFORE UPDATE ON counter FOR EACH ROW EXECUTE FUNCTION audit_row();",
+    )
+    .unwrap();
+    let mut carol = Client::connect(
+        &cluster
+            .url("identity")
+            .replace("user=postgres", "user=carol"),
+        NoTls,
+    )
+    .unwrap();
+    let id: i64 = carol
+        .query_one(
+            "SELECT migrate_backfill('counter', 'n = n + 1', batch_size => 10)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let (state, _, error) = wait_finished(&mut c, id);
+    assert_eq!(state, "succeeded", "{error:?}");
+    let seen: Vec<(String, String, String, i64)> = c
+        .query(
+            "SELECT session_user_name::text, current_user_name::text, is_superuser, count(*)
+               FROM audit GROUP BY 1, 2, 3 ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![("carol".into(), "carol".into(), "off".into(), 50)],
+        "every row changed by carol's job is carol's, and not a superuser's"
+    );
+    // The worker takes its own identity back after the job: a superuser's
+    // job after carol's runs as the superuser.
+    c.batch_execute("TRUNCATE audit").unwrap();
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate_backfill('counter', 'n = n + 1', batch_size => 10)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let (state, _, error) = wait_finished(&mut c, id);
+    assert_eq!(state, "succeeded", "{error:?}");
+    let who: Vec<String> = c
+        .query("SELECT DISTINCT session_user_name::text FROM audit", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(who, vec!["postgres".to_string()]);
+}

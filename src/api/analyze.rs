@@ -435,6 +435,16 @@ fn same_tablespace(relid: pg_sys::Oid, tablespace: &str) -> bool {
     )
 }
 
+/// Is `method` the table's access method already?
+fn same_access_method(relid: pg_sys::Oid, method: &str) -> bool {
+    sys::ask(
+        "SELECT c.relam OPERATOR(pg_catalog.=) a.oid
+           FROM pg_catalog.pg_class c, pg_catalog.pg_am a
+          WHERE c.oid OPERATOR(pg_catalog.=) $1 AND a.amname OPERATOR(pg_catalog.=) $2",
+        &[relid.into(), method.into()],
+    )
+}
+
 /// Sequences a raw default names as `nextval('name')` (or currval,
 /// setval): looked at when the default is stored.
 unsafe fn sequences_named_in(node: *mut pg_sys::Node) -> Vec<*mut pg_sys::RangeVar> {
@@ -994,7 +1004,8 @@ unsafe fn alter_table(
                 }
                 #[cfg(not(any(feature = "pg13", feature = "pg14")))]
                 At::AT_SetAccessMethod => {
-                    rewrites |= storage;
+                    // To the method the table has already: nothing to do.
+                    rewrites |= storage && !same_access_method(relid, &name);
                 }
                 At::AT_AttachPartition => {
                     let pc = def as *mut pg_sys::PartitionCmd;

@@ -317,7 +317,7 @@ fn pace_options(
             "a max_batch_size from 1 to 1000000",
         ),
         max_replay_lag_ms: max_replay_lag.map(|i| interval_ms("max_replay_lag", Some(i))),
-        max_slot_wal_bytes: max_slot_wal.map(size_bytes),
+        max_slot_wal_bytes: max_slot_wal.map(|v| size_bytes("max_slot_wal", v)),
         max_rows_per_second: range(
             "max_rows_per_second",
             max_rows_per_second,
@@ -325,7 +325,7 @@ fn pace_options(
             i32::MAX,
             "0 (no budget) or more",
         ),
-        max_wal_bytes_per_second: max_wal_per_second.map(size_bytes),
+        max_wal_bytes_per_second: max_wal_per_second.map(|v| size_bytes("max_wal_per_second", v)),
         pause_during_vacuum,
         window,
     }
@@ -357,9 +357,9 @@ pub fn migration_option(migration: Option<Vec<Option<String>>>) -> Option<(Strin
     })
 }
 
-/// '5GB', '20 MB', '1048576': PostgreSQL's pg_size_bytes.
-fn size_bytes(text: &str) -> i64 {
-    crate::sys::pinned(|| {
+/// '5GB', '20 MB', '1048576': PostgreSQL's pg_size_bytes; never negative.
+fn size_bytes(arg: &'static str, text: &str) -> i64 {
+    let bytes = crate::sys::pinned(|| {
         Spi::connect(|c| {
             c.select("SELECT pg_catalog.pg_size_bytes($1)", None, &[text.into()])?
                 .first()
@@ -368,7 +368,29 @@ fn size_bytes(text: &str) -> i64 {
     })
     .ok()
     .flatten()
-    .unwrap_or(0)
+    .unwrap_or(0);
+    if bytes < 0 {
+        MigrateError::Negative { arg }.report();
+    }
+    bytes
+}
+
+/// A job's start time: NULL (now) or a finite time.  Infinity would never
+/// come, and the workers could not compute a wait for it.
+pub fn run_at_option(run_at: Option<TimestampWithTimeZone>) -> Option<TimestampWithTimeZone> {
+    if run_at.is_some_and(|t| !t.is_finite()) {
+        MigrateError::InvalidValue {
+            arg: "run_at",
+            value: if run_at.is_some_and(|t| t.is_infinity()) {
+                "infinity".into()
+            } else {
+                "-infinity".into()
+            },
+            allowed: "a finite time, such as now() + interval '1 hour' (NULL runs it at once; a job that should not run yet can be paused)",
+        }
+        .report();
+    }
+    run_at
 }
 
 /// Queue a backfill of `relation`: `UPDATE relation SET set_clause WHERE
@@ -510,7 +532,7 @@ fn migrate_backfill(
             spec: serde_json::to_value(&spec).expect("spec serialises"),
             command: &command,
             batch_size: Some(batch_size),
-            run_at,
+            run_at: run_at_option(run_at),
             migration: run,
             index_oid: None,
         })

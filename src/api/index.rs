@@ -95,7 +95,7 @@ fn common(
         }
     }
     Common {
-        run_at,
+        run_at: crate::api::backfill::run_at_option(run_at),
         window,
         max_wait_ms,
         max_retries,
@@ -356,6 +356,15 @@ unsafe fn check_create_inner(sql: &str, csql: &CString) -> Checked {
         if let Some(space) = cstr((*stmt).tableSpace) {
             let c = CString::new(space.clone()).unwrap_or_default();
             let oid = pg_sys::get_tablespace_oid(c.as_ptr(), false);
+            if oid == pg_sys::GLOBALTABLESPACE_OID {
+                pgrx::pg_sys::panic::ErrorReport::new(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    "only shared relations can be placed in pg_global tablespace",
+                    "pg_migrate",
+                )
+                .set_hint("Leave out TABLESPACE, or name another tablespace.")
+                .report(PgLogLevel::ERROR);
+            }
             if !may_create_in_tablespace(oid) {
                 pgrx::pg_sys::panic::ErrorReport::new(
                     PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,

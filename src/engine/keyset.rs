@@ -84,9 +84,13 @@ pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// PostgreSQL's reserved key words (those that cannot be a column name
-/// unquoted).
-const RESERVED: &[&str] = &[
+/// PostgreSQL 15's key words that an identifier must be quoted to be
+/// (every class but the unreserved: reserved, column-name and
+/// type-or-function-name key words), as PostgreSQL's own
+/// `quote_identifier` decides.  A pgrx test compares this list with the
+/// server's `pg_get_keywords()`.
+const QUOTED_KEYWORDS: &[&str] = &[
+    // reserved
     "all",
     "analyse",
     "analyze",
@@ -165,14 +169,97 @@ const RESERVED: &[&str] = &[
     "where",
     "window",
     "with",
+    // column names only
+    "between",
+    "bigint",
+    "bit",
+    "boolean",
+    "char",
+    "character",
+    "coalesce",
+    "dec",
+    "decimal",
+    "exists",
+    "extract",
+    "float",
+    "greatest",
+    "grouping",
+    "inout",
+    "int",
+    "integer",
+    "interval",
+    "least",
+    "national",
+    "nchar",
+    "none",
+    "normalize",
+    "nullif",
+    "numeric",
+    "out",
+    "overlay",
+    "position",
+    "precision",
+    "real",
+    "row",
+    "setof",
+    "smallint",
+    "substring",
+    "time",
+    "timestamp",
+    "treat",
+    "trim",
+    "values",
+    "varchar",
+    "xmlattributes",
+    "xmlconcat",
+    "xmlelement",
+    "xmlexists",
+    "xmlforest",
+    "xmlnamespaces",
+    "xmlparse",
+    "xmlpi",
+    "xmlroot",
+    "xmlserialize",
+    "xmltable",
+    // type or function names only
+    "authorization",
+    "binary",
+    "collation",
+    "concurrently",
+    "cross",
+    "current_schema",
+    "freeze",
+    "full",
+    "ilike",
+    "inner",
+    "is",
+    "isnull",
+    "join",
+    "left",
+    "like",
+    "natural",
+    "notnull",
+    "outer",
+    "overlaps",
+    "right",
+    "similar",
+    "tablesample",
+    "verbose",
 ];
 
-/// An identifier as people write it: quoted only when it must be.
+/// Every key word `display_ident` quotes.
+pub fn quoted_keywords() -> &'static [&'static str] {
+    QUOTED_KEYWORDS
+}
+
+/// An identifier as people write it: quoted only when it must be (not
+/// lower case letters, digits and underscores, or a key word of a class
+/// that needs quotes), exactly as PostgreSQL's `quote_identifier`.
 pub fn display_ident(s: &str) -> String {
     if s.chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && s.chars().next().is_some_and(|c| !c.is_ascii_digit())
-        && !RESERVED.contains(&s)
+        && !QUOTED_KEYWORDS.contains(&s)
     {
         s.to_string()
     } else {

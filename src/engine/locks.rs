@@ -194,7 +194,13 @@ pub fn assess(e: &Effect) -> (Risk, String) {
     };
     let took = e
         .seconds
-        .map(|s| format!(" (about {})", seconds_text(s)))
+        .map(|s| {
+            if s < 0.1 {
+                format!(" ({})", seconds_text(s))
+            } else {
+                format!(" (about {})", seconds_text(s))
+            }
+        })
         .unwrap_or_default();
     if e.locks_rows {
         let risk = match e.seconds {

@@ -88,6 +88,30 @@ pub extern "C-unwind" fn pg_migrate_worker_main(arg: pg_sys::Datum) {
         let naptime = gucs::naptime_secs() as i64 * USECS_PER_SEC;
         match claim {
             Ok(Claim::Job(id, kind)) => {
+                // The whole job runs with its owner's session identity.
+                let owner = in_transaction(|| {
+                    as_owner(|| jobs::get(id, false))
+                        // A dropped owner: the step fails the job, as itself.
+                        .filter(|j| {
+                            !crate::catalog::role_name(j.owner).starts_with("(dropped role")
+                        })
+                        .map(|j| {
+                            let me = unsafe { pg_sys::GetSessionUserId() };
+                            unsafe {
+                                (
+                                    j.owner,
+                                    pg_sys::superuser_arg(j.owner),
+                                    pg_sys::superuser_arg(me),
+                                )
+                            }
+                        })
+                });
+                let _session = match owner {
+                    Ok(Some((owner, is_super, me_super))) => {
+                        Some(sys::SessionAs::new(owner, is_super, me_super))
+                    }
+                    _ => None,
+                };
                 if IndexAction::from_kind(&kind).is_some() {
                     super::index_job::drive(id);
                 } else {

@@ -240,6 +240,7 @@ pub const CORPUS: &[&str] = &[
     "SELECT count(*) FROM plain",
     "SELECT * FROM plain WHERE a = 1 FOR UPDATE",
     "SET lock_timeout = '1s'",
+    "ALTER TABLE plain SET ACCESS METHOD heap",
     "CREATE SCHEMA s3",
     "CREATE FUNCTION f2() RETURNS int LANGUAGE sql AS 'SELECT 1'",
 ];

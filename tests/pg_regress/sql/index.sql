@@ -12,6 +12,8 @@ SELECT migrate_create_index('CREATE INDEX ON customers (country');
 SELECT regress.expect_error($$SELECT migrate_create_index('SELECT * FROM customers')$$);
 SELECT regress.expect_error($$SELECT migrate_create_index('CREATE INDEX ON customers (id); DROP TABLE customers')$$);
 SELECT regress.expect_error($$SELECT migrate_create_index('CREATE INDEX ON customers (emial)')$$);
+SELECT regress.expect_error($$SELECT migrate_create_index('CREATE INDEX ON customers (email) TABLESPACE pg_global')$$);
+SELECT regress.expect_error($$SELECT migrate_create_index('CREATE INDEX ON customers (email)', run_at => 'infinity')$$);
 SELECT regress.expect_error($$SELECT migrate_create_index('CREATE INDEX customers_country_idx ON customers (created)')$$);
 SELECT regress.expect_error($$SELECT migrate_create_index('CREATE INDEX ON customers ((created + random()::int))')$$);
 SELECT regress.expect_error($$SELECT migrate_create_index('CREATE INDEX ON customers (country) WHERE created > current_date - 30')$$);

@@ -78,6 +78,8 @@ COMMIT');
 SELECT regress.expect_error($$SELECT * FROM migrate_trace('SAVEPOINT s')$$);
 SELECT regress.expect_error($$SELECT * FROM migrate_trace('PREPARE TRANSACTION ''x''')$$);
 SELECT statement, error_sqlstate FROM migrate_trace('COPY accounts FROM STDIN');
+-- Setting the access method a table already has rewrites nothing.
+SELECT command, rewrites, risk, reason FROM migrate_analyze('ALTER TABLE accounts SET ACCESS METHOD heap');
 -- An index statement that names a table.
 SELECT regress.expect_error($$SELECT * FROM migrate_analyze('REINDEX INDEX accounts')$$);
 

@@ -15,6 +15,11 @@ SELECT regress.expect_error($$SELECT migrate_backfill('readings', 'celsius = raw
 SELECT regress.expect_error($$SELECT migrate_backfill('readings', 'celsius = raw / 10.0', on_error => 'ignore')$$);
 SELECT regress.expect_error($$SELECT migrate_backfill('readings', 'celsius = raw / 10.0', target_batch_ms => 1)$$);
 SELECT regress.expect_error($$SELECT migrate_backfill('readings', 'celsius = raw / 10.0', max_slot_wal => 'a lot')$$);
+SELECT regress.expect_error($$SELECT migrate_backfill('readings', 'celsius = raw / 10.0', max_slot_wal => '-1GB')$$);
+SELECT regress.expect_error($$SELECT migrate_backfill('readings', 'celsius = raw / 10.0', max_wal_per_second => '-5MB')$$);
+SELECT regress.expect_error($$SELECT migrate_backfill('readings', 'celsius = raw / 10.0', run_at => 'infinity')$$);
+SELECT regress.expect_error($$SELECT migrate_backfill('readings', 'celsius = raw / 10.0', run_at => '-infinity')$$);
+SELECT regress.expect_error($$CALL migrate_wait(NULL)$$);
 SELECT regress.expect_error($$SELECT migrate_backfill('readings', 'celsius = raw / 10.0', max_replay_lag => '-5 s')$$);
 SELECT count(*) AS nothing_queued FROM migrate_progress WHERE relation = 'public.readings';
 
