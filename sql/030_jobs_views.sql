@@ -7,7 +7,9 @@ SELECT j.job_id,
        j.kind,
        j.relation,
        CASE WHEN o.orphan THEN 'queued' ELSE j.state END AS state,
-       CASE WHEN o.orphan AND j.kind = 'backfill' THEN 'its worker stopped; it resumes at the next batch'
+       CASE WHEN o.orphan AND j.kind = 'backfill' AND j.driver_kind = 'session'
+            THEN format('its CALL migrate_run session ended; a background worker, CALL migrate_run(%s) or migrate_resume(%s) continues it at the next batch', j.job_id, j.job_id)
+            WHEN o.orphan AND j.kind = 'backfill' THEN 'its worker stopped; it resumes at the next batch'
             WHEN o.orphan THEN 'its worker stopped; the next worker cleans up and starts again'
             WHEN bp.waiting_for IS NOT NULL THEN 'the build waits for ' || bp.waiting_for
             WHEN blk.job_id IS NOT NULL THEN format('waits for job %s: one index job per table at a time', blk.job_id)

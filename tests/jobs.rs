@@ -529,3 +529,81 @@ fn drop_extension_is_never_blocked_by_a_running_job() {
         .get(0);
     assert_eq!(n, 0);
 }
+
+#[test]
+fn a_job_whose_migrate_run_session_died_in_a_restart_goes_on() {
+    let cluster = Cluster::start("fgrestart");
+    let mut c = cluster.create_db("app");
+    counter_table(&mut c, "items", 40_000);
+    let id = submit(
+        &mut c,
+        "SELECT migrate_backfill('items', 'n = n + 1', batch_size => 1000, sleep_ms => 50)",
+    );
+    c.execute("SELECT migrate_pause($1)", &[&id]).unwrap();
+    let runner = cluster.connect("app");
+    let handle = std::thread::spawn(move || {
+        let mut runner = runner;
+        runner.batch_execute(&format!("CALL migrate_run({id})"))
+    });
+    wait_rows(&mut c, id, 5_000);
+    cluster.restart("immediate");
+    assert!(
+        handle.join().unwrap().is_err(),
+        "the session died with the server"
+    );
+    let mut c = cluster.connect("app");
+    // What migrate_progress promises happens: the workers take it over and
+    // it resumes at the next batch, exactly once.
+    let reason: Option<String> = c
+        .query_one(
+            "SELECT wait_reason FROM migrate_progress WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    wait_state(&mut c, id, "succeeded", LONG);
+    assert_exactly_once(&mut c, "items", 40_000);
+    println!("wait_reason after the restart: {reason:?}");
+}
+
+#[test]
+fn without_workers_a_job_whose_migrate_run_session_ended_is_resumed_by_hand() {
+    let cluster = Cluster::start_with("nopreload_orphan", &["shared_preload_libraries=''"]);
+    let mut c = cluster.create_db("app");
+    counter_table(&mut c, "items", 40_000);
+    let id = submit(
+        &mut c,
+        "SELECT migrate_backfill('items', 'n = n + 1', batch_size => 1000, sleep_ms => 50)",
+    );
+    let mut runner = cluster.connect("app");
+    let pid: i32 = runner
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let handle =
+        std::thread::spawn(move || runner.batch_execute(&format!("CALL migrate_run({id})")));
+    wait_rows(&mut c, id, 5_000);
+    c.execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    assert!(handle.join().unwrap().is_err());
+    // The view says who can continue it, and migrate_resume may.
+    let reason: String = wait_until("the session to be gone", LONG, || {
+        c.query_one(
+            "SELECT wait_reason FROM migrate_progress WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get::<_, Option<String>>(0)
+    });
+    assert!(
+        reason.contains("CALL migrate_run session ended")
+            && reason.contains(&format!("migrate_resume({id})")),
+        "{reason}"
+    );
+    c.execute("SELECT migrate_resume($1)", &[&id])
+        .unwrap_or_else(|e| panic!("resume: {}", message(&e)));
+    assert_eq!(progress(&mut c, id).0, "queued");
+    c.batch_execute(&format!("CALL migrate_run({id})")).unwrap();
+    assert_eq!(progress(&mut c, id).0, "succeeded");
+    assert_exactly_once(&mut c, "items", 40_000);
+}

@@ -56,7 +56,19 @@ fn interrupts_statement(job: &Job, to: JobState) -> bool {
 
 fn control(id: Option<i64>, action: Control) {
     let job = accessible(id, true);
-    let to = rules::control(job.id, action, job.state).or_report();
+    // A job left running by a driver that is gone (a CALL migrate_run
+    // whose session ended, a worker that died) is stopped: it may be
+    // resumed like a paused job.
+    let orphan = matches!(job.state, JobState::Running | JobState::Waiting)
+        && job.driver_pid.is_some()
+        && !job.mine
+        && !job.driven_elsewhere;
+    let state = if orphan && matches!(action, Control::Resume) {
+        JobState::Paused
+    } else {
+        job.state
+    };
+    let to = rules::control(job.id, action, state).or_report();
     let who = crate::catalog::current_role_name();
     let keep_driver = interrupts_statement(&job, to);
     as_owner(|| {
