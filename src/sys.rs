@@ -390,23 +390,29 @@ pub fn tenths_interval(seconds: f64) -> pgrx::datum::Interval {
 /// The search_path of every statement pg_migrate runs for itself.
 pub const PINNED_PATH: &str = "pg_catalog, pg_temp";
 
-/// Run `f` with `search_path` set to `path`, then put the previous value
-/// back (an ERROR in `f` puts it back through the transaction's abort).
-pub fn with_search_path<R>(path: &str, f: impl FnOnce() -> R) -> R {
+/// Set search_path for the session (`GUC_ACTION_SET`) or until the
+/// current GUC nest level ends (`GUC_ACTION_SAVE`).
+fn set_search_path(path: &str, action: pg_sys::GucAction::Type) {
     let value = CString::new(path).expect("a search_path has no NUL");
-    let nest = unsafe { pg_sys::NewGUCNestLevel() };
     unsafe {
         pg_sys::set_config_option(
             c"search_path".as_ptr(),
             value.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
+            action,
             true,
             0,
             false,
         );
     }
+}
+
+/// Run `f` with `search_path` set to `path`, then put the previous value
+/// back (an ERROR in `f` puts it back through the transaction's abort).
+pub fn with_search_path<R>(path: &str, f: impl FnOnce() -> R) -> R {
+    let nest = unsafe { pg_sys::NewGUCNestLevel() };
+    set_search_path(path, pg_sys::GucAction::GUC_ACTION_SAVE);
     let r = f();
     unsafe { pg_sys::AtEOXact_GUC(true, nest) };
     r
@@ -417,19 +423,7 @@ pub fn with_search_path<R>(path: &str, f: impl FnOnce() -> R) -> R {
 /// statements resolve in pg_catalog.  A job applies its submitter's
 /// settings for its own statements only (SET LOCAL).
 pub fn pin_session_search_path() {
-    let value = CString::new(PINNED_PATH).expect("no NUL");
-    unsafe {
-        pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SET,
-            true,
-            0,
-            false,
-        );
-    }
+    set_search_path(PINNED_PATH, pg_sys::GucAction::GUC_ACTION_SET);
 }
 
 /// Run `f` with `search_path` pinned to `pg_catalog, pg_temp`: for the
