@@ -195,6 +195,31 @@ fn a_rows_per_second_budget_holds() {
 }
 
 #[test]
+fn a_rows_budget_counts_rows_written_not_keys_walked() {
+    let cluster = Cluster::start("rows-written");
+    let mut c = cluster.create_db("app");
+    items(&mut c, 20_000);
+    let t0 = Instant::now();
+    // A fifth of the keys match: 4,000 rows to write at 2,000 rows/s is
+    // about 2 s; counting the 20,000 keys walked would take 10 s.
+    let id = submit(
+        &mut c,
+        "SELECT migrate_backfill('items', 'n = n + 1', 'id % 5 = 0', max_rows_per_second => 2000)",
+    );
+    wait_done(&mut c, id);
+    let secs = t0.elapsed().as_secs_f64();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM items WHERE n = 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 4_000);
+    assert!(
+        (1.5..6.0).contains(&secs),
+        "4,000 rows written at 2,000 rows/s took {secs:.1} s"
+    );
+}
+
+#[test]
 fn a_wal_budget_holds() {
     let cluster = Cluster::start("wal-budget");
     let mut c = cluster.create_db("app");

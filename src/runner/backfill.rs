@@ -210,7 +210,16 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
         };
     }
 
+    // The rows budget counts rows written.  A batch walks keys, of which
+    // only those the where clause matches are written: the cap on keys per
+    // batch grows by the share of keys written so far.
+    let written_share = if job.rows_updated > 0 {
+        job.rows_updated as f64 / job.rows_done.max(1) as f64
+    } else {
+        1.0
+    };
     let cap = pace_rules::budget_cap(pacing.max_rows_per_second, pacing.sizing.target_ms)
+        .map(|rows| ((rows as f64 / written_share.max(1e-6)).round() as i64).max(rows))
         .unwrap_or(i64::MAX);
     let size = (job.batch_size as i64).min(cap).max(1);
     let (range, ctid_next) = match &spec.walk {
@@ -285,7 +294,7 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
             }
             .min(cap);
             let (budget_ms, budget) =
-                pace::budget_wait(job.id, started, batch_ms, covered, wal_bytes, &pacing);
+                pace::budget_wait(job.id, started, batch_ms, updated, wal_bytes, &pacing);
             let wait = match budget {
                 Some(which) if budget_ms > spec.sleep_ms as f64 => Some((
                     match which {

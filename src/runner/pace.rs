@@ -203,7 +203,7 @@ thread_local! {
     static CLOCK: RefCell<HashMap<i64, (Instant, f64)>> = RefCell::new(HashMap::new());
 }
 
-/// The budget wait after a batch of `rows` rows and `wal` bytes that ran
+/// The budget wait after a batch that wrote `rows` rows and `wal` bytes and ran
 /// from `started` for `batch_ms`: long enough that the cycle since the
 /// previous batch (its overhead included) spends no more than the budgets.
 pub fn budget_wait(
