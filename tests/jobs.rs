@@ -607,3 +607,23 @@ fn without_workers_a_job_whose_migrate_run_session_ended_is_resumed_by_hand() {
     assert_eq!(progress(&mut c, id).0, "succeeded");
     assert_exactly_once(&mut c, "items", 40_000);
 }
+
+#[test]
+fn a_job_follows_its_table_when_it_is_renamed_or_moved() {
+    let cluster = Cluster::start("rename");
+    let mut c = cluster.create_db("app");
+    counter_table(&mut c, "items", 20_000);
+    c.batch_execute("CREATE SCHEMA archive").unwrap();
+    let id = submit(
+        &mut c,
+        "SELECT migrate_backfill('items', 'n = n + 1', batch_size => 500, sleep_ms => 50)",
+    );
+    wait_rows(&mut c, id, 2_000);
+    c.batch_execute("ALTER TABLE items RENAME TO items_v2")
+        .unwrap();
+    wait_rows(&mut c, id, 8_000);
+    c.batch_execute("ALTER TABLE items_v2 SET SCHEMA archive")
+        .unwrap();
+    wait_state(&mut c, id, "succeeded", LONG);
+    assert_exactly_once(&mut c, "archive.items_v2", 20_000);
+}
