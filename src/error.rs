@@ -528,19 +528,24 @@ impl MigrateError {
         }
     }
 
+    /// This error as a caught one (to keep, report later or raise with a
+    /// position).
+    pub fn caught(&self) -> crate::sys::Caught {
+        crate::sys::Caught {
+            sqlstate: self.sqlstate().to_string(),
+            message: self.message(),
+            detail: self.detail(),
+            hint: self.hint(),
+        }
+    }
+
     /// Raise this error with a detail of its own.
     pub fn report_with_detail(self, detail: String) -> ! {
-        crate::sys::raise_at(
-            &crate::sys::Caught {
-                sqlstate: self.sqlstate().to_string(),
-                message: self.message(),
-                detail: Some(detail),
-                hint: self.hint(),
-            },
-            "",
-            0,
-            None,
-        )
+        let e = crate::sys::Caught {
+            detail: Some(detail),
+            ..self.caught()
+        };
+        crate::sys::raise_at(&e, "", 0, None)
     }
 
     /// Raise this error as a PostgreSQL ERROR.  Never returns.

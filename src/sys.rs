@@ -257,6 +257,15 @@ pub fn last_position() -> i32 {
     CAPTURED.get()
 }
 
+/// The hint of an error found in argument `arg`: says which argument,
+/// then the error's own hint.
+pub fn hint_in(arg: &str, hint: Option<&str>) -> String {
+    match hint {
+        Some(h) => format!("The error is in {arg}. {h}"),
+        None => format!("The error is in {arg}."),
+    }
+}
+
 /// Raise `e` as an ERROR that points at character `position` (1-based) of
 /// `query`.
 pub fn raise_at(e: &Caught, query: &str, position: i32, hint: Option<String>) -> ! {

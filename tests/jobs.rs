@@ -406,6 +406,22 @@ fn a_lock_timeout_is_retried_until_the_lock_is_free() {
     assert_exactly_once(&mut c, "items", 5_000);
 }
 
+/// `CALL migrate_run(id)` in a session of its own, on a thread: its
+/// backend pid and the call's outcome.
+fn migrate_run_elsewhere(
+    cluster: &Cluster,
+    id: i64,
+) -> (i32, std::thread::JoinHandle<Result<(), postgres::Error>>) {
+    let mut runner = cluster.connect("app");
+    let pid: i32 = runner
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let handle =
+        std::thread::spawn(move || runner.batch_execute(&format!("CALL migrate_run({id})")));
+    (pid, handle)
+}
+
 #[test]
 fn cancelling_migrate_run_pauses_the_job() {
     let cluster = Cluster::start("fgcancel");
@@ -417,13 +433,7 @@ fn cancelling_migrate_run_pauses_the_job() {
         "SELECT migrate_backfill('items', 'n = n + 1', batch_size => 1000, sleep_ms => 50)",
     );
     c.execute("SELECT migrate_pause($1)", &[&id]).unwrap();
-    let mut runner = cluster.connect("app");
-    let pid: i32 = runner
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
-    let handle =
-        std::thread::spawn(move || runner.batch_execute(&format!("CALL migrate_run({id})")));
+    let (pid, handle) = migrate_run_elsewhere(&cluster, id);
     wait_rows(&mut c, id, 5_000);
     let (_, _, driver) = progress(&mut c, id);
     assert_eq!(driver, Some(pid), "the session drives it");
@@ -540,11 +550,7 @@ fn a_job_whose_migrate_run_session_died_in_a_restart_goes_on() {
         "SELECT migrate_backfill('items', 'n = n + 1', batch_size => 1000, sleep_ms => 50)",
     );
     c.execute("SELECT migrate_pause($1)", &[&id]).unwrap();
-    let runner = cluster.connect("app");
-    let handle = std::thread::spawn(move || {
-        let mut runner = runner;
-        runner.batch_execute(&format!("CALL migrate_run({id})"))
-    });
+    let (_, handle) = migrate_run_elsewhere(&cluster, id);
     wait_rows(&mut c, id, 5_000);
     cluster.restart("immediate");
     assert!(
@@ -575,13 +581,7 @@ fn without_workers_a_job_whose_migrate_run_session_ended_is_resumed_by_hand() {
         &mut c,
         "SELECT migrate_backfill('items', 'n = n + 1', batch_size => 1000, sleep_ms => 50)",
     );
-    let mut runner = cluster.connect("app");
-    let pid: i32 = runner
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
-    let handle =
-        std::thread::spawn(move || runner.batch_execute(&format!("CALL migrate_run({id})")));
+    let (pid, handle) = migrate_run_elsewhere(&cluster, id);
     wait_rows(&mut c, id, 5_000);
     c.execute("SELECT pg_terminate_backend($1)", &[&pid])
         .unwrap();

@@ -140,10 +140,7 @@ pub fn validate(b: &Backfill<'_>) {
             } else {
                 "set_clause"
             };
-            let hint = (position > 0).then(|| match &e.hint {
-                Some(h) => format!("The error is in {clause}. {h}"),
-                None => format!("The error is in {clause}."),
-            });
+            let hint = (position > 0).then(|| sys::hint_in(clause, e.hint.as_deref()));
             sys::raise_at(&e, &plain, position, hint);
         }
     }

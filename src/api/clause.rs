@@ -52,21 +52,9 @@ pub fn check_or_raise(set_clause: &str, where_clause: Option<&str>) -> Vec<Strin
             } else {
                 where_clause.unwrap_or_default()
             };
-            let hint = match &r.error.hint {
-                Some(h) => format!("The error is in {}. {h}", r.arg),
-                None => format!("The error is in {}.", r.arg),
-            };
+            let hint = sys::hint_in(r.arg, r.error.hint.as_deref());
             sys::raise_at(&r.error, text, r.position, Some(hint))
         }
-    }
-}
-
-fn refusal(e: MigrateError) -> Caught {
-    Caught {
-        sqlstate: e.sqlstate().to_string(),
-        message: e.message(),
-        detail: e.detail(),
-        hint: e.hint(),
     }
 }
 
@@ -139,7 +127,7 @@ fn check_set(set_clause: &str) -> Result<Vec<String>, Refusal> {
         Ok(Ok(columns)) => Ok(columns),
         Ok(Err(e)) => Err(Refusal {
             arg: "set_clause",
-            error: refusal(e),
+            error: e.caught(),
             position: 0,
         }),
         Err((error, position)) => Err(Refusal {
@@ -202,11 +190,12 @@ fn check_where(where_clause: &str) -> Result<(), Refusal> {
         Ok(Ok(())) => Ok(()),
         Ok(Err(found)) => Err(Refusal {
             arg: "where_clause",
-            error: refusal(MigrateError::BadClause {
+            error: MigrateError::BadClause {
                 arg: "where_clause",
                 expected: "condition",
                 found: found.into(),
-            }),
+            }
+            .caught(),
             position: 0,
         }),
         Err((error, position)) => Err(Refusal {

@@ -181,10 +181,7 @@ fn check_create(sql: &str) -> Checked {
         Ok(c) => c,
         Err(e) => {
             let position = sys::last_position();
-            let hint = (position > 0).then(|| match &e.hint {
-                Some(h) => format!("The error is in index_sql. {h}"),
-                None => "The error is in index_sql.".to_string(),
-            });
+            let hint = (position > 0).then(|| sys::hint_in("index_sql", e.hint.as_deref()));
             sys::raise_at(&e, sql, position, hint)
         }
     }
