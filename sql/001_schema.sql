@@ -24,14 +24,14 @@ CREATE SEQUENCE pgmigrate.event_id_seq;
 -- key on it is the concurrency guard: two sessions that both read seq = n and
 -- both try to append n + 1 cannot both succeed.
 CREATE TABLE pgmigrate.events (
-    event_id          bigint      NOT NULL DEFAULT nextval('pgmigrate.event_id_seq') PRIMARY KEY,
+    event_id          bigint      NOT NULL DEFAULT pg_catalog.nextval('pgmigrate.event_id_seq'::pg_catalog.regclass) PRIMARY KEY,
     run_id            bigint      NOT NULL,
     app               text        NOT NULL,
     name              text        NOT NULL,
     seq               integer     NOT NULL,
     event             text        NOT NULL,
     status            text        NOT NULL,
-    at                timestamptz NOT NULL DEFAULT clock_timestamp(),
+    at                timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     started_at        timestamptz,
     checksum          text,
     description       text,
@@ -39,17 +39,19 @@ CREATE TABLE pgmigrate.events (
     reason            text,
     forced            boolean     NOT NULL DEFAULT false,
     role_name         name        NOT NULL,
+    role_oid          oid,
     session_role      name        NOT NULL DEFAULT session_user,
-    pid               integer     NOT NULL DEFAULT pg_backend_pid(),
-    application_name  text        DEFAULT current_setting('application_name'),
-    client_addr       inet        DEFAULT inet_client_addr(),
+    session_role_oid  oid         DEFAULT pg_catalog.to_regrole(pg_catalog.quote_ident(session_user))::pg_catalog.oid,
+    pid               integer     NOT NULL DEFAULT pg_catalog.pg_backend_pid(),
+    application_name  text        DEFAULT pg_catalog.current_setting('application_name'),
+    client_addr       inet        DEFAULT pg_catalog.inet_client_addr(),
     details           jsonb,
     CONSTRAINT events_app_name_seq_key UNIQUE (app, name, seq),
-    CONSTRAINT events_event_check CHECK (event IN ('started', 'applied', 'failed', 'recorded', 'imported', 'unapplied')),
-    CONSTRAINT events_status_check CHECK (status IN ('running', 'applied', 'failed', 'unapplied')),
-    CONSTRAINT events_app_check CHECK (length(app) BETWEEN 1 AND 255),
-    CONSTRAINT events_name_check CHECK (length(name) BETWEEN 1 AND 255),
-    CONSTRAINT events_seq_check CHECK (seq >= 1)
+    CONSTRAINT events_event_check CHECK (event OPERATOR(pg_catalog.=) ANY (ARRAY['started', 'applied', 'failed', 'recorded', 'imported', 'unapplied']::pg_catalog.text[])),
+    CONSTRAINT events_status_check CHECK (status OPERATOR(pg_catalog.=) ANY (ARRAY['running', 'applied', 'failed', 'unapplied']::pg_catalog.text[])),
+    CONSTRAINT events_app_check CHECK (pg_catalog.length(app) OPERATOR(pg_catalog.>=) 1 AND pg_catalog.length(app) OPERATOR(pg_catalog.<=) 255),
+    CONSTRAINT events_name_check CHECK (pg_catalog.length(name) OPERATOR(pg_catalog.>=) 1 AND pg_catalog.length(name) OPERATOR(pg_catalog.<=) 255),
+    CONSTRAINT events_seq_check CHECK (seq OPERATOR(pg_catalog.>=) 1)
 );
 ALTER SEQUENCE pgmigrate.event_id_seq OWNED BY pgmigrate.events.event_id;
 CREATE INDEX events_run_id_idx ON pgmigrate.events (run_id);
@@ -60,7 +62,9 @@ COMMENT ON COLUMN pgmigrate.events.run_id IS 'event_id of the event that opened 
 COMMENT ON COLUMN pgmigrate.events.seq IS 'position of this event among the events of the same (app, name), from 1';
 COMMENT ON COLUMN pgmigrate.events.status IS 'state of the migration after this event: running, applied, failed or unapplied';
 COMMENT ON COLUMN pgmigrate.events.started_at IS 'for recorded runs given a duration: when the run began';
-COMMENT ON COLUMN pgmigrate.events.role_name IS 'current_user of the session that wrote the event';
+COMMENT ON COLUMN pgmigrate.events.role_name IS 'current_user of the session that wrote the event, by its name at the time';
+COMMENT ON COLUMN pgmigrate.events.role_oid IS 'the same role by OID: tells a dropped role from a new role of the same name';
+COMMENT ON COLUMN pgmigrate.events.session_role_oid IS 'session_user by OID';
 
 -- Append-only: refuse UPDATE, DELETE and TRUNCATE even from the owner, so a
 -- slip in psql cannot rewrite what happened.

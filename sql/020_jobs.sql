@@ -6,7 +6,7 @@
 CREATE SEQUENCE pgmigrate.job_id_seq;
 
 CREATE TABLE pgmigrate.jobs (
-    job_id          bigint      NOT NULL DEFAULT nextval('pgmigrate.job_id_seq') PRIMARY KEY,
+    job_id          bigint      NOT NULL DEFAULT pg_catalog.nextval('pgmigrate.job_id_seq'::pg_catalog.regclass) PRIMARY KEY,
     kind            text        NOT NULL,
     relid           oid         NOT NULL,
     relation        text        NOT NULL,
@@ -43,20 +43,20 @@ CREATE TABLE pgmigrate.jobs (
     driver_pid      integer,
     driver_started  timestamptz,
     driver_kind     text,
-    run_at          timestamptz NOT NULL DEFAULT now(),
-    created_at      timestamptz NOT NULL DEFAULT now(),
+    run_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     started_at      timestamptz,
-    updated_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     finished_at     timestamptz,
-    CONSTRAINT jobs_kind_check CHECK (kind IN ('backfill', 'create_index', 'drop_index', 'reindex')),
+    CONSTRAINT jobs_kind_check CHECK (kind OPERATOR(pg_catalog.=) ANY (ARRAY['backfill', 'create_index', 'drop_index', 'reindex']::pg_catalog.text[])),
     CONSTRAINT jobs_state_check
-        CHECK (state IN ('queued', 'running', 'paused', 'waiting', 'succeeded', 'failed', 'cancelled')),
-    CONSTRAINT jobs_wait_check CHECK (state <> 'waiting' OR wait_reason IS NOT NULL),
-    CONSTRAINT jobs_driver_kind_check CHECK (driver_kind IN ('worker', 'session')),
-    CONSTRAINT jobs_batch_size_check CHECK (batch_size > 0)
+        CHECK (state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'running', 'paused', 'waiting', 'succeeded', 'failed', 'cancelled']::pg_catalog.text[])),
+    CONSTRAINT jobs_wait_check CHECK (state OPERATOR(pg_catalog.<>) 'waiting' OR wait_reason IS NOT NULL),
+    CONSTRAINT jobs_driver_kind_check CHECK (driver_kind OPERATOR(pg_catalog.=) ANY (ARRAY['worker', 'session']::pg_catalog.text[])),
+    CONSTRAINT jobs_batch_size_check CHECK (batch_size OPERATOR(pg_catalog.>) 0)
 );
 CREATE INDEX jobs_unfinished_idx ON pgmigrate.jobs (job_id)
-    WHERE state IN ('queued', 'running', 'paused', 'waiting');
+    WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'running', 'paused', 'waiting']::pg_catalog.text[]);
 ALTER SEQUENCE pgmigrate.job_id_seq OWNED BY pgmigrate.jobs.job_id;
 
 COMMENT ON TABLE pgmigrate.jobs IS
@@ -94,7 +94,7 @@ GRANT EXECUTE ON FUNCTION pgmigrate.backend_alive(integer, timestamptz) TO PUBLI
 CREATE TABLE pgmigrate.batches (
     job_id        bigint      NOT NULL REFERENCES pgmigrate.jobs ON DELETE CASCADE,
     batch_no      integer     NOT NULL,
-    finished_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at   timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     after_key     text[],
     last_key      text[],
     rows_covered  bigint      NOT NULL,
@@ -117,7 +117,7 @@ CREATE TABLE pgmigrate.skipped (
     sqlstate  text        NOT NULL,
     error     text        NOT NULL,
     detail    text,
-    at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    at        timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     PRIMARY KEY (job_id, key)
 );
 COMMENT ON TABLE pgmigrate.skipped IS
@@ -129,7 +129,7 @@ CREATE TABLE pgmigrate.builds (
     job_id       bigint      NOT NULL REFERENCES pgmigrate.jobs ON DELETE CASCADE,
     attempt      integer     NOT NULL,
     statement    text        NOT NULL,
-    started_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    started_at   timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     finished_at  timestamptz,
     outcome      text        NOT NULL DEFAULT 'running',
     index_size   bigint,
@@ -140,7 +140,7 @@ CREATE TABLE pgmigrate.builds (
     note         text,
     PRIMARY KEY (job_id, attempt),
     CONSTRAINT builds_outcome_check
-        CHECK (outcome IN ('running', 'succeeded', 'failed', 'retrying', 'paused', 'cancelled', 'interrupted'))
+        CHECK (outcome OPERATOR(pg_catalog.=) ANY (ARRAY['running', 'succeeded', 'failed', 'retrying', 'paused', 'cancelled', 'interrupted']::pg_catalog.text[]))
 );
 COMMENT ON TABLE pgmigrate.builds IS
     'pg_migrate: every attempt of every index job (statement, times, outcome, index size, waits, cleanup). Read it through migrate_index_builds.';

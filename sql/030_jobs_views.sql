@@ -7,40 +7,43 @@ SELECT j.job_id,
        j.kind,
        j.relation,
        CASE WHEN o.orphan THEN 'queued' ELSE j.state END AS state,
-       CASE WHEN o.orphan AND j.kind = 'backfill' AND j.driver_kind = 'session'
-            THEN format('its CALL migrate_run session ended; a background worker, CALL migrate_run(%s) or migrate_resume(%s) continues it at the next batch', j.job_id, j.job_id)
-            WHEN o.orphan AND j.kind = 'backfill' THEN 'its worker stopped; it resumes at the next batch'
+       CASE WHEN o.orphan AND j.kind OPERATOR(pg_catalog.=) 'backfill' AND j.driver_kind OPERATOR(pg_catalog.=) 'session'
+            THEN pg_catalog.format('its CALL migrate_run session ended; a background worker, CALL migrate_run(%s) or migrate_resume(%s) continues it at the next batch', j.job_id, j.job_id)
+            WHEN o.orphan AND j.kind OPERATOR(pg_catalog.=) 'backfill' THEN 'its worker stopped; it resumes at the next batch'
             WHEN o.orphan THEN 'its worker stopped; the next worker cleans up and starts again'
-            WHEN bp.waiting_for IS NOT NULL THEN 'the build waits for ' || bp.waiting_for
-            WHEN blk.job_id IS NOT NULL THEN format('waits for job %s: one index job per table at a time', blk.job_id)
-            WHEN j.state = 'queued' AND j.run_at > now() THEN 'scheduled for ' || j.run_at::text
+            WHEN bp.waiting_for IS NOT NULL THEN 'the build waits for ' OPERATOR(pg_catalog.||) bp.waiting_for
+            WHEN blk.job_id IS NOT NULL THEN pg_catalog.format('waits for job %s: one index job per table at a time', blk.job_id)
+            WHEN j.state OPERATOR(pg_catalog.=) 'queued' AND j.run_at OPERATOR(pg_catalog.>) pg_catalog.now() THEN 'scheduled for ' OPERATOR(pg_catalog.||) j.run_at::pg_catalog.text
             ELSE j.wait_reason END AS wait_reason,
-       CASE WHEN j.kind = 'backfill' THEN j.rows_done END AS rows_done,
-       CASE WHEN j.kind = 'backfill' THEN coalesce(j.rows_total, j.rows_estimate) END AS rows_total,
-       CASE WHEN j.state = 'succeeded' THEN 100.0
-            WHEN j.kind <> 'backfill' THEN NULL
-            WHEN coalesce(j.rows_total, j.rows_estimate, 0) <= 0 THEN 0.0
-            ELSE least(99.9, floor(j.rows_done * 1000.0 / coalesce(j.rows_total, j.rows_estimate)) / 10)
+       CASE WHEN j.kind OPERATOR(pg_catalog.=) 'backfill' THEN j.rows_done END AS rows_done,
+       CASE WHEN j.kind OPERATOR(pg_catalog.=) 'backfill' THEN coalesce(j.rows_total, j.rows_estimate) END AS rows_total,
+       CASE WHEN j.state OPERATOR(pg_catalog.=) 'succeeded' THEN 100.0
+            WHEN j.kind OPERATOR(pg_catalog.<>) 'backfill' THEN NULL
+            WHEN coalesce(j.rows_total, j.rows_estimate, 0) OPERATOR(pg_catalog.<=) 0 THEN 0.0
+            ELSE least(99.9, pg_catalog.floor(j.rows_done::pg_catalog.numeric OPERATOR(pg_catalog.*) 1000.0
+                                           OPERATOR(pg_catalog./) coalesce(j.rows_total, j.rows_estimate)::pg_catalog.numeric)
+                            OPERATOR(pg_catalog./) 10.0)
        END::numeric(5,1) AS percent,
-       round(j.rate)::bigint AS rows_per_second,
-       CASE WHEN j.state IN ('running', 'waiting') AND j.rate > 0
-            THEN make_interval(secs => ceil(greatest(coalesce(j.rows_total, j.rows_estimate, 0) - j.rows_done, 0) / j.rate))
+       pg_catalog.round(j.rate)::bigint AS rows_per_second,
+       CASE WHEN j.state OPERATOR(pg_catalog.=) ANY (ARRAY['running', 'waiting']::pg_catalog.text[]) AND j.rate OPERATOR(pg_catalog.>) 0
+            THEN pg_catalog.make_interval(secs => pg_catalog.ceil(greatest(coalesce(j.rows_total, j.rows_estimate, 0) OPERATOR(pg_catalog.-) j.rows_done, 0)::double precision
+                                                          OPERATOR(pg_catalog./) j.rate))
        END AS eta,
        j.batch_size,
-       round(j.last_batch_ms::numeric, 1) AS last_batch_ms,
+       pg_catalog.round(j.last_batch_ms::numeric, 1) AS last_batch_ms,
        CASE WHEN o.alive THEN j.driver_pid END AS worker_pid,
        j.owner::regrole AS owner,
-       date_trunc('second', j.started_at) AS started_at,
-       date_trunc('second', j.updated_at) AS updated_at,
+       pg_catalog.date_trunc('second', j.started_at) AS started_at,
+       pg_catalog.date_trunc('second', j.updated_at) AS updated_at,
        CASE WHEN j.error IS NULL THEN NULL
             WHEN pg_catalog.pg_has_role(j.owner, 'MEMBER') THEN j.error
             ELSE '(hidden: only the job''s owner, members of that role and superusers see its error)'
        END AS error,
-       make_interval(secs => j.throttled_ms / 1000.0) AS throttled,
+       pg_catalog.make_interval(secs => j.throttled_ms::double precision OPERATOR(pg_catalog./) 1000.0::double precision) AS throttled,
        j.skipped,
-       CASE WHEN j.kind = 'backfill' THEN j.rows_updated END AS rows_updated,
+       CASE WHEN j.kind OPERATOR(pg_catalog.=) 'backfill' THEN j.rows_updated END AS rows_updated,
        j.retries,
-       j.migration_app || '.' || j.migration_name AS migration,
+       j.migration_app OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) j.migration_name AS migration,
        j.run_at,
        j.finished_at,
        coalesce(bp.phase, CASE WHEN o.alive THEN j.phase END) AS phase,
@@ -49,20 +52,20 @@ SELECT j.job_id,
        bp.tuples_done,
        bp.tuples_total,
        bp.waiting_for_pid,
-       CASE WHEN j.kind <> 'backfill' THEN format('%I.%I', j.spec->>'schema', j.spec->>'name') END AS index_name,
-       CASE WHEN pg_has_role(j.owner, 'MEMBER') THEN j.command END AS command
+       CASE WHEN j.kind OPERATOR(pg_catalog.<>) 'backfill' THEN pg_catalog.format('%I.%I', j.spec OPERATOR(pg_catalog.->>) 'schema', j.spec OPERATOR(pg_catalog.->>) 'name') END AS index_name,
+       CASE WHEN pg_catalog.pg_has_role(j.owner, 'MEMBER') THEN j.command END AS command
   FROM pgmigrate.jobs j
  CROSS JOIN LATERAL (
        SELECT j.driver_pid IS NOT NULL AND pgmigrate.backend_alive(j.driver_pid, j.driver_started) AS alive) d
  CROSS JOIN LATERAL (
-       SELECT d.alive, j.state IN ('running', 'waiting') AND j.driver_pid IS NOT NULL AND NOT d.alive AS orphan) o
+       SELECT d.alive, j.state OPERATOR(pg_catalog.=) ANY (ARRAY['running', 'waiting']::pg_catalog.text[]) AND j.driver_pid IS NOT NULL AND NOT d.alive AS orphan) o
   LEFT JOIN LATERAL (
        SELECT p.* FROM pgmigrate.build_progress(j.driver_pid, j.driver_started) p
-        WHERE j.kind <> 'backfill' AND j.state = 'running' AND NOT o.orphan) bp ON true
+        WHERE j.kind OPERATOR(pg_catalog.<>) 'backfill' AND j.state OPERATOR(pg_catalog.=) 'running' AND NOT o.orphan) bp ON true
   LEFT JOIN LATERAL (
        SELECT b.job_id FROM pgmigrate.jobs b
-        WHERE j.kind <> 'backfill' AND j.state IN ('queued', 'waiting')
-          AND b.relid = j.relid AND b.job_id <> j.job_id AND b.kind <> 'backfill'
+        WHERE j.kind OPERATOR(pg_catalog.<>) 'backfill' AND j.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'waiting']::pg_catalog.text[])
+          AND b.relid OPERATOR(pg_catalog.=) j.relid AND b.job_id OPERATOR(pg_catalog.<>) j.job_id AND b.kind OPERATOR(pg_catalog.<>) 'backfill'
           AND b.driver_pid IS NOT NULL AND pgmigrate.backend_alive(b.driver_pid, b.driver_started)
         LIMIT 1) blk ON true;
 COMMENT ON VIEW migrate_progress IS
@@ -74,18 +77,18 @@ GRANT SELECT ON migrate_progress TO PUBLIC;
 -- to the job's owner, members of that role and superusers.
 CREATE VIEW migrate_batches AS
 SELECT b.job_id, b.batch_no, b.finished_at, b.after_key, b.last_key, b.rows_covered, b.rows_updated,
-       b.batch_size, round(b.ms::numeric, 1) AS ms, b.wal_bytes, b.retries, b.throttled_ms
+       b.batch_size, pg_catalog.round(b.ms::numeric, 1) AS ms, b.wal_bytes, b.retries, b.throttled_ms
   FROM pgmigrate.batches b
-  JOIN pgmigrate.jobs j USING (job_id)
- WHERE pg_has_role(j.owner, 'MEMBER');
+  JOIN pgmigrate.jobs j ON j.job_id OPERATOR(pg_catalog.=) b.job_id
+ WHERE pg_catalog.pg_has_role(j.owner, 'MEMBER');
 COMMENT ON VIEW migrate_batches IS
     'pg_migrate: the most recent batches of each job you own: key range, rows, duration, WAL, retries, time throttled';
 
 CREATE VIEW migrate_skipped AS
 SELECT s.job_id, s.key, s.sqlstate, s.error, s.detail, s.at
   FROM pgmigrate.skipped s
-  JOIN pgmigrate.jobs j USING (job_id)
- WHERE pg_has_role(j.owner, 'MEMBER');
+  JOIN pgmigrate.jobs j ON j.job_id OPERATOR(pg_catalog.=) s.job_id
+ WHERE pg_catalog.pg_has_role(j.owner, 'MEMBER');
 COMMENT ON VIEW migrate_skipped IS
     'pg_migrate: rows that jobs you own skipped (on_error => ''skip''), with the error each raised';
 
@@ -95,14 +98,14 @@ GRANT SELECT ON migrate_batches, migrate_skipped TO PUBLIC;
 -- key), so only to the job's owner, members of that role and superusers.
 CREATE VIEW migrate_index_builds AS
 SELECT b.job_id, j.kind, b.attempt, j.relation,
-       format('%I.%I', j.spec->>'schema', j.spec->>'name') AS index_name,
+       pg_catalog.format('%I.%I', j.spec OPERATOR(pg_catalog.->>) 'schema', j.spec OPERATOR(pg_catalog.->>) 'name') AS index_name,
        b.outcome, b.started_at, b.finished_at,
-       date_trunc('milliseconds', b.finished_at - b.started_at) AS duration,
-       b.index_size, pg_size_pretty(b.index_size) AS size,
+       pg_catalog.date_trunc('milliseconds', b.finished_at OPERATOR(pg_catalog.-) b.started_at) AS duration,
+       b.index_size, pg_catalog.pg_size_pretty(b.index_size) AS size,
        b.waited_for, b.error, b.sqlstate, b.detail, b.note, b.statement
   FROM pgmigrate.builds b
-  JOIN pgmigrate.jobs j USING (job_id)
- WHERE pg_has_role(j.owner, 'MEMBER');
+  JOIN pgmigrate.jobs j ON j.job_id OPERATOR(pg_catalog.=) b.job_id
+ WHERE pg_catalog.pg_has_role(j.owner, 'MEMBER');
 COMMENT ON VIEW migrate_index_builds IS
     'pg_migrate: every attempt of the index jobs you own: statement, outcome, duration, index size, what it waited for, cleanup';
 

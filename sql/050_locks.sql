@@ -31,7 +31,7 @@ BEGIN
       FROM pg_catalog.pg_locks l
       LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
      WHERE l.locktype = 'relation' AND l.relation = migrate_blockers.relation
-       AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+       AND l.database OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
                           WHERE d.datname = pg_catalog.current_database())
        AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
        AND pgmigrate.lock_conflicts(l.mode, wanted)
@@ -51,7 +51,7 @@ CREATE TABLE pgmigrate.planned (
     lock_mode   text        NOT NULL,
     note        text,
     owner       oid         NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now(),
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (plan_id, statement, relid)
 );
 
@@ -59,39 +59,39 @@ CREATE TABLE pgmigrate.planned (
 -- statement, will lock, and what stands in its way right now.
 CREATE VIEW migrate_lock_risk AS
 WITH needs AS (
-    SELECT 'job'::text AS source, j.job_id AS id, j.kind AS what, j.relid,
-           CASE j.kind WHEN 'backfill' THEN 'RowExclusiveLock' ELSE 'ShareUpdateExclusiveLock' END AS lock_mode,
+    SELECT 'job'::pg_catalog.text AS source, j.job_id AS id, j.kind AS what, j.relid,
+           CASE WHEN j.kind OPERATOR(pg_catalog.=) 'backfill' THEN 'RowExclusiveLock' ELSE 'ShareUpdateExclusiveLock' END AS lock_mode,
            j.state, j.driver_pid
       FROM pgmigrate.jobs j
-     WHERE j.state IN ('queued', 'waiting', 'paused', 'running')
+     WHERE j.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'waiting', 'paused', 'running']::pg_catalog.text[])
     UNION ALL
     SELECT 'job', j.job_id, j.kind, j.index_oid, 'ShareUpdateExclusiveLock', j.state, j.driver_pid
       FROM pgmigrate.jobs j
-     WHERE j.state IN ('queued', 'waiting', 'paused', 'running')
-       AND j.kind IN ('drop_index', 'reindex') AND j.index_oid IS NOT NULL
+     WHERE j.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'waiting', 'paused', 'running']::pg_catalog.text[])
+       AND j.kind OPERATOR(pg_catalog.=) ANY (ARRAY['drop_index', 'reindex']::pg_catalog.text[]) AND j.index_oid IS NOT NULL
     UNION ALL
     SELECT 'planned', p.plan_id, p.command, p.relid, p.lock_mode, 'planned', NULL::integer
       FROM pgmigrate.planned p
 ), here AS (
     SELECT l.relation, l.pid, l.mode, l.granted, a.xact_start
       FROM pg_catalog.pg_locks l
-      LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
-     WHERE l.locktype = 'relation'
-       AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
-                          WHERE d.datname = pg_catalog.current_database())
+      LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) l.pid
+     WHERE l.locktype OPERATOR(pg_catalog.=) 'relation'
+       AND l.database OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
+                          WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
 )
-SELECT n.source, n.id, n.what, n.relid::regclass AS relation, n.lock_mode, n.state,
+SELECT n.source, n.id, n.what, n.relid::pg_catalog.regclass AS relation, n.lock_mode, n.state,
        ARRAY(SELECT DISTINCT h.pid FROM here h
-              WHERE h.relation = n.relid AND h.granted AND h.pid IS DISTINCT FROM n.driver_pid
+              WHERE h.relation OPERATOR(pg_catalog.=) n.relid AND h.granted AND coalesce(h.pid, 0) OPERATOR(pg_catalog.<>) coalesce(n.driver_pid, 0)
                 AND pgmigrate.lock_conflicts(h.mode, n.lock_mode) ORDER BY h.pid) AS blocking_pids,
        ARRAY(SELECT DISTINCT h.pid FROM here h
-              WHERE h.relation = n.relid AND NOT h.granted ORDER BY h.pid) AS waiting_pids,
-       (SELECT h.pid FROM here h WHERE h.relation = n.relid AND h.xact_start IS NOT NULL
+              WHERE h.relation OPERATOR(pg_catalog.=) n.relid AND NOT h.granted ORDER BY h.pid) AS waiting_pids,
+       (SELECT h.pid FROM here h WHERE h.relation OPERATOR(pg_catalog.=) n.relid AND h.xact_start IS NOT NULL
          ORDER BY h.xact_start, h.pid LIMIT 1) AS oldest_xact_pid,
-       (SELECT pg_catalog.now() - min(h.xact_start) FROM here h
-         WHERE h.relation = n.relid) AS oldest_xact_age,
+       (SELECT pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(h.xact_start) FROM here h
+         WHERE h.relation OPERATOR(pg_catalog.=) n.relid) AS oldest_xact_age,
        EXISTS (SELECT 1 FROM here h
-                WHERE h.relation = n.relid AND h.pid IS DISTINCT FROM n.driver_pid
+                WHERE h.relation OPERATOR(pg_catalog.=) n.relid AND coalesce(h.pid, 0) OPERATOR(pg_catalog.<>) coalesce(n.driver_pid, 0)
                   AND pgmigrate.lock_conflicts(h.mode, n.lock_mode)) AS would_queue
   FROM needs n;
 

@@ -36,7 +36,7 @@ GRANT USAGE ON SCHEMA pgmigrate TO PUBLIC;
 --     run that this very session began as this role;
 --   * what the public views call (functions in a view run as the role
 --     reading it): read-only facts (is a backend alive, how far is its
---     index build, do two lock modes conflict).
+--     index build, do two lock modes conflict, is a role still there).
 -- The catalog contract test (tests/pg_regress/sql/catalog.sql) lists who
 -- may call what, so that no function slips in open.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pgmigrate FROM PUBLIC;
@@ -48,7 +48,7 @@ GRANT EXECUTE ON FUNCTION
     pgmigrate._exec_attempt(bigint, integer), pgmigrate._exec_finish(bigint),
     pgmigrate._exec_raise(bigint),
     pgmigrate.backend_alive(integer, timestamptz), pgmigrate.build_progress(integer, timestamptz),
-    pgmigrate.lock_conflicts(text, text), pgmigrate.lock_mode(text)
+    pgmigrate.lock_conflicts(text, text), pgmigrate.lock_mode(text), pgmigrate.role_label(name, oid)
   TO PUBLIC;
 
 COMMENT ON FUNCTION migrate_backfill IS

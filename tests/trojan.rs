@@ -662,3 +662,328 @@ fn no_trojan_on_the_search_path_runs_for_any_function_view_or_job() {
         ran.join("\n")
     );
 }
+
+/// The SQL of `text` with comments and string literals blanked and each
+/// function body marked: (text to check, whether it is a body that runs
+/// under a pinned search_path).  Bodies of functions and procedures that
+/// carry `SET search_path = pg_catalog, pg_temp` are resolved at each call
+/// under that path; everything else (views, defaults, checks, index
+/// predicates, procedures that commit) is resolved where it is created or
+/// called, so it must name every operator and function by schema.
+fn install_pieces(text: &str) -> Vec<(String, bool)> {
+    let b: Vec<char> = text.chars().collect();
+    let mut statements: Vec<Vec<(String, bool)>> = vec![vec![(String::new(), false)]];
+    let mut i = 0;
+    let push = |st: &mut Vec<Vec<(String, bool)>>, c: char| {
+        st.last_mut().unwrap().last_mut().unwrap().0.push(c)
+    };
+    while i < b.len() {
+        let c = b[i];
+        if c == '-' && b.get(i + 1) == Some(&'-') {
+            while i < b.len() && b[i] != '\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c == '/' && b.get(i + 1) == Some(&'*') {
+            i += 2;
+            while i + 1 < b.len() && !(b[i] == '*' && b[i + 1] == '/') {
+                i += 1;
+            }
+            i += 2;
+            continue;
+        }
+        if c == '\'' {
+            i += 1;
+            while i < b.len() {
+                if b[i] == '\'' && b.get(i + 1) == Some(&'\'') {
+                    i += 2;
+                    continue;
+                }
+                if b[i] == '\'' {
+                    break;
+                }
+                i += 1;
+            }
+            i += 1;
+            push(&mut statements, '\'');
+            push(&mut statements, '\'');
+            continue;
+        }
+        if c == '$' {
+            let mut j = i + 1;
+            while j < b.len() && (b[j].is_alphanumeric() || b[j] == '_') {
+                j += 1;
+            }
+            if b.get(j) == Some(&'$') {
+                let tag: String = b[i..=j].iter().collect();
+                let rest: String = b[j + 1..].iter().collect();
+                let end = rest.find(&tag).expect("closed dollar quote");
+                // The body: a piece of its own, linted after it is known
+                // whether its statement pins search_path.
+                let st = statements.last_mut().unwrap();
+                st.push((rest[..end].to_string(), true));
+                st.push((String::new(), false));
+                i = j + 1 + rest[..end].chars().count() + tag.chars().count();
+                continue;
+            }
+        }
+        if c == ';' {
+            statements.push(vec![(String::new(), false)]);
+            i += 1;
+            continue;
+        }
+        push(&mut statements, c);
+        i += 1;
+    }
+    let mut out = vec![];
+    for st in statements {
+        let header: String = st
+            .iter()
+            .filter(|p| !p.1)
+            .map(|p| p.0.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let pinned = header.contains("SET search_path = pg_catalog, pg_temp");
+        for (piece, body) in st {
+            if body {
+                // A body is SQL too: blank its own comments and literals.
+                for (inner, _) in install_pieces(&piece) {
+                    out.push((inner, pinned));
+                }
+            } else {
+                out.push((piece, false));
+            }
+        }
+    }
+    out
+}
+
+/// Every operator, call or keyword of `sql` that PostgreSQL resolves by
+/// name on the search_path without a schema.
+fn unqualified(sql: &str) -> Vec<String> {
+    const OP: &str = "+-*/<>=~!@#%^&|`?";
+    // Words followed by "(" that are syntax, not a function looked up by
+    // name (or a definition that names its own object).
+    const SYNTAX: &[&str] = &[
+        "coalesce",
+        "greatest",
+        "least",
+        "exists",
+        "any",
+        "all",
+        "array",
+        "values",
+        "row",
+        "cast",
+        "filter",
+        "over",
+        "check",
+        "unique",
+        "key",
+        "references",
+        "on",
+        "as",
+        "and",
+        "or",
+        "not",
+        "returns",
+        "table",
+        "numeric",
+        "varchar",
+        "char",
+        "character",
+        "decimal",
+        "interval",
+        "timestamp",
+        "time",
+        "select",
+        "from",
+        "where",
+        "with",
+        "setof",
+        "if",
+        "elsif",
+        "exception",
+        "while",
+        "loop",
+        "return",
+        "perform",
+        "then",
+        "else",
+        "when",
+        "case",
+        "operator",
+        "by",
+        "into",
+        "partition",
+        "constraint",
+        "lateral",
+        "join",
+        "default",
+    ];
+    let c: Vec<char> = sql.chars().collect();
+    let mut problems = vec![];
+    let words_before = |i: usize| -> String {
+        let s: String = c[..i].iter().collect();
+        s.trim_end().to_lowercase()
+    };
+    let mut i = 0;
+    while i < c.len() {
+        if c[i] == '"' {
+            i += 1;
+            while i < c.len() && c[i] != '"' {
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        if OP.contains(c[i]) {
+            let start = i;
+            while i < c.len() && OP.contains(c[i]) {
+                i += 1;
+            }
+            let op: String = c[start..i].iter().collect();
+            let before = words_before(start);
+            let ok = before.ends_with("operator(pg_catalog.")
+                || (op == "=" && before.ends_with(':'))
+                || op == "=>"
+                || (op == "="
+                    && ["search_path", "errcode", "hint", "detail", "message"]
+                        .iter()
+                        .any(|w| before.ends_with(w)))
+                || (op == "*"
+                    && (before.ends_with('(')
+                        || before.ends_with('.')
+                        || before.ends_with("select")
+                        || before.ends_with(',')));
+            if !ok {
+                problems.push(format!("operator {op} after \"…{}\"", tail(&before)));
+            }
+            continue;
+        }
+        if c[i].is_alphabetic() || c[i] == '_' {
+            let start = i;
+            while i < c.len() && (c[i].is_alphanumeric() || c[i] == '_') {
+                i += 1;
+            }
+            let word: String = c[start..i].iter().collect::<String>().to_lowercase();
+            let before = words_before(start);
+            let qualified = before.ends_with('.');
+            let mut j = i;
+            while j < c.len() && c[j].is_whitespace() {
+                j += 1;
+            }
+            let next = c.get(j).copied();
+            let defining = ["function", "procedure", "aggregate"]
+                .iter()
+                .any(|w| before.ends_with(w));
+            if next == Some('(') && !qualified && !defining && !SYNTAX.contains(&word.as_str()) {
+                problems.push(format!("call {word}( after \"…{}\"", tail(&before)));
+            }
+            // Constructs that look an operator up by name.
+            let rest: String = c[i..].iter().take(12).collect::<String>().to_lowercase();
+            let by_name = match word.as_str() {
+                "between" | "like" | "ilike" | "similar" | "nullif" => true,
+                "in" => next == Some('('),
+                "using" => next == Some('('),
+                "distinct" => rest.trim_start().starts_with("from"),
+                "case" => !rest.trim_start().starts_with("when"),
+                _ => false,
+            };
+            if by_name {
+                problems.push(format!(
+                    "{} after \"…{}\"",
+                    word.to_uppercase(),
+                    tail(&before)
+                ));
+            }
+            continue;
+        }
+        i += 1;
+    }
+    problems
+}
+
+fn tail(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    chars[chars.len().saturating_sub(60)..]
+        .iter()
+        .collect::<String>()
+        .replace('\n', " ")
+}
+
+/// The install script is safe where others may create objects: what it
+/// creates resolves operators and functions at install time (views,
+/// defaults, checks, index predicates) or at call time without a pinned
+/// search_path (procedures that commit), so each is named by schema; a
+/// role that planted look-alikes in the schema the extension is created
+/// in would otherwise have them bound into views that run as their owner.
+#[test]
+fn the_install_script_names_every_operator_and_function_by_schema() {
+    let mut problems = vec![];
+    let mut checked = 0;
+    for entry in std::fs::read_dir(project_root().join("sql")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "sql") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (piece, pinned) in install_pieces(&text) {
+            if pinned {
+                continue;
+            }
+            checked += piece.len();
+            for p in unqualified(&piece) {
+                problems.push(format!(
+                    "{}: {p}",
+                    path.file_name().unwrap().to_string_lossy()
+                ));
+            }
+        }
+    }
+    assert!(checked > 10_000, "read only {checked} characters of SQL");
+    assert!(
+        problems.is_empty(),
+        "{} unqualified names:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+/// The lint above finds what it must: each construct PostgreSQL resolves
+/// by name is reported, each qualified form passes.
+#[test]
+fn the_install_lint_knows_each_construct() {
+    for bad in [
+        "SELECT a = b",
+        "SELECT x || 'y'",
+        "SELECT count(*)",
+        "SELECT now()",
+        "SELECT a IN ('x')",
+        "SELECT a BETWEEN 1 AND 2",
+        "SELECT a IS DISTINCT FROM b",
+        "SELECT nullif(a, 0)",
+        "SELECT CASE a WHEN 1 THEN 2 END",
+        "SELECT * FROM t JOIN u USING (id)",
+        "SELECT j.spec->>'x'",
+        "SELECT a LIKE 'x'",
+    ] {
+        let found: Vec<String> = install_pieces(bad)
+            .into_iter()
+            .flat_map(|(p, _)| unqualified(&p))
+            .collect();
+        assert!(!found.is_empty(), "not reported: {bad}");
+    }
+    for good in [
+        "SELECT a OPERATOR(pg_catalog.=) b",
+        "SELECT pg_catalog.count(*), t.*",
+        "SELECT a OPERATOR(pg_catalog.=) ANY (ARRAY['x']::pg_catalog.text[])",
+        "SELECT CASE WHEN a THEN 1 END, coalesce(a, b), greatest(a, b)",
+        "SELECT 'a = b -- not code', \"weird=name\" -- a = b",
+        "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT a + 1 $$",
+    ] {
+        let found: Vec<String> = install_pieces(good).into_iter().filter(|p| !p.1).flat_map(|(p, _)| unqualified(&p)).collect();
+        assert!(found.is_empty(), "reported in {good}: {found:?}");
+    }
+}

@@ -195,9 +195,10 @@ pub fn append(e: &NewEvent<'_>) -> Result<i64> {
                                     pg_catalog.clock_timestamp() AS now)
                  INSERT INTO pgmigrate.events AS e
                         (event_id, run_id, app, name, seq, event, status, checksum, description,
-                         error, reason, forced, role_name, at, started_at)
+                         error, reason, forced, role_name, role_oid, at, started_at)
                  SELECT id.v, coalesce($1, id.v), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                        id.now, id.now - $13::pg_catalog.interval
+                        pg_catalog.to_regrole(pg_catalog.quote_ident($12))::pg_catalog.oid,
+                        id.now, id.now OPERATOR(pg_catalog.-) $13::pg_catalog.interval
                    FROM id
                  ON CONFLICT ON CONSTRAINT events_app_name_seq_key DO NOTHING
                  RETURNING e.run_id",
@@ -251,8 +252,9 @@ pub fn import(rows: JsonB, role: &str, source: &str) -> i64 {
                      SELECT src.*, pg_catalog.nextval('pgmigrate.event_id_seq') AS id
                        FROM (SELECT * FROM src ORDER BY src.ord) src)
                  INSERT INTO pgmigrate.events AS e
-                        (event_id, run_id, app, name, seq, event, status, at, role_name, details)
+                        (event_id, run_id, app, name, seq, event, status, at, role_name, role_oid, details)
                  SELECT ids.id, ids.id, ids.app, ids.name, 1, 'imported', 'applied', ids.applied, $2,
+                        pg_catalog.to_regrole(pg_catalog.quote_ident($2))::pg_catalog.oid,
                         pg_catalog.jsonb_build_object('source', $3::text)
                    FROM ids
                  ON CONFLICT ON CONSTRAINT events_app_name_seq_key DO NOTHING

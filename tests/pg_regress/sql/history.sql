@@ -61,3 +61,22 @@ SELECT app, last_applied, applied, failed, running, unapplied, total FROM migrat
 -- The log is append-only.
 SELECT regress.expect_error($$UPDATE pgmigrate.events SET status = 'applied'$$);
 SELECT regress.expect_error($$DELETE FROM pgmigrate.events$$);
+
+-- The history keeps roles by OID: once a role is dropped its runs say so,
+-- and a new role of the same name is not taken for it.
+CREATE ROLE regress_deployer;
+GRANT EXECUTE ON FUNCTION migrate_record TO regress_deployer;
+SET ROLE regress_deployer;
+SELECT migrate_record('roles', '0001_by_old_role') > 0 AS recorded;
+RESET ROLE;
+SELECT applied_by = 'regress_deployer' AS named FROM migrate_history WHERE app = 'roles';
+REVOKE EXECUTE ON FUNCTION migrate_record FROM regress_deployer;
+DROP ROLE regress_deployer;
+CREATE ROLE regress_deployer;
+SELECT applied_by LIKE 'regress_deployer (dropped role %)' AS marked_dropped,
+       applied_by LIKE '%' || (SELECT e.role_oid::text FROM migrate_events e WHERE e.app = 'roles') || ')' AS with_its_oid
+  FROM migrate_history WHERE app = 'roles';
+SELECT role_name LIKE 'regress_deployer (dropped role %)' AS event_marked,
+       role_oid <> 'regress_deployer'::regrole::oid AS not_the_new_role
+  FROM migrate_events WHERE app = 'roles';
+DROP ROLE regress_deployer;
