@@ -448,7 +448,7 @@ pub fn pinned<R>(f: impl FnOnce() -> R) -> R {
 /// The session's identity switched to another role, as SET SESSION
 /// AUTHORIZATION switches it, until dropped.  A background worker takes its
 /// job's owner's identity for the whole job: `session_user`,
-/// `current_user` and `is_superuser` are the owner's, so audit triggers and
+/// `current_user`, `is_superuser` and pg_stat_activity's `usename` are the owner's, so audit triggers and
 /// anything else the job's statements run see who submitted it.  Code run
 /// by the job cannot switch back (SET SESSION AUTHORIZATION and SET ROLE
 /// are refused inside the security-restricted operation it runs in).
@@ -462,7 +462,12 @@ impl SessionAs {
     /// says whether the session's own user is a superuser (a worker's is).
     pub fn new(role: pg_sys::Oid, is_superuser: bool, previous_is_superuser: bool) -> SessionAs {
         let previous = unsafe { pg_sys::GetSessionUserId() };
-        unsafe { pg_sys::SetSessionAuthorization(role, is_superuser) };
+        unsafe {
+            pg_sys::SetSessionAuthorization(role, is_superuser);
+            // pg_stat_activity shows the session user as of the backend's
+            // start: report it again, so that monitoring sees the owner too.
+            pg_sys::pgstat_bestart();
+        }
         SessionAs {
             previous,
             previous_is_superuser,
@@ -472,6 +477,9 @@ impl SessionAs {
 
 impl Drop for SessionAs {
     fn drop(&mut self) {
-        unsafe { pg_sys::SetSessionAuthorization(self.previous, self.previous_is_superuser) }
+        unsafe {
+            pg_sys::SetSessionAuthorization(self.previous, self.previous_is_superuser);
+            pg_sys::pgstat_bestart();
+        }
     }
 }

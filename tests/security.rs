@@ -371,11 +371,12 @@ fn a_job_runs_with_its_owners_identity_whole() {
     c.batch_execute(
         "CREATE ROLE carol LOGIN;
          GRANT SELECT, UPDATE ON counter TO carol;
-         CREATE TABLE audit (session_user_name name, current_user_name name, is_superuser text);
+         CREATE TABLE audit (session_user_name name, current_user_name name, is_superuser text, activity_user name);
          GRANT INSERT ON audit TO carol;
          CREATE FUNCTION audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
-             INSERT INTO audit VALUES (session_user, current_user, current_setting('is_superuser'));
+             INSERT INTO audit VALUES (session_user, current_user, current_setting('is_superuser'),
+                                      (SELECT a.usename FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()));
              RETURN NEW;
          END $$;
          CREATE TRIGGER counter_audit BEFORE UPDATE ON counter FOR EACH ROW EXECUTE FUNCTION audit_row();",
@@ -397,20 +398,26 @@ fn a_job_runs_with_its_owners_identity_whole() {
         .get(0);
     let (state, _, error) = wait_finished(&mut c, id);
     assert_eq!(state, "succeeded", "{error:?}");
-    let seen: Vec<(String, String, String, i64)> = c
+    let seen: Vec<(String, String, String, String, i64)> = c
         .query(
-            "SELECT session_user_name::text, current_user_name::text, is_superuser, count(*)
-               FROM audit GROUP BY 1, 2, 3 ORDER BY 1",
+            "SELECT session_user_name::text, current_user_name::text, is_superuser, activity_user::text, count(*)
+               FROM audit GROUP BY 1, 2, 3, 4 ORDER BY 1",
             &[],
         )
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
         .collect();
     assert_eq!(
         seen,
-        vec![("carol".into(), "carol".into(), "off".into(), 50)],
-        "every row changed by carol's job is carol's, and not a superuser's"
+        vec![(
+            "carol".into(),
+            "carol".into(),
+            "off".into(),
+            "carol".into(),
+            50
+        )],
+        "every row changed by carol's job is carol's, and not a superuser's (pg_stat_activity too)"
     );
     // The worker takes its own identity back after the job: a superuser's
     // job after carol's runs as the superuser.
@@ -425,10 +432,13 @@ fn a_job_runs_with_its_owners_identity_whole() {
     let (state, _, error) = wait_finished(&mut c, id);
     assert_eq!(state, "succeeded", "{error:?}");
     let who: Vec<String> = c
-        .query("SELECT DISTINCT session_user_name::text FROM audit", &[])
+        .query(
+            "SELECT DISTINCT session_user_name::text || '/' || activity_user::text FROM audit",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(who, vec!["postgres".to_string()]);
+    assert_eq!(who, vec!["postgres/postgres".to_string()]);
 }

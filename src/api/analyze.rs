@@ -1360,11 +1360,19 @@ pub unsafe fn statement(script: &mut Script, node: *mut pg_sys::Node, text: &str
                     false,
                     (*s).missing_ok,
                 ) {
-                    // Every option but OWNED BY writes the sequence anew.
-                    let rewrite = nodes::<pg_sys::DefElem>((*s).options)
+                    // Every option but OWNED BY writes the sequence anew:
+                    // one page, whatever the sequence, so not a rewrite
+                    // whose cost grows with anything.
+                    let renewed = nodes::<pg_sys::DefElem>((*s).options)
                         .into_iter()
                         .any(|d| cstr((*d).defname).as_deref() != Some("owned_by"));
-                    a.lock(seq, ShareRowExclusive).rewrites = rewrite;
+                    a.lock(seq, ShareRowExclusive);
+                    if renewed {
+                        a.notes.push(
+                            "The sequence gets a new one-page file: no data is copied, the time does not grow with anything."
+                                .into(),
+                        );
+                    }
                 }
                 owned_by(script, &mut a, (*s).options);
             }
@@ -1447,11 +1455,16 @@ pub unsafe fn statement(script: &mut Script, node: *mut pg_sys::Node, text: &str
                         i += 1;
                     }
                 }
+                // Each emptied table gets a new, empty file: nothing is
+                // copied, so it is not a rewrite and its time does not
+                // grow with the table; the lock is what costs.
                 for r in emptied {
-                    a.lock(r, AccessExclusive).rewrites = has_storage(relkind(r));
+                    a.lock(r, AccessExclusive);
                 }
-                a.notes
-                    .push("TRUNCATE empties the table: it gets a new, empty file.".into());
+                a.notes.push(
+                    "TRUNCATE empties the table: it gets a new, empty file (nothing is copied; the time does not grow with the table)."
+                        .into(),
+                );
             }
             T::T_ClusterStmt => {
                 let s = node as *mut pg_sys::ClusterStmt;

@@ -36,13 +36,16 @@ fn my_locks() -> HashSet<(pg_sys::Oid, LockMode)> {
     .unwrap_or_default()
 }
 
-/// File numbers of every user relation now.
+/// File numbers of every user relation now.  A sequence counts with
+/// file number 0: it is one page, and one that gets a new file (ALTER
+/// SEQUENCE ... RESTART) copies nothing whose size could grow.
 fn filenodes() -> HashMap<pg_sys::Oid, pg_sys::Oid> {
     crate::sys::pinned(|| {
         Spi::connect(|c| {
             let mut out = HashMap::new();
             for row in c.select(
-                "SELECT oid, relfilenode FROM pg_catalog.pg_class WHERE oid >= 16384",
+                "SELECT c.oid, CASE WHEN c.relkind OPERATOR(pg_catalog.=) 'S' THEN 0::pg_catalog.oid ELSE c.relfilenode END
+                   FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.>=) 16384",
                 None,
                 &[],
             )? {
@@ -118,6 +121,7 @@ pub fn trace(sql: &str, lock_timeout: Interval, statement_timeout: Interval) -> 
         let mut before = filenodes();
         for p in &parsed {
             let held = my_locks();
+            let truncate = unsafe { (*p.node).type_ } == pg_sys::NodeTag::T_TruncateStmt;
             let started = Instant::now();
             // statement_timeout applies to top-level statements only:
             // arm PostgreSQL's timer for this one.
@@ -165,7 +169,9 @@ pub fn trace(sql: &str, lock_timeout: Interval, statement_timeout: Interval) -> 
                 let strongest = *modes.last().expect("at least one mode");
                 let old = before.get(&rel).copied().unwrap_or(pg_sys::Oid::INVALID);
                 let now_file = after.get(&rel).copied().unwrap_or(old);
-                let rewrote = old != pg_sys::Oid::INVALID && now_file != old;
+                // TRUNCATE gives a table a new, empty file without copying
+                // anything: not a rewrite.
+                let rewrote = old != pg_sys::Oid::INVALID && now_file != old && !truncate;
                 rows.push((
                     p.number as i32,
                     p.text.clone(),

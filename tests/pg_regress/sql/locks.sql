@@ -80,6 +80,18 @@ SELECT regress.expect_error($$SELECT * FROM migrate_trace('PREPARE TRANSACTION '
 SELECT statement, error_sqlstate FROM migrate_trace('COPY accounts FROM STDIN');
 -- Setting the access method a table already has rewrites nothing.
 SELECT command, rewrites, risk, reason FROM migrate_analyze('ALTER TABLE accounts SET ACCESS METHOD heap');
+-- TRUNCATE and ALTER SEQUENCE ... RESTART give a new file and copy
+-- nothing: no rewrite (analysis and trace agree), no time that grows with
+-- the table, but TRUNCATE's lock is as strong as it gets.
+CREATE SEQUENCE accounts_seq;
+SELECT command, relation, lock_mode, rewrites, estimated_duration, risk, reason
+  FROM migrate_analyze('TRUNCATE accounts; ALTER SEQUENCE accounts_seq RESTART WITH 10')
+ WHERE relation::text NOT LIKE 'pg_toast%' ORDER BY statement;
+SELECT statement, relation, lock_mode, rewrites
+  FROM migrate_trace('TRUNCATE accounts; ALTER SEQUENCE accounts_seq RESTART WITH 10')
+ WHERE relation::text NOT LIKE 'pg_toast%' AND relation::text NOT LIKE '%_pkey' ORDER BY statement, relation::text;
+SELECT count(*) > 0 AS rows_still_there FROM accounts;
+DROP SEQUENCE accounts_seq;
 -- An index statement that names a table.
 SELECT regress.expect_error($$SELECT * FROM migrate_analyze('REINDEX INDEX accounts')$$);
 
