@@ -494,24 +494,3 @@ fn pacing_options_are_checked() {
         assert!(spec.contains(part), "{part} in {spec}");
     }
 }
-
-#[pg_test]
-fn a_batch_commits_without_waiting_for_the_disk_unless_asked() {
-    run("CREATE TABLE t_async (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0)");
-    run("INSERT INTO t_async (id) SELECT g FROM generate_series(1, 100) g");
-    let setting = || one::<String>("SELECT current_setting('synchronous_commit')");
-    let id = submit("SELECT migrate_backfill('t_async', 'n = n + 1', batch_size => 10)");
-    assert!(crate::catalog::as_owner(|| crate::catalog::jobs::claim_for_session(id)));
-    assert_eq!(setting(), Some("on".into()));
-    // A batch that leaves the job running: its commit does not wait.
-    let r = crate::runner::step(id, crate::runner::Driver::Session);
-    assert!(!r.done);
-    assert_eq!(setting(), Some("off".into()), "the batch's transaction commits asynchronously");
-    // Asked for durable batches, the next batch's commit waits.
-    run("SET LOCAL synchronous_commit = on");
-    run("SET pg_migrate.durable_batches = on");
-    let r = crate::runner::step(id, crate::runner::Driver::Session);
-    assert!(!r.done);
-    assert_eq!(setting(), Some("on".into()));
-    run("RESET pg_migrate.durable_batches");
-}

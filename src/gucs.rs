@@ -25,8 +25,6 @@ static MAX_ROWS_PER_SECOND: GucSetting<i32> = GucSetting::<i32>::new(0);
 static MAX_WAL_PER_SECOND: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// Pause while a VACUUM works on the job's table.
 static PAUSE_DURING_VACUUM: GucSetting<bool> = GucSetting::<bool>::new(false);
-/// Batch commits wait for their WAL flush (and synchronous standbys).
-static DURABLE_BATCHES: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Batches kept in each job's history.
 static BATCH_HISTORY: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
@@ -62,9 +60,6 @@ pub fn max_wal_bytes_per_second() -> i64 {
 }
 pub fn pause_during_vacuum() -> bool {
     PAUSE_DURING_VACUUM.get()
-}
-pub fn durable_batches() -> bool {
-    DURABLE_BATCHES.get()
 }
 pub fn batch_history() -> i64 {
     BATCH_HISTORY.get() as i64
@@ -167,14 +162,6 @@ pub fn init() {
         c"Jobs pause while a VACUUM (autovacuum or manual) works on their table.",
         c"",
         &PAUSE_DURING_VACUUM,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_bool_guc(
-        c"pg_migrate.durable_batches",
-        c"Each batch's commit waits for its WAL to be flushed (and for synchronous standbys).",
-        c"Off: batches commit asynchronously. A crash can lose the last batches, but each batch commits with its job's cursor, so the job redoes exactly what was lost. The commit that finishes a job always waits.",
-        &DURABLE_BATCHES,
         GucContext::Suset,
         GucFlags::default(),
     );

@@ -339,14 +339,6 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
             if finished {
                 return succeed(&job);
             }
-            // The batch commits with the job's cursor: if a crash loses
-            // this commit, the job redoes the batch from the cursor before
-            // it, so nothing is done twice or skipped.  Not waiting for the
-            // WAL flush (and synchronous standbys) saves a flush per batch;
-            // the commit that finishes the job waits as the session says.
-            if !crate::gucs::durable_batches() {
-                sys::set_local("synchronous_commit", "off");
-            }
             let notice = (driver == Driver::Session && notice_due(job.id))
                 .then(|| rules::progress_line(job.id, rows_done, estimate, Some(rate)));
             StepReport {
