@@ -494,3 +494,59 @@ fn pacing_options_are_checked() {
         assert!(spec.contains(part), "{part} in {spec}");
     }
 }
+
+#[pg_test]
+fn a_new_kind_is_one_module_and_one_registration() {
+    // kinds/example.rs and its line in kinds! are all the example kind has:
+    // the install script copied its facts, the drivers run it, the views
+    // describe it.
+    assert_eq!(
+        one::<String>("SELECT format('%s|%s|%s|%s', noun, session, table_lock, counts_rows) FROM pgmigrate.kinds WHERE kind = 'example'"),
+        Some("example job|t|AccessShareLock|t".into())
+    );
+    run("CREATE TABLE t_example (id int)");
+    let relid = one::<pg_sys::Oid>("SELECT 't_example'::regclass::oid").unwrap();
+    let id = crate::kinds::example::queue(relid, 25, 10);
+    assert_eq!(
+        one::<String>(&format!("SELECT format('%s|%s', what, lock_mode) FROM migrate_lock_risk WHERE id = {id}")),
+        Some("example|AccessShareLock".into()),
+        "the lock-risk view takes the lock from the kind's facts"
+    );
+    assert_eq!(drive(id), crate::engine::jobs::JobState::Succeeded);
+    assert_eq!(
+        one::<String>(&format!(
+            "SELECT format('%s|%s|%s|%s|%s', kind, state, rows_done, percent, index_name IS NULL) FROM migrate_progress WHERE job_id = {id}"
+        )),
+        Some("example|succeeded|25|100.0|t".into())
+    );
+    assert_eq!(job_field(id, "batches"), Some("3".into()), "10 + 10 + 5");
+    // A kind the build does not know (a row from a newer version) fails
+    // the step with its reason; it is not taken for another kind.
+    run("INSERT INTO pgmigrate.kinds VALUES ('from_the_future', 'job', true, 'AccessShareLock', false, NULL, true, false, 'x')");
+    let future = crate::kinds::example::queue(relid, 5, 1);
+    run(&format!("UPDATE pgmigrate.jobs SET kind = 'from_the_future' WHERE job_id = {future}"));
+    assert_eq!(drive(future), crate::engine::jobs::JobState::Failed);
+    assert!(job_field(future, "error").unwrap().contains("does not know"));
+}
+
+#[pg_test]
+fn every_kind_has_its_own_name_and_its_facts_are_installed() {
+    use crate::kinds::Kind;
+    let all = Kind::all();
+    assert!(all.len() >= 4);
+    let mut names: Vec<&str> = all.iter().map(|k| k.name()).collect();
+    for k in &all {
+        assert_eq!(Kind::from_name(k.name()), Some(*k));
+        assert!(!k.imp().facts().noun.is_empty());
+        assert!(!k.imp().facts().orphaned.is_empty());
+    }
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), all.len(), "two kinds share a name");
+    assert_eq!(Kind::from_name("no such kind"), None);
+    // The install script copied every kind, and nothing else.
+    assert_eq!(
+        one::<String>("SELECT string_agg(kind, ',' ORDER BY kind) FROM pgmigrate.kinds"),
+        Some(names.join(","))
+    );
+}

@@ -3,11 +3,36 @@
 -- drive it too); an index job runs one CREATE INDEX, DROP INDEX or REINDEX
 -- CONCURRENTLY as a top-level statement of a worker.
 
+-- Every kind of job this version runs, with what the views and the claim
+-- queries need to know of it: copied from the kinds the extension's code
+-- registers (pgmigrate.job_kinds()), so that no view names a kind.
+CREATE TABLE pgmigrate.kinds (
+    kind           text    PRIMARY KEY,
+    noun           text    NOT NULL,
+    session        boolean NOT NULL,
+    table_lock     text    NOT NULL,
+    locks_index    boolean NOT NULL,
+    one_per_table  text,
+    counts_rows    boolean NOT NULL,
+    on_index       boolean NOT NULL,
+    orphaned       text    NOT NULL
+);
+INSERT INTO pgmigrate.kinds SELECT * FROM pgmigrate.job_kinds();
+COMMENT ON TABLE pgmigrate.kinds IS
+    'pg_migrate: the kinds of job this version runs and what the views know of each (filled from the extension''s code at install and update)';
+COMMENT ON COLUMN pgmigrate.kinds.session IS 'CALL migrate_run can drive it (otherwise only a background worker)';
+COMMENT ON COLUMN pgmigrate.kinds.table_lock IS 'the lock its work takes on the table';
+COMMENT ON COLUMN pgmigrate.kinds.locks_index IS 'its work also locks the index it works on';
+COMMENT ON COLUMN pgmigrate.kinds.one_per_table IS 'jobs of the kinds that name the same group here run one at a time on a table (NULL: any number)';
+COMMENT ON COLUMN pgmigrate.kinds.counts_rows IS 'its progress is counted in rows';
+COMMENT ON COLUMN pgmigrate.kinds.on_index IS 'it works on one index (its name and build progress show)';
+COMMENT ON COLUMN pgmigrate.kinds.orphaned IS 'what migrate_progress says when the worker that drove it is gone';
+
 CREATE SEQUENCE pgmigrate.job_id_seq;
 
 CREATE TABLE pgmigrate.jobs (
     job_id          bigint      NOT NULL DEFAULT pg_catalog.nextval('pgmigrate.job_id_seq'::pg_catalog.regclass) PRIMARY KEY,
-    kind            text        NOT NULL,
+    kind            text        NOT NULL REFERENCES pgmigrate.kinds,
     relid           oid         NOT NULL,
     relation        text        NOT NULL,
     owner           oid         NOT NULL,
@@ -48,7 +73,6 @@ CREATE TABLE pgmigrate.jobs (
     started_at      timestamptz,
     updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     finished_at     timestamptz,
-    CONSTRAINT jobs_kind_check CHECK (kind OPERATOR(pg_catalog.=) ANY (ARRAY['backfill', 'create_index', 'drop_index', 'reindex']::pg_catalog.text[])),
     CONSTRAINT jobs_state_check
         CHECK (state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'running', 'paused', 'waiting', 'succeeded', 'failed', 'cancelled']::pg_catalog.text[])),
     CONSTRAINT jobs_wait_check CHECK (state OPERATOR(pg_catalog.<>) 'waiting' OR wait_reason IS NOT NULL),

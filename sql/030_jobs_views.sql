@@ -7,18 +7,17 @@ SELECT j.job_id,
        j.kind,
        j.relation,
        CASE WHEN o.orphan THEN 'queued' ELSE j.state END AS state,
-       CASE WHEN o.orphan AND j.kind OPERATOR(pg_catalog.=) 'backfill' AND j.driver_kind OPERATOR(pg_catalog.=) 'session'
+       CASE WHEN o.orphan AND j.driver_kind OPERATOR(pg_catalog.=) 'session'
             THEN pg_catalog.format('its CALL migrate_run session ended; a background worker, CALL migrate_run(%s) or migrate_resume(%s) continues it at the next batch', j.job_id, j.job_id)
-            WHEN o.orphan AND j.kind OPERATOR(pg_catalog.=) 'backfill' THEN 'its worker stopped; it resumes at the next batch'
-            WHEN o.orphan THEN 'its worker stopped; the next worker cleans up and starts again'
+            WHEN o.orphan THEN k.orphaned
             WHEN bp.waiting_for IS NOT NULL THEN 'the build waits for ' OPERATOR(pg_catalog.||) bp.waiting_for
-            WHEN blk.job_id IS NOT NULL THEN pg_catalog.format('waits for job %s: one index job per table at a time', blk.job_id)
+            WHEN blk.job_id IS NOT NULL THEN pg_catalog.format('waits for job %s: one %s per table at a time', blk.job_id, k.one_per_table)
             WHEN j.state OPERATOR(pg_catalog.=) 'queued' AND j.run_at OPERATOR(pg_catalog.>) pg_catalog.now() THEN 'scheduled for ' OPERATOR(pg_catalog.||) j.run_at::pg_catalog.text
             ELSE j.wait_reason END AS wait_reason,
-       CASE WHEN j.kind OPERATOR(pg_catalog.=) 'backfill' THEN j.rows_done END AS rows_done,
-       CASE WHEN j.kind OPERATOR(pg_catalog.=) 'backfill' THEN coalesce(j.rows_total, j.rows_estimate) END AS rows_total,
+       CASE WHEN k.counts_rows THEN j.rows_done END AS rows_done,
+       CASE WHEN k.counts_rows THEN coalesce(j.rows_total, j.rows_estimate) END AS rows_total,
        CASE WHEN j.state OPERATOR(pg_catalog.=) 'succeeded' THEN 100.0
-            WHEN j.kind OPERATOR(pg_catalog.<>) 'backfill' THEN NULL
+            WHEN NOT k.counts_rows THEN NULL
             WHEN coalesce(j.rows_total, j.rows_estimate, 0) OPERATOR(pg_catalog.<=) 0 THEN 0.0
             ELSE least(99.9, pg_catalog.floor(j.rows_done::pg_catalog.numeric OPERATOR(pg_catalog.*) 1000.0
                                            OPERATOR(pg_catalog./) coalesce(j.rows_total, j.rows_estimate)::pg_catalog.numeric)
@@ -41,7 +40,7 @@ SELECT j.job_id,
        END AS error,
        pg_catalog.make_interval(secs => j.throttled_ms::double precision OPERATOR(pg_catalog./) 1000.0::double precision) AS throttled,
        j.skipped,
-       CASE WHEN j.kind OPERATOR(pg_catalog.=) 'backfill' THEN j.rows_updated END AS rows_updated,
+       CASE WHEN k.counts_rows THEN j.rows_updated END AS rows_updated,
        j.retries,
        j.migration_app OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) j.migration_name AS migration,
        j.run_at,
@@ -52,20 +51,22 @@ SELECT j.job_id,
        bp.tuples_done,
        bp.tuples_total,
        bp.waiting_for_pid,
-       CASE WHEN j.kind OPERATOR(pg_catalog.<>) 'backfill' THEN pg_catalog.format('%I.%I', j.spec OPERATOR(pg_catalog.->>) 'schema', j.spec OPERATOR(pg_catalog.->>) 'name') END AS index_name,
+       CASE WHEN k.on_index THEN pg_catalog.format('%I.%I', j.spec OPERATOR(pg_catalog.->>) 'schema', j.spec OPERATOR(pg_catalog.->>) 'name') END AS index_name,
        CASE WHEN pg_catalog.pg_has_role(j.owner, 'MEMBER') THEN j.command END AS command
   FROM pgmigrate.jobs j
+  JOIN pgmigrate.kinds k ON k.kind OPERATOR(pg_catalog.=) j.kind
  CROSS JOIN LATERAL (
        SELECT j.driver_pid IS NOT NULL AND pgmigrate.backend_alive(j.driver_pid, j.driver_started) AS alive) d
  CROSS JOIN LATERAL (
        SELECT d.alive, j.state OPERATOR(pg_catalog.=) ANY (ARRAY['running', 'waiting']::pg_catalog.text[]) AND j.driver_pid IS NOT NULL AND NOT d.alive AS orphan) o
   LEFT JOIN LATERAL (
        SELECT p.* FROM pgmigrate.build_progress(j.driver_pid, j.driver_started) p
-        WHERE j.kind OPERATOR(pg_catalog.<>) 'backfill' AND j.state OPERATOR(pg_catalog.=) 'running' AND NOT o.orphan) bp ON true
+        WHERE k.on_index AND j.state OPERATOR(pg_catalog.=) 'running' AND NOT o.orphan) bp ON true
   LEFT JOIN LATERAL (
        SELECT b.job_id FROM pgmigrate.jobs b
-        WHERE j.kind OPERATOR(pg_catalog.<>) 'backfill' AND j.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'waiting']::pg_catalog.text[])
-          AND b.relid OPERATOR(pg_catalog.=) j.relid AND b.job_id OPERATOR(pg_catalog.<>) j.job_id AND b.kind OPERATOR(pg_catalog.<>) 'backfill'
+         JOIN pgmigrate.kinds bk ON bk.kind OPERATOR(pg_catalog.=) b.kind
+        WHERE k.one_per_table IS NOT NULL AND j.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'waiting']::pg_catalog.text[])
+          AND b.relid OPERATOR(pg_catalog.=) j.relid AND b.job_id OPERATOR(pg_catalog.<>) j.job_id AND bk.one_per_table OPERATOR(pg_catalog.=) k.one_per_table
           AND b.driver_pid IS NOT NULL AND pgmigrate.backend_alive(b.driver_pid, b.driver_started)
         LIMIT 1) blk ON true;
 COMMENT ON VIEW migrate_progress IS

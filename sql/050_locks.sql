@@ -60,15 +60,16 @@ CREATE TABLE pgmigrate.planned (
 CREATE VIEW migrate_lock_risk AS
 WITH needs AS (
     SELECT 'job'::pg_catalog.text AS source, j.job_id AS id, j.kind AS what, j.relid,
-           CASE WHEN j.kind OPERATOR(pg_catalog.=) 'backfill' THEN 'RowExclusiveLock' ELSE 'ShareUpdateExclusiveLock' END AS lock_mode,
-           j.state, j.driver_pid
+           k.table_lock AS lock_mode, j.state, j.driver_pid
       FROM pgmigrate.jobs j
+      JOIN pgmigrate.kinds k ON k.kind OPERATOR(pg_catalog.=) j.kind
      WHERE j.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'waiting', 'paused', 'running']::pg_catalog.text[])
     UNION ALL
-    SELECT 'job', j.job_id, j.kind, j.index_oid, 'ShareUpdateExclusiveLock', j.state, j.driver_pid
+    SELECT 'job', j.job_id, j.kind, j.index_oid, k.table_lock, j.state, j.driver_pid
       FROM pgmigrate.jobs j
+      JOIN pgmigrate.kinds k ON k.kind OPERATOR(pg_catalog.=) j.kind
      WHERE j.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'waiting', 'paused', 'running']::pg_catalog.text[])
-       AND j.kind OPERATOR(pg_catalog.=) ANY (ARRAY['drop_index', 'reindex']::pg_catalog.text[]) AND j.index_oid IS NOT NULL
+       AND k.locks_index AND j.index_oid IS NOT NULL
     UNION ALL
     SELECT 'planned', p.plan_id, p.command, p.relid, p.lock_mode, 'planned', NULL::integer
       FROM pgmigrate.planned p

@@ -4,18 +4,11 @@
 //! The enum itself is plain Rust so the pure logic in `engine` can return it
 //! and be tested with `cargo test`; `report()` is the bridge to `ereport`.
 
-use crate::engine::history::{Current, Status};
+use crate::engine::migration::{Current, Status};
+pub use crate::sys::sqlstate_code;
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::{PgLogLevel, PgSqlErrorCode};
+use pgrx::PgLogLevel;
 use thiserror::Error;
-
-/// PostgreSQL's packed form of a five-character SQLSTATE (MAKE_SQLSTATE).
-pub fn sqlstate_code(state: &str) -> PgSqlErrorCode {
-    let packed = state.bytes().enumerate().fold(0i32, |acc, (i, c)| {
-        acc | (((c.wrapping_sub(b'0')) as i32 & 0x3F) << (6 * i))
-    });
-    PgSqlErrorCode::from(packed)
-}
 
 /// What a DBA sees when a call is refused.  Messages follow PostgreSQL's
 /// style: lower case, no final period; details and hints are sentences.
@@ -608,23 +601,23 @@ mod tests {
     fn sqlstates_map_to_postgres_codes() {
         assert_eq!(
             sqlstate_code("55000"),
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
         );
         assert_eq!(
             sqlstate_code("42710"),
-            PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT
+            pgrx::PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT
         );
         assert_eq!(
             sqlstate_code("55006"),
-            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE
+            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_IN_USE
         );
         assert_eq!(
             sqlstate_code("22004"),
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED
+            pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED
         );
         assert_eq!(
             sqlstate_code("40001"),
-            PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE
+            pgrx::PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE
         );
     }
 

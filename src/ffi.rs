@@ -25,14 +25,7 @@ mod raw {
             numparents: *mut *mut pg_sys::List,
         ) -> *mut pg_sys::List;
         pub fn get_default_partition_oid(parent: pg_sys::Oid) -> pg_sys::Oid;
-        #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
         pub fn raw_expression_tree_walker(
-            node: *mut pg_sys::Node,
-            walker: Walker,
-            context: *mut c_void,
-        ) -> bool;
-        #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
-        pub fn raw_expression_tree_walker_impl(
             node: *mut pg_sys::Node,
             walker: Walker,
             context: *mut c_void,
@@ -81,16 +74,9 @@ pub unsafe fn raw_expression_tree_walker(
     walker: Walker,
     context: *mut c_void,
 ) -> bool {
-    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
     unsafe {
         pg_sys::ffi::pg_guard_ffi_boundary(|| {
             raw::raw_expression_tree_walker(node, walker, context)
-        })
-    }
-    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
-    unsafe {
-        pg_sys::ffi::pg_guard_ffi_boundary(|| {
-            raw::raw_expression_tree_walker_impl(node, walker, context)
         })
     }
 }

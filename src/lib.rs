@@ -1,8 +1,13 @@
 //! pg_migrate: zero-downtime migrations inside PostgreSQL.
 //!
-//! Layout: `api` is the SQL surface, `catalog` reads and writes the
-//! extension's tables, `engine` is pure logic, `error` maps every failure to
-//! a SQLSTATE with detail and hint.  SQL objects live in `sql/*.sql`.
+//! Layout, from the bottom up (a module uses only those below it):
+//! `engine` is pure logic; `sys` and `ffi` wrap PostgreSQL's C API; `error`
+//! maps every failure to a SQLSTATE with detail and hint; `catalog` reads
+//! and writes the extension's tables; `kinds` holds every kind of job (its
+//! SQL function, checks, work, progress and facts); `runner` drives a job of
+//! any kind; `worker` is the clock (launcher, per-database workers, shared
+//! memory); `api` is the rest of the SQL surface (history, analysis, trace,
+//! migrate_exec, job control).  SQL objects live in `sql/*.sql`.
 
 use pgrx::prelude::*;
 
@@ -14,6 +19,7 @@ pub mod engine;
 pub mod error;
 pub mod ffi;
 pub mod gucs;
+pub mod kinds;
 pub mod runner;
 pub mod sys;
 pub mod worker;
@@ -29,7 +35,11 @@ extension_sql_file!(
     name = "history_views",
     requires = ["schema"]
 );
-extension_sql_file!("../sql/020_jobs.sql", name = "jobs", requires = ["schema"]);
+extension_sql_file!(
+    "../sql/020_jobs.sql",
+    name = "jobs",
+    requires = ["schema", kinds::job_kinds]
+);
 extension_sql_file!(
     "../sql/030_jobs_views.sql",
     name = "jobs_views",

@@ -287,7 +287,7 @@ pub fn raise_at(e: &Caught, query: &str, position: i32, hint: Option<String>) ->
             pg_sys::error_context_stack = apply;
         }
     }
-    let code = crate::error::sqlstate_code(&e.sqlstate);
+    let code = sqlstate_code(&e.sqlstate);
     let mut report = pgrx::pg_sys::panic::ErrorReport::new(code, e.message.clone(), "pg_migrate");
     if let Some(d) = &e.detail {
         report = report.set_detail(d.clone());
@@ -482,4 +482,25 @@ impl Drop for SessionAs {
             pg_sys::pgstat_bestart();
         }
     }
+}
+
+/// Set this session's application_name (a worker names the job it drives).
+pub fn set_application_name(name: &str) {
+    let value = CString::new(name).unwrap_or_default();
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"application_name".as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        );
+    }
+}
+
+/// PostgreSQL's packed form of a five-character SQLSTATE (MAKE_SQLSTATE).
+pub fn sqlstate_code(state: &str) -> pgrx::PgSqlErrorCode {
+    let packed = state.bytes().enumerate().fold(0i32, |acc, (i, c)| {
+        acc | (((c.wrapping_sub(b'0')) as i32 & 0x3F) << (6 * i))
+    });
+    pgrx::PgSqlErrorCode::from(packed)
 }

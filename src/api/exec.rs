@@ -3,7 +3,7 @@
 //! migration run.  The procedure itself commits after every statement.
 
 use crate::api::analyze::{parse_script, top_level_only};
-use crate::api::backfill::{interval_ms, may_write_history, migration_option, start_linked_run};
+use crate::api::args::{interval_ms, may_write_history, migration_option, start_linked_run};
 use crate::catalog::history as log;
 use crate::catalog::{as_owner, current_role_name};
 use crate::engine::history::Outcome;

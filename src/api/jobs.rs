@@ -2,13 +2,13 @@
 //! migrate_wait (the procedures themselves are PL/pgSQL in sql/040_run.sql:
 //! they commit between steps, which a C function cannot).
 
-use crate::api::backfill::announce;
 use crate::catalog::jobs::{self, Job};
-use crate::catalog::{as_owner, builds, history, role_name};
+use crate::catalog::{as_owner, history, role_name};
 use crate::engine::history::Outcome;
-use crate::engine::index::{self as index_rules, IndexAction};
 use crate::engine::jobs::{self as rules, Control, JobState};
 use crate::error::{MigrateError, OrReport};
+use crate::kinds::model::JobKind;
+use crate::kinds::queue::announce;
 use crate::runner::{self, Driver};
 use crate::sys;
 use pgrx::prelude::*;
@@ -36,22 +36,23 @@ fn accessible(id: Option<i64>, lock: bool) -> Job {
     job
 }
 
-/// Is this a job only a worker runs (an index job)?
-fn worker_only(job: &Job) -> bool {
-    IndexAction::from_kind(&job.kind).is_some()
+/// The job's kind; `None` for a kind this build does not know (a row
+/// written by a newer version), which can still be seen and cancelled.
+fn kind(job: &Job) -> Option<&'static dyn JobKind> {
+    crate::kinds::of(job).ok()
 }
 
-/// Pausing or cancelling an index job while a worker runs its statement:
-/// the worker keeps the job until it has cleaned up, and the statement is
-/// interrupted when this transaction commits.
+/// Is this a job only a worker runs?
+fn worker_only(job: &Job) -> bool {
+    kind(job).is_some_and(|k| k.worker_only())
+}
+
+/// Pausing or cancelling a job: its kind stops what its driver runs now
+/// (an index statement is interrupted when this transaction commits).
+/// True when the driver keeps the job until it has cleaned up.
 fn interrupts_statement(job: &Job, to: JobState) -> bool {
     let stops = matches!(to, JobState::Paused | JobState::Cancelled);
-    let stopping =
-        stops && worker_only(job) && job.state == JobState::Running && job.driven_elsewhere;
-    if stopping {
-        crate::worker::interrupt_build_on_commit(job.id);
-    }
-    stopping
+    stops && kind(job).is_some_and(|k| k.stopping(job))
 }
 
 fn control(id: Option<i64>, action: Control) {
@@ -146,7 +147,7 @@ fn run_begin(job: Option<i64>) -> String {
     }
     let j = accessible(job, true);
     if worker_only(&j) {
-        if !crate::worker::preloaded() {
+        if !crate::worker::shmem::preloaded() {
             MigrateError::NeedsWorker { job_id: j.id }.report();
         }
         if j.state.is_terminal() {
@@ -158,7 +159,9 @@ fn run_begin(job: Option<i64>) -> String {
             }
             .report();
         }
-        as_owner(|| builds::run_now(j.id));
+        if let Some(k) = kind(&j) {
+            k.run_now(&j);
+        }
         announce(j.id, true);
         return "worker".into();
     }
@@ -237,34 +240,11 @@ fn run_interrupted(job: i64) {
 fn job_outcome(job: i64) {
     let j = accessible(Some(job), false);
     match j.state {
-        JobState::Succeeded if worker_only(&j) => {
-            let (attempts, size) = as_owner(|| builds::summary(j.id));
-            let done = match IndexAction::from_kind(&j.kind) {
-                Some(IndexAction::Create) => "created",
-                Some(IndexAction::Drop) => "dropped",
-                _ => "rebuilt",
-            };
-            let index = format!(
-                "{}.{}",
-                j.spec["schema"].as_str().unwrap_or_default(),
-                j.spec["name"].as_str().unwrap_or_default()
-            );
-            pgrx::notice!(
-                "job {} succeeded: {done} index {index} in {} attempt{}{}",
-                j.id,
-                attempts,
-                if attempts == 1 { "" } else { "s" },
-                size.map(|s| format!(", index size {s}"))
-                    .unwrap_or_default()
-            )
+        JobState::Succeeded => {
+            if let Some(k) = kind(&j) {
+                pgrx::notice!("{}", k.success_line(&j))
+            }
         }
-        JobState::Succeeded => pgrx::notice!(
-            "job {} succeeded: {} rows covered, {} updated, in {} batches",
-            j.id,
-            rules::thousands(j.rows_done),
-            rules::thousands(j.rows_updated),
-            j.batches
-        ),
         JobState::Failed => MigrateError::JobFailed {
             job_id: j.id,
             sqlstate: j.error_sqlstate.clone().unwrap_or_else(|| "XX000".into()),
@@ -313,21 +293,10 @@ fn wait_poll(
         j.state
     };
     let line = match state {
-        JobState::Running if worker_only(&j) => {
-            let p = as_owner(|| builds::progress(j.id));
-            index_rules::progress_line(j.id, &p, "running")
-        }
-        JobState::Waiting if worker_only(&j) => format!(
-            "job {}: waiting: {}",
-            j.id,
-            j.wait_reason.clone().unwrap_or_default()
-        ),
-        JobState::Running | JobState::Waiting => rules::progress_line(
-            j.id,
-            j.rows_done,
-            j.rows_estimate.unwrap_or(0).max(j.rows_done),
-            j.rate,
-        ),
+        JobState::Running | JobState::Waiting => match kind(&j) {
+            Some(k) => k.progress_line(&j),
+            None => format!("job {}: {}", j.id, state.as_str()),
+        },
         other => format!("job {}: {}", j.id, other.as_str()),
     };
     let notice = LAST_SEEN.with_borrow_mut(|m| {

@@ -22,12 +22,14 @@ const RUNNABLE: &str = "j.state IN ('queued', 'running', 'waiting')
    AND j.run_at <= pg_catalog.clock_timestamp()
    AND coalesce(j.wait_until, '-infinity') <= pg_catalog.clock_timestamp()";
 
-/// An index job waits while another index job on the same table runs: one
-/// build per table at a time.
-const NOT_BLOCKED: &str = "(j.kind = 'backfill' OR NOT EXISTS (
-       SELECT 1 FROM pgmigrate.jobs o
-        WHERE o.relid = j.relid AND o.job_id <> j.job_id AND o.kind <> 'backfill'
-          AND o.driver_pid IS NOT NULL AND pgmigrate.backend_alive(o.driver_pid, o.driver_started)))";
+/// A job of a kind that runs one at a time on a table (with the other
+/// kinds of its group, `pgmigrate.kinds.one_per_table`) waits while another
+/// such job on the same table runs.
+const NOT_BLOCKED: &str = "NOT EXISTS (
+       SELECT 1 FROM pgmigrate.kinds k, pgmigrate.jobs o, pgmigrate.kinds ok
+        WHERE k.kind = j.kind AND o.relid = j.relid AND o.job_id <> j.job_id
+          AND ok.kind = o.kind AND ok.one_per_table = k.one_per_table
+          AND o.driver_pid IS NOT NULL AND pgmigrate.backend_alive(o.driver_pid, o.driver_started))";
 
 /// A job as a step sees it.
 #[derive(Debug, Clone)]
@@ -247,7 +249,8 @@ pub fn claim_for_session(id: i64) -> bool {
             SET state = 'running', driver_pid = pg_catalog.pg_backend_pid(), driver_started = {MY_START},
                 driver_kind = 'session', wait_reason = NULL, wait_until = NULL,
                 started_at = coalesce(j.started_at, pg_catalog.clock_timestamp()), updated_at = pg_catalog.clock_timestamp()
-          WHERE j.job_id = $1 AND j.kind = 'backfill'
+          WHERE j.job_id = $1
+            AND EXISTS (SELECT 1 FROM pgmigrate.kinds k WHERE k.kind = j.kind AND k.session)
             AND j.state IN ('queued', 'running', 'waiting', 'paused')
             AND ({FREE} OR (j.driver_pid = pg_catalog.pg_backend_pid() AND j.driver_started = {MY_START}))
           RETURNING j.job_id"

@@ -109,3 +109,16 @@ impl<T> SpiOrBug<T> for Result<T, pgrx::spi::SpiError> {
 pub fn write(sql: &str, args: &[pgrx::datum::DatumWithOid], what: &str) {
     Spi::connect_mut(|c| c.update(sql, None, args).map(|_| ())).or_bug(what)
 }
+
+/// The extension is installed here, in a version that has the job table
+/// (a database may still run an older version until ALTER EXTENSION UPDATE).
+pub fn installed() -> bool {
+    unsafe {
+        if pg_sys::get_extension_oid(c"pg_migrate".as_ptr(), true) == pg_sys::Oid::INVALID {
+            return false;
+        }
+        let nsp = pg_sys::get_namespace_oid(c"pgmigrate".as_ptr(), true);
+        nsp != pg_sys::Oid::INVALID
+            && pg_sys::get_relname_relid(c"jobs".as_ptr(), nsp) != pg_sys::Oid::INVALID
+    }
+}

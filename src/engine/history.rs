@@ -4,6 +4,7 @@
 //! these functions whether a change is allowed, and appends the event they
 //! approve.  Nothing here touches PostgreSQL.
 
+pub use super::migration::{Current, Status};
 use crate::error::{MigrateError, Result};
 
 /// Longest app or migration name accepted (Django's own limit).
@@ -12,36 +13,6 @@ pub const MAX_NAME_CHARS: usize = 255;
 pub const MAX_CHECKSUM_CHARS: usize = 255;
 /// Longest description, error message or reason kept in the history.
 pub const MAX_TEXT_CHARS: usize = 10_000;
-
-/// The state of a migration after an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Running,
-    Applied,
-    Failed,
-    Unapplied,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Running => "running",
-            Status::Applied => "applied",
-            Status::Failed => "failed",
-            Status::Unapplied => "unapplied",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Status> {
-        match s {
-            "running" => Some(Status::Running),
-            "applied" => Some(Status::Applied),
-            "failed" => Some(Status::Failed),
-            "unapplied" => Some(Status::Unapplied),
-            _ => None,
-        }
-    }
-}
 
 /// How a run ends: the `status` argument of `migrate_finish`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,22 +28,6 @@ impl Outcome {
             Outcome::Failed => Status::Failed,
         }
     }
-}
-
-/// The latest event of one migration, as read from the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Current {
-    pub status: Status,
-    pub seq: i32,
-    pub run_id: i64,
-    /// When the event happened, already formatted for messages.
-    pub at: String,
-    pub role: String,
-    pub pid: i32,
-    /// Whether backend `pid` still exists (meaningful while running).
-    pub backend_alive: bool,
-    pub error: Option<String>,
-    pub reason: Option<String>,
 }
 
 /// The most recent checksum recorded for a migration, and its run.

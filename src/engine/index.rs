@@ -19,24 +19,6 @@ pub enum IndexAction {
 }
 
 impl IndexAction {
-    /// The job kind stored in `pgmigrate.jobs.kind`.
-    pub fn kind(self) -> &'static str {
-        match self {
-            IndexAction::Create => "create_index",
-            IndexAction::Drop => "drop_index",
-            IndexAction::Reindex => "reindex",
-        }
-    }
-
-    pub fn from_kind(kind: &str) -> Option<IndexAction> {
-        Some(match kind {
-            "create_index" => IndexAction::Create,
-            "drop_index" => IndexAction::Drop,
-            "reindex" => IndexAction::Reindex,
-            _ => return None,
-        })
-    }
-
     /// What one run of it is called in messages.
     pub fn noun(self) -> &'static str {
         match self {
@@ -288,14 +270,6 @@ mod tests {
             settings: vec![("search_path".into(), "public".into())],
             run_now: false,
         }
-    }
-
-    #[test]
-    fn kinds_round_trip() {
-        for a in [IndexAction::Create, IndexAction::Drop, IndexAction::Reindex] {
-            assert_eq!(IndexAction::from_kind(a.kind()), Some(a));
-        }
-        assert_eq!(IndexAction::from_kind("backfill"), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! Identifiers come from the catalog and are always quoted.  The user's
 //! clauses are placed on lines of their own inside parentheses, so a
 //! trailing `--` comment cannot swallow what follows (and each is checked
-//! on its own first, see `api::clause`).
+//! on its own first, see `kinds::backfill::clause`).
 //!
 //! A batch runs with the submitter's search_path, so that the clauses mean
 //! what they meant at submit.  Everything written here around them is

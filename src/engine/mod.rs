@@ -6,4 +6,5 @@ pub mod index;
 pub mod jobs;
 pub mod keyset;
 pub mod locks;
+pub mod migration;
 pub mod pace;

@@ -1,60 +1,30 @@
-//! One step of a job: the unit of work that commits on its own.
+//! Driving jobs: one step of a job in the current transaction, and the
+//! loop a worker runs until the job is done.  What a step does is the
+//! job's kind's (`kinds`); how a job ends is `outcome`.
 //!
-//! Background workers and `CALL migrate_run` drive jobs by calling `step`
-//! in a transaction of their own, again and again, until it reports that
-//! the job is done; they differ only in how they wait between steps and
-//! how an interrupted step ends.
+//! Background workers and `CALL migrate_run` drive step kinds by calling
+//! `step` in a transaction of their own, again and again, until it reports
+//! that the job is done; they differ only in how they wait between steps
+//! and how an interrupted step ends.  Kinds that run statements outside a
+//! transaction block are driven by a worker only (`drive`).
 
-pub mod backfill;
+pub mod outcome;
 pub mod pace;
+pub mod toplevel;
+pub mod transaction;
 
-use crate::catalog::jobs::{self, Job};
-use crate::catalog::{as_owner, history, role_name};
-use crate::engine::history::Outcome;
+pub use crate::kinds::model::{Driver, StepReport};
+pub use outcome::{fail, finish_linked_run, give_up, succeed};
+
+use crate::catalog::as_owner;
+use crate::catalog::jobs;
 use crate::engine::jobs::JobState;
-use crate::sys::Caught;
-
-/// Who drives a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Driver {
-    /// A pg_migrate background worker.
-    Worker,
-    /// A session in CALL migrate_run.
-    Session,
-}
-
-/// What a step reports to its driver.
-#[derive(Debug, Clone)]
-pub struct StepReport {
-    /// The job's state after the step.
-    pub state: JobState,
-    /// Stop driving: the job finished, or was paused or cancelled.
-    pub done: bool,
-    /// Wait this long before the next step.
-    pub sleep_ms: i64,
-    /// A progress line worth showing now (foreground runs print it).
-    pub notice: Option<String>,
-}
-
-impl StepReport {
-    pub fn done(state: JobState) -> StepReport {
-        StepReport {
-            state,
-            done: true,
-            sleep_ms: 0,
-            notice: None,
-        }
-    }
-
-    pub fn again(sleep_ms: i64, notice: Option<String>) -> StepReport {
-        StepReport {
-            state: JobState::Running,
-            done: false,
-            sleep_ms,
-            notice,
-        }
-    }
-}
+use crate::kinds::model::Work;
+use crate::sys;
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+use std::time::Duration;
+use transaction::in_transaction;
 
 /// A snapshot taken now, active for the rest of the step: every read in
 /// the step sees what was committed (or done by this transaction) before
@@ -89,13 +59,23 @@ pub fn step(id: i64, driver: Driver) -> StepReport {
     if !job.mine || !matches!(job.state, JobState::Running | JobState::Waiting) {
         return StepReport::done(job.state);
     }
-    match job.kind.as_str() {
-        "backfill" => backfill::step(&job, driver),
-        other => fail(
+    let kind = match crate::kinds::of(&job) {
+        Ok(k) => k,
+        Err(e) => return fail(&job, &e),
+    };
+    match kind.work() {
+        Work::Steps(step) => step(&job, driver),
+        // Only a worker drives these, through `drive`: a session that got
+        // here holds a job it cannot run.
+        Work::Worker(_) => fail(
             &job,
-            &Caught {
+            &sys::Caught {
                 sqlstate: "XX000".into(),
-                message: format!("unknown job kind \"{other}\""),
+                message: format!(
+                    "job {} ({}) is run by background workers only",
+                    job.id,
+                    kind.facts().noun
+                ),
                 detail: None,
                 hint: None,
             },
@@ -103,40 +83,42 @@ pub fn step(id: i64, driver: Driver) -> StepReport {
     }
 }
 
-/// The job succeeded: record it, and mark its linked migration applied.
-pub fn succeed(job: &Job) -> StepReport {
-    as_owner(|| {
-        jobs::finish(job.id, JobState::Succeeded, None);
-        finish_linked_run(job, Outcome::Applied, None);
-    });
-    StepReport::done(JobState::Succeeded)
+/// Drive job `id`, which this worker claimed, until it finishes or someone
+/// pauses or cancels it.
+pub fn drive(id: i64, kind: &str) {
+    let work = crate::kinds::Kind::from_name(kind).map(|k| k.imp().work());
+    sys::set_application_name(&format!("pg_migrate job {id}"));
+    match work {
+        Some(Work::Worker(drive)) => drive(id),
+        // Step kinds, and a kind this build does not know (the step fails
+        // the job with the reason).
+        _ => drive_steps(id),
+    }
+    sys::set_application_name("pg_migrate worker");
 }
 
-/// The job failed: keep the error, and mark its linked migration failed.
-pub fn fail(job: &Job, e: &Caught) -> StepReport {
-    as_owner(|| {
-        jobs::finish(
-            job.id,
-            JobState::Failed,
-            Some((&e.message, &e.sqlstate, e.detail.as_deref())),
-        );
-        let error = format!("job {} failed: {}", job.id, e.message);
-        finish_linked_run(job, Outcome::Failed, Some(&error));
-    });
-    StepReport::done(JobState::Failed)
-}
-
-/// Close the history run a job was linked to.  A run someone already closed
-/// by hand is left as it is.
-pub fn finish_linked_run(job: &Job, outcome: Outcome, error: Option<&str>) {
-    if let Some(run) = job.migration_run {
-        if let Err(e) = history::finish_run(run, outcome, error, &role_name(job.owner)) {
-            pgrx::warning!(
-                "job {}: migration run {} not updated: {}",
-                job.id,
-                run,
-                e.message()
-            );
+fn drive_steps(id: i64) {
+    loop {
+        pg_sys::check_for_interrupts!();
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        let report: StepReport = match in_transaction(|| step(id, Driver::Worker)) {
+            Ok(r) => r,
+            Err(e) => {
+                give_up(id, &e);
+                break;
+            }
+        };
+        if report.done {
+            break;
+        }
+        if report.sleep_ms > 0 {
+            sys::report_activity(&format!(
+                "pg_migrate job {id}: waiting {} ms",
+                report.sleep_ms
+            ));
+            BackgroundWorker::wait_latch(Some(Duration::from_millis(report.sleep_ms as u64)));
         }
     }
 }

@@ -2,16 +2,14 @@
 //! (each step its own transaction), claim the next; exit when none is left,
 //! telling the launcher when to look again.
 
-use super::{in_transaction, request_worker, schedule};
-use crate::catalog::as_owner;
+use super::shmem::{request_worker, schedule};
 use crate::catalog::jobs;
-use crate::engine::index::IndexAction;
+use crate::catalog::{as_owner, installed};
 use crate::gucs;
-use crate::runner::{self, Driver, StepReport};
+use crate::runner::{self, transaction::in_transaction};
 use crate::sys;
 use pgrx::bgworkers::*;
 use pgrx::prelude::*;
-use std::time::Duration;
 
 const USECS_PER_SEC: i64 = 1_000_000;
 
@@ -26,30 +24,6 @@ enum Claim {
     Job(i64, String),
 }
 
-/// The extension is installed here, in a version that has the job table
-/// (a database may still run an older version until ALTER EXTENSION UPDATE).
-pub fn installed() -> bool {
-    unsafe {
-        if pg_sys::get_extension_oid(c"pg_migrate".as_ptr(), true) == pg_sys::Oid::INVALID {
-            return false;
-        }
-        let nsp = pg_sys::get_namespace_oid(c"pgmigrate".as_ptr(), true);
-        nsp != pg_sys::Oid::INVALID
-            && pg_sys::get_relname_relid(c"jobs".as_ptr(), nsp) != pg_sys::Oid::INVALID
-    }
-}
-
-pub fn set_application_name(name: &std::ffi::CStr) {
-    unsafe {
-        pg_sys::SetConfigOption(
-            c"application_name".as_ptr(),
-            name.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-        );
-    }
-}
-
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_migrate_worker_main(arg: pg_sys::Datum) {
@@ -61,8 +35,13 @@ pub extern "C-unwind" fn pg_migrate_worker_main(arg: pg_sys::Datum) {
     unsafe { pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(die)) };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(dboid), None);
     sys::pin_session_search_path();
-    unsafe { pg_sys::before_shmem_exit(Some(super::end_build_at_exit), pg_sys::Datum::from(0)) };
-    set_application_name(c"pg_migrate worker");
+    unsafe {
+        pg_sys::before_shmem_exit(
+            Some(super::shmem::end_build_at_exit),
+            pg_sys::Datum::from(0),
+        )
+    };
+    sys::set_application_name("pg_migrate worker");
 
     loop {
         pg_sys::check_for_interrupts!();
@@ -112,12 +91,7 @@ pub extern "C-unwind" fn pg_migrate_worker_main(arg: pg_sys::Datum) {
                     }
                     _ => None,
                 };
-                if IndexAction::from_kind(&kind).is_some() {
-                    super::index_job::drive(id);
-                } else {
-                    crate::runner::pace::reset_clock(id);
-                    drive(id);
-                }
+                runner::drive(id, &kind);
             }
             Ok(Claim::NotInstalled) => {
                 schedule(dboid, now + 10 * naptime);
@@ -137,46 +111,4 @@ pub extern "C-unwind" fn pg_migrate_worker_main(arg: pg_sys::Datum) {
             }
         }
     }
-}
-
-/// Drive job `id` until it finishes or someone pauses or cancels it.
-fn drive(id: i64) {
-    set_application_name(
-        &std::ffi::CString::new(format!("pg_migrate job {id}")).unwrap_or_default(),
-    );
-    loop {
-        pg_sys::check_for_interrupts!();
-        if BackgroundWorker::sighup_received() {
-            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-        }
-        let report: StepReport = match in_transaction(|| runner::step(id, Driver::Worker)) {
-            Ok(r) => r,
-            Err(e) => {
-                // Not a batch error (those are handled in the step): the job
-                // cannot go on.  Record why, if the job table is still there.
-                warning!("pg_migrate job {id}: {}", e.message);
-                let _ = in_transaction(|| {
-                    if installed() {
-                        if let Some(job) = as_owner(|| jobs::get(id, true)) {
-                            if job.mine {
-                                runner::fail(&job, &e);
-                            }
-                        }
-                    }
-                });
-                break;
-            }
-        };
-        if report.done {
-            break;
-        }
-        if report.sleep_ms > 0 {
-            sys::report_activity(&format!(
-                "pg_migrate job {id}: waiting {} ms",
-                report.sleep_ms
-            ));
-            BackgroundWorker::wait_latch(Some(Duration::from_millis(report.sleep_ms as u64)));
-        }
-    }
-    set_application_name(c"pg_migrate worker");
 }

@@ -4,7 +4,7 @@
 //! when a backend asks, as long as fewer than `pg_migrate.max_workers`
 //! workers run.
 
-use super::{Request, SHARED};
+use super::shmem::{Request, SHARED};
 use crate::gucs;
 use pgrx::bgworkers::*;
 use pgrx::prelude::*;

@@ -27,3 +27,7 @@ SELECT c.relname AS view, a.attname AS column, format_type(a.atttypid, a.atttypm
 -- Tables whose rows pg_dump carries.
 SELECT dumped FROM (SELECT unnest(extconfig)::regclass::text AS dumped FROM pg_extension WHERE extname = 'pg_migrate') s
  ORDER BY dumped;
+
+-- Every kind of job and what the views and claims know of it (from the
+-- kinds the code registers).
+SELECT * FROM pgmigrate.kinds ORDER BY kind;

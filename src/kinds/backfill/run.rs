@@ -6,12 +6,14 @@
 //! in the step's transaction, so after a crash the job resumes at exactly
 //! the next batch.
 
-use super::{fail, succeed, Driver, StepReport};
+use super::clause;
 use crate::catalog::jobs::{self, BatchDone, Job};
 use crate::catalog::{as_owner, role_name};
 use crate::engine::jobs::{self as rules, ErrorClass, JobState};
 use crate::engine::keyset::{Backfill, BackfillSpec, Walk};
 use crate::engine::pace as pace_rules;
+use crate::kinds::model::{Driver, StepReport};
+use crate::runner::outcome::{fail, succeed};
 use crate::runner::pace;
 use crate::sys::{self, Caught, Identity, StatementTimeout};
 use pgrx::datum::DatumWithOid;
@@ -154,7 +156,7 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
     apply_settings(&spec);
     // A job stored by an older version was checked less strictly: its
     // clauses must pass today's check before they reach a batch.
-    if let Err(r) = crate::api::clause::check(&spec.set_clause, spec.where_clause.as_deref()) {
+    if let Err(r) = clause::check(&spec.set_clause, spec.where_clause.as_deref()) {
         let mut e = r.error;
         e.message = format!("{}: {}", r.arg, e.message);
         return fail(job, &e);

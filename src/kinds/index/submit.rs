@@ -2,9 +2,10 @@
 //! statement at submit with PostgreSQL's own parser and the catalogs, queue
 //! an index job, return its id.  A background worker runs it.
 
-use crate::api::backfill::{
-    announce, int_arg, interval_ms, may_write_history, migration_option, qualified_display,
-    start_linked_run, window_option,
+use super::facts;
+use crate::api::args::{
+    int_arg, interval_ms, may_write_history, migration_option, qualified_display, start_linked_run,
+    window_option,
 };
 use crate::catalog::jobs::{self, NewJob};
 use crate::catalog::{as_owner, current_role_name};
@@ -12,6 +13,7 @@ use crate::engine::cron::Cron;
 use crate::engine::index::{self as rules, IndexAction, IndexSpec};
 use crate::engine::keyset::quote_ident;
 use crate::error::{MigrateError, OrReport};
+use crate::kinds::queue::announce;
 use crate::sys;
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
@@ -95,7 +97,7 @@ fn common(
         }
     }
     Common {
-        run_at: crate::api::backfill::run_at_option(run_at),
+        run_at: crate::api::args::run_at_option(run_at),
         window,
         max_wait_ms,
         max_retries,
@@ -502,7 +504,7 @@ fn queue(
     let id = as_owner(|| {
         let run = start_linked_run(c.migration.as_ref(), link_allowed, &description, &role);
         jobs::insert(NewJob {
-            kind: action.kind(),
+            kind: facts::of(action).name,
             relid,
             relation: &qualified_display(table_schema, table),
             owner,

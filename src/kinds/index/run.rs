@@ -7,9 +7,7 @@
 //! pause or cancel of the job interrupts the statement (see
 //! `interrupt_build_on_commit`); the worker then cleans up and lets go.
 
-use super::job_worker::set_application_name;
-use super::toplevel::{self, Failure, HoldCancels, Statement};
-use super::{begin_build, end_build, in_transaction};
+use super::facts;
 use crate::catalog::as_owner;
 use crate::catalog::builds::{self, AttemptEnd, IndexNow};
 use crate::catalog::jobs::{self, Job};
@@ -17,10 +15,13 @@ use crate::engine::cron::Cron;
 use crate::engine::index::{self as rules, AfterSuccess, IndexAction, IndexSpec};
 use crate::engine::jobs::{human_seconds, JobState};
 use crate::engine::pace::jittered;
-use crate::runner::{self, pace};
+use crate::runner::outcome::{fail, give_up, succeed};
+use crate::runner::pace;
+use crate::runner::toplevel::{self, Failure, HoldCancels, Statement};
+use crate::runner::transaction::in_transaction;
 use crate::sys::Caught;
+use crate::worker::shmem::{begin_build, end_build};
 use pgrx::prelude::*;
-use std::ffi::CString;
 
 /// One attempt, as prepared.
 struct Attempt {
@@ -69,27 +70,12 @@ fn time_zone(spec: &IndexSpec) -> &str {
 /// Drive index job `id`, claimed by this worker, through one attempt.
 pub fn drive(id: i64) {
     let _hold = HoldCancels::new();
-    set_application_name(&CString::new(format!("pg_migrate job {id}")).unwrap_or_default());
     match in_transaction(|| prepare(id)) {
         Ok(Prepared::Run(a)) => run(&a),
         Ok(Prepared::Stop) => {}
+        // An error outside the statement: the job cannot go on.
         Err(e) => give_up(id, &e),
     }
-    set_application_name(c"pg_migrate worker");
-}
-
-/// An error outside the statement: the job cannot go on.
-fn give_up(id: i64, e: &Caught) {
-    pgrx::warning!("pg_migrate job {id}: {}", e.message);
-    let _ = in_transaction(|| {
-        if super::job_worker::installed() {
-            if let Some(job) = as_owner(|| jobs::get(id, true)) {
-                if job.mine {
-                    runner::fail(&job, e);
-                }
-            }
-        }
-    });
 }
 
 /// The job may go on: it is still this worker's and running.
@@ -126,7 +112,7 @@ fn prepare(id: i64) -> Prepared {
     let spec: IndexSpec = match serde_json::from_value(job.spec.clone()) {
         Ok(s) => s,
         Err(e) => {
-            runner::fail(
+            fail(
                 &job,
                 &caught(
                     "XX000",
@@ -175,7 +161,7 @@ fn prepare(id: i64) -> Prepared {
                             "the index already existed (IF NOT EXISTS): nothing to build",
                         );
                     } else {
-                        runner::fail(
+                        fail(
                             &job,
                             &caught(
                                 "42P07",
@@ -198,7 +184,7 @@ fn prepare(id: i64) -> Prepared {
                         return Prepared::Stop;
                     }
                     if earlier == 0 {
-                        runner::fail(
+                        fail(
                             &job,
                             &caught(
                                 "55000",
@@ -235,7 +221,7 @@ fn prepare(id: i64) -> Prepared {
                         "the index no longer existed: nothing to drop",
                     );
                 } else {
-                    runner::fail(
+                    fail(
                         &job,
                         &caught(
                             "42704",
@@ -348,7 +334,7 @@ fn run(a: &Attempt) {
         result = go_on_or_stop(id);
     }
     if result.is_ok() {
-        set_phase(id, a.spec.action.kind());
+        set_phase(id, facts::of(a.spec.action).name);
         result = toplevel::run(&Statement {
             sql: &a.statement,
             role: a.owner,
@@ -471,7 +457,7 @@ fn succeeded(a: &Attempt) {
     }
     match error {
         Some(e) => {
-            runner::fail(&job, &e);
+            fail(&job, &e);
         }
         None => after_success(&job, &a.spec, now.map(|i| i.oid)),
     }
@@ -492,12 +478,12 @@ fn after_success(job: &Job, spec: &IndexSpec, index: Option<pg_sys::Oid>) {
             match next {
                 Some(at) => as_owner(|| builds::requeue(job.id, at)),
                 None => {
-                    runner::succeed(job);
+                    succeed(job);
                 }
             }
         }
         AfterSuccess::Finished => {
-            runner::succeed(job);
+            succeed(job);
         }
     }
 }
@@ -561,7 +547,7 @@ fn failed(a: &Attempt, f: &Failure, waited: Option<&str>, note: Option<&str>) {
         }
         _ => {
             as_owner(|| builds::end_attempt(id, a.attempt, &end));
-            runner::fail(&job, &error);
+            fail(&job, &error);
         }
     }
 }

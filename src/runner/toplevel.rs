@@ -120,17 +120,6 @@ unsafe fn parse_one(sql: &CString) -> *mut pg_sys::RawStmt {
 unsafe fn process_utility(pstmt: *mut pg_sys::PlannedStmt, sql: &CString) {
     unsafe {
         let mut qc: pg_sys::QueryCompletion = std::mem::zeroed();
-        #[cfg(feature = "pg13")]
-        pg_sys::ProcessUtility(
-            pstmt,
-            sql.as_ptr(),
-            pg_sys::ProcessUtilityContext::PROCESS_UTILITY_TOPLEVEL,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            pg_sys::None_Receiver,
-            &mut qc,
-        );
-        #[cfg(not(feature = "pg13"))]
         pg_sys::ProcessUtility(
             pstmt,
             sql.as_ptr(),
@@ -257,7 +246,7 @@ pub fn run(s: &Statement<'_>) -> Result<(), Failure> {
     }
     // The worker never sets these otherwise: RESET gives it back the
     // server's values for whatever it runs next.
-    let restored = crate::worker::in_transaction(|| {
+    let restored = super::transaction::in_transaction(|| {
         for name in &names {
             set_session(name, None);
         }

@@ -1,13 +1,14 @@
 //! migrate_estimate: what a backfill will cost, from a sample run that is
 //! rolled back.
 
-use crate::api::backfill::{check_target, int_arg, validate};
+use super::run::{run_batch, Range};
+use super::submit::{check_target, validate};
+use crate::api::args::int_arg;
 use crate::catalog::jobs as catalog_jobs;
 use crate::engine::keyset::{quote_ident, Backfill, Walk};
 use crate::engine::pace::{self, OnError};
 use crate::error::{MigrateError, OrReport};
 use crate::gucs;
-use crate::runner::backfill::{run_batch, Range};
 use crate::runner::pace::wal_bytes_now;
 use crate::sys;
 use pgrx::datum::Interval;

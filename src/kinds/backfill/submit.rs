@@ -1,15 +1,16 @@
 //! migrate_backfill: validate everything at submit, queue the job, return.
 
-use crate::catalog::history as log;
+use crate::api::args::{
+    int_arg, interval_ms, may_write_history, migration_option, qualified_display, run_at_option,
+    start_linked_run, window_option,
+};
 use crate::catalog::jobs::{self, NewJob};
 use crate::catalog::{as_owner, current_role_name};
-use crate::engine::cron::Cron;
-use crate::engine::history as rules;
 use crate::engine::keyset::{quote_ident, Backfill, BackfillSpec, KeyColumn, Walk};
 use crate::engine::pace;
 use crate::error::{MigrateError, OrReport};
+use crate::kinds::queue::announce;
 use crate::sys;
-use crate::worker;
 use pgrx::datum::{DatumWithOid, Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
 use pgrx::PgRelation;
@@ -23,34 +24,6 @@ const CAPTURED_SETTINGS: [&str; 6] = [
     "TimeZone",
     "extra_float_digits",
 ];
-
-pub fn int_arg(
-    arg: &'static str,
-    v: Option<i32>,
-    min: i32,
-    max: i32,
-    allowed: &'static str,
-) -> i32 {
-    let v = v.ok_or(MigrateError::NullArgument { arg }).or_report();
-    if v < min || v > max {
-        MigrateError::OutOfRange {
-            arg,
-            value: v.to_string(),
-            allowed,
-        }
-        .report();
-    }
-    v
-}
-
-/// An interval as milliseconds; months count as 30 days.
-pub fn interval_ms(arg: &'static str, v: Option<Interval>) -> i64 {
-    let v = v.ok_or(MigrateError::NullArgument { arg }).or_report();
-    if v.is_negative() {
-        MigrateError::Negative { arg }.report();
-    }
-    v.as_micros().min(i64::MAX as i128) as i64 / 1000
-}
 
 fn relkind_name(kind: u8) -> &'static str {
     match kind {
@@ -238,49 +211,6 @@ pub fn check_target(
     Target { qualified, walk }
 }
 
-/// A maintenance window from `window_start` (cron) and `window_length`,
-/// checked: both or neither.
-pub fn window_option(
-    window_start: Option<&str>,
-    window_length: Option<Interval>,
-) -> Option<pace::WindowSpec> {
-    match (window_start, window_length) {
-        (None, None) => None,
-        (Some(cron), Some(length)) => {
-            if let Err(e) = Cron::parse(cron) {
-                MigrateError::InvalidValue {
-                    arg: "window_start",
-                    value: cron.to_string(),
-                    allowed:
-                        "a cron expression of five fields, such as '0 1 * * *' (01:00 every day)",
-                }
-                .report_with_detail(e.why);
-            }
-            let secs = interval_ms("window_length", Some(length)) / 1000;
-            if secs < 60 {
-                MigrateError::OutOfRange {
-                    arg: "window_length",
-                    value: format!("{secs} seconds"),
-                    allowed: "a window_length of at least one minute, such as '4 hours'",
-                }
-                .report();
-            }
-            Some(pace::WindowSpec {
-                cron: cron.to_string(),
-                length_secs: secs,
-            })
-        }
-        (Some(_), None) => MigrateError::NullArgument {
-            arg: "window_length",
-        }
-        .report(),
-        (None, Some(_)) => MigrateError::NullArgument {
-            arg: "window_start",
-        }
-        .report(),
-    }
-}
-
 /// The job's own pacing options, checked.
 #[allow(clippy::too_many_arguments)]
 fn pace_options(
@@ -328,32 +258,6 @@ fn pace_options(
     }
 }
 
-/// `migration => ARRAY['app', 'name']`, checked.
-pub fn migration_option(migration: Option<Vec<Option<String>>>) -> Option<(String, String)> {
-    migration.map(|m| match m.as_slice() {
-        [Some(app), Some(name)] => (
-            rules::require_name("app", Some(app))
-                .or_report()
-                .to_string(),
-            rules::require_name("name", Some(name))
-                .or_report()
-                .to_string(),
-        ),
-        _ => MigrateError::InvalidValue {
-            arg: "migration",
-            value: format!(
-                "{{{}}}",
-                m.iter()
-                    .map(|e| e.as_deref().unwrap_or("NULL"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-            allowed: "ARRAY['app', 'name'], such as ARRAY['shop', '0043_backfill_summary']",
-        }
-        .report(),
-    })
-}
-
 /// '5GB', '20 MB', '1048576': PostgreSQL's pg_size_bytes; never negative.
 fn size_bytes(arg: &'static str, text: &str) -> i64 {
     let bytes = crate::sys::pinned(|| {
@@ -370,24 +274,6 @@ fn size_bytes(arg: &'static str, text: &str) -> i64 {
         MigrateError::Negative { arg }.report();
     }
     bytes
-}
-
-/// A job's start time: NULL (now) or a finite time.  Infinity would never
-/// come, and the workers could not compute a wait for it.
-pub fn run_at_option(run_at: Option<TimestampWithTimeZone>) -> Option<TimestampWithTimeZone> {
-    if run_at.is_some_and(|t| !t.is_finite()) {
-        MigrateError::InvalidValue {
-            arg: "run_at",
-            value: if run_at.is_some_and(|t| t.is_infinity()) {
-                "infinity".into()
-            } else {
-                "-infinity".into()
-            },
-            allowed: "a finite time, such as now() + interval '1 hour' (NULL runs it at once; a job that should not run yet can be paused)",
-        }
-        .report();
-    }
-    run_at
 }
 
 /// Queue a backfill of `relation`: `UPDATE relation SET set_clause WHERE
@@ -522,7 +408,7 @@ fn migrate_backfill(
         );
         let run = start_linked_run(migration.as_ref(), link_allowed, &description, &role);
         jobs::insert(NewJob {
-            kind: "backfill",
+            kind: super::FACTS.name,
             relid,
             relation: &qualified_display(b.schema, b.table),
             owner,
@@ -536,84 +422,4 @@ fn migrate_backfill(
     });
     announce(id, false);
     id
-}
-
-/// Open the history run a job is linked to (call as the owner, after
-/// checking `may_write_history` as the caller).
-pub fn start_linked_run<'a>(
-    migration: Option<&'a (String, String)>,
-    link_allowed: bool,
-    description: &str,
-    role: &str,
-) -> Option<(&'a str, &'a str, i64)> {
-    let (app, name) = migration?;
-    if !link_allowed {
-        MigrateError::BadMigrationLink {
-            app: app.clone(),
-            name: name.clone(),
-            why: "permission denied for function migrate_start".into(),
-        }
-        .report();
-    }
-    let run = log::start_run(&log::RunRequest::started(app, name, description, role)).or_report();
-    Some((app.as_str(), name.as_str(), run))
-}
-
-pub fn qualified_display(schema: &str, table: &str) -> String {
-    crate::engine::keyset::display_qualified(schema, table)
-}
-
-/// Does the caller hold EXECUTE on migrate_start (the grant that lets a
-/// role write history)?
-pub fn may_write_history() -> bool {
-    crate::sys::pinned(|| Spi::connect(|client| {
-        client
-            .select(
-                "SELECT pg_catalog.has_function_privilege(p.oid, 'EXECUTE')
-                   FROM pg_catalog.pg_proc p
-                   JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
-                                              AND d.objid = p.oid AND d.deptype = 'e'
-                   JOIN pg_catalog.pg_extension x ON x.oid = d.refobjid AND x.extname = 'pg_migrate'
-                  WHERE p.proname = 'migrate_start'",
-                None,
-                &[],
-            )?
-            .first()
-            .get_one::<bool>()
-    }))
-    .ok()
-    .flatten()
-    .unwrap_or(false)
-}
-
-/// Tell the workers about a new or requeued job when this transaction
-/// commits, or say how it will run when there are none.  `worker_only`:
-/// an index job, which only a worker can run.
-pub fn announce(job_id: i64, worker_only: bool) {
-    if worker::preloaded() {
-        worker::wake_on_commit();
-        if crate::gucs::max_workers() == 0 {
-            pgrx::warning!(
-                "job {job_id} is queued, but pg_migrate.max_workers is 0: no background worker will run it"
-            );
-        }
-    } else {
-        let hint = if worker_only {
-            "Index jobs run only in a background worker: add pg_migrate to shared_preload_libraries and restart the server.".to_string()
-        } else {
-            format!(
-                "Run it in this session with CALL migrate_run({job_id}); or add pg_migrate to shared_preload_libraries and restart the server."
-            )
-        };
-        pgrx::pg_sys::panic::ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_WARNING,
-            format!("job {job_id} is queued, but no background worker will run it"),
-            "pg_migrate",
-        )
-        .set_detail(
-            "pg_migrate is not in shared_preload_libraries, so its workers are not running.",
-        )
-        .set_hint(hint)
-        .report(PgLogLevel::WARNING);
-    }
 }
