@@ -362,7 +362,6 @@ pub(super) unsafe fn alter_table(
                 At::AT_SetTableSpace => {
                     rewrites |= storage && !same_tablespace(relid, &name);
                 }
-                #[cfg(not(any(feature = "pg13", feature = "pg14")))]
                 At::AT_SetAccessMethod => {
                     // To the method the table has already: nothing to do.
                     rewrites |= storage && !same_access_method(relid, &name);

@@ -15,16 +15,9 @@ pub(super) unsafe fn is(node: *mut pg_sys::Node, tag: T) -> bool {
     !node.is_null() && unsafe { (*node).type_ } == tag
 }
 
-/// The text of a String (Value before PostgreSQL 15) node.
+/// The text of a String node.
 pub(super) unsafe fn str_val(node: *mut pg_sys::Node) -> String {
-    #[cfg(any(feature = "pg13", feature = "pg14"))]
-    unsafe {
-        cstr((*(node as *mut pg_sys::Value)).val.str_).unwrap_or_default()
-    }
-    #[cfg(not(any(feature = "pg13", feature = "pg14")))]
-    unsafe {
-        cstr((*(node as *mut pg_sys::String)).sval).unwrap_or_default()
-    }
+    unsafe { cstr((*(node as *mut pg_sys::String)).sval).unwrap_or_default() }
 }
 
 pub(super) unsafe fn nodes<N>(list: *mut pg_sys::List) -> Vec<*mut N> {

@@ -115,14 +115,6 @@ pub(super) unsafe fn sequences_named_in(node: *mut pg_sys::Node) -> Vec<*mut pg_
 /// The string of a string constant.
 unsafe fn a_const_text(c: *mut pg_sys::A_Const) -> Option<String> {
     unsafe {
-        #[cfg(any(feature = "pg13", feature = "pg14"))]
-        {
-            if (*c).val.type_ == T::T_String {
-                return cstr((*c).val.val.str_);
-            }
-            None
-        }
-        #[cfg(not(any(feature = "pg13", feature = "pg14")))]
         {
             if (*c).isnull || (*c).val.node.type_ != T::T_String {
                 return None;
