@@ -550,3 +550,77 @@ fn every_kind_has_its_own_name_and_its_facts_are_installed() {
         Some(names.join(","))
     );
 }
+
+#[pg_test]
+fn set_not_null_refuses_what_it_cannot_do_with_its_sqlstate() {
+    run("CREATE TABLE nn (id int PRIMARY KEY, v int)");
+    run("CREATE VIEW nnv AS SELECT * FROM nn");
+    run("CREATE TABLE nnp (id int, v int) PARTITION BY RANGE (id)");
+    run("CREATE TEMP TABLE nnt (id int PRIMARY KEY, v int)");
+    run("CREATE ROLE nn_other");
+    for (sql, code) in [
+        ("SELECT migrate_set_not_null(NULL, 'v')", "22004"),
+        ("SELECT migrate_set_not_null('nn', NULL)", "22004"),
+        ("SELECT migrate_set_not_null('nosuch', 'v')", "42P01"),
+        ("SELECT migrate_set_not_null('nn', 'nosuch')", "42703"),
+        ("SELECT migrate_set_not_null('nn', 'ctid')", "42703"),
+        ("SELECT migrate_set_not_null('nnv', 'v')", "42809"),
+        ("SELECT migrate_set_not_null('nnp', 'v')", "0A000"),
+        ("SELECT migrate_set_not_null('nnt', 'v')", "0A000"),
+        ("SELECT migrate_set_not_null('pg_class', 'relname')", "0A000"),
+        ("SELECT migrate_set_not_null('nn', 'v', lock_timeout => '0')", "22023"),
+        ("SELECT migrate_set_not_null('nn', 'v', max_retries => -1)", "22023"),
+    ] {
+        assert_eq!(sqlstate_of(sql).as_deref(), Some(code), "{sql}");
+    }
+    // Only the table's owner (or a member of its role) may change it.
+    run("GRANT SELECT, UPDATE ON nn TO nn_other");
+    run("SET LOCAL ROLE nn_other");
+    assert_eq!(sqlstate_of("SELECT migrate_set_not_null('nn', 'v')").as_deref(), Some("42501"));
+    run("RESET ROLE");
+    assert_eq!(one::<i64>("SELECT count(*) FROM pgmigrate.jobs WHERE kind = 'set_not_null'"), Some(0), "nothing queued");
+}
+
+#[pg_test]
+fn set_not_null_runs_in_four_recorded_steps_and_names_a_null_row() {
+    run("CREATE TABLE nn2 (id int PRIMARY KEY, \"left\" int)");
+    run("INSERT INTO nn2 SELECT g, g FROM generate_series(1, 1000) g");
+    run("UPDATE nn2 SET \"left\" = NULL WHERE id = 700");
+    let id = submit("SELECT migrate_set_not_null('nn2', 'left')");
+    assert_eq!(drive(id), crate::engine::jobs::JobState::Failed);
+    let error = one::<String>(&format!("SELECT format('%s|%s|%s', error_sqlstate, error, error_detail) FROM pgmigrate.jobs WHERE job_id = {id}"));
+    assert_eq!(
+        error,
+        Some("23514|column \"left\" of public.nn2 has NULL values|Failing row: (id)=(700).".into())
+    );
+    // The failed job leaves the table as it found it: no helper check (it
+    // would refuse updates of the rows still NULL), and a retry starts over.
+    assert_eq!(job_field(id, "cursor"), Some("{0}".into()));
+    assert_eq!(one::<i64>("SELECT count(*) FROM pg_constraint WHERE conrelid = 'nn2'::regclass AND contype = 'c'"), Some(0));
+    assert_eq!(sqlstate_of("UPDATE nn2 SET id = id WHERE id = 700"), None);
+    assert!(one::<String>(&format!("SELECT error_detail FROM pgmigrate.jobs WHERE job_id = {id}")).is_some());
+    // Fixed and retried, the job runs its steps again.
+    run("UPDATE nn2 SET \"left\" = 0 WHERE id = 700");
+    run(&format!("SELECT migrate_retry({id})"));
+    assert_eq!(drive(id), crate::engine::jobs::JobState::Succeeded);
+    assert_eq!(one::<bool>("SELECT attnotnull FROM pg_attribute WHERE attrelid = 'nn2'::regclass AND attname = 'left'"), Some(true));
+    assert_eq!(one::<i64>("SELECT count(*) FROM pg_constraint WHERE conrelid = 'nn2'::regclass AND contype = 'c'"), Some(0), "the helper check is gone");
+    assert_eq!(
+        one::<String>(&format!("SELECT format('%s|%s|%s', kind, state, rows_done IS NULL) FROM migrate_progress WHERE job_id = {id}")),
+        Some("set_not_null|succeeded|t".into())
+    );
+    // The job's plan, as it shows: four statements, identifiers quoted.
+    assert_eq!(
+        job_field(id, "command"),
+        Some(
+            "ALTER TABLE public.nn2 ADD CONSTRAINT nn2_left_not_null CHECK (\"left\" IS NOT NULL) NOT VALID;\n\
+             ALTER TABLE public.nn2 VALIDATE CONSTRAINT nn2_left_not_null;\n\
+             ALTER TABLE public.nn2 ALTER COLUMN \"left\" SET NOT NULL;\n\
+             ALTER TABLE public.nn2 DROP CONSTRAINT IF EXISTS nn2_left_not_null;"
+                .into()
+        )
+    );
+    // A column NOT NULL already: nothing to do.
+    let again = submit("SELECT migrate_set_not_null('nn2', 'left')");
+    assert_eq!(drive(again), crate::engine::jobs::JobState::Succeeded);
+}

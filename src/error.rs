@@ -211,6 +211,26 @@ pub enum MigrateError {
     #[error("must be owner of table {relation}")]
     NotTableOwner { relation: String, to: &'static str },
 
+    #[error("column \"{column}\" of relation {relation} does not exist")]
+    NoSuchColumn { relation: String, column: String },
+
+    #[error("{relation} is not a table")]
+    NotATableFor {
+        relation: String,
+        kind: &'static str,
+        what: &'static str,
+    },
+
+    #[error("{what} cannot be changed by a job")]
+    CannotChange { what: String, why: &'static str },
+
+    #[error("{relation} is a partitioned table")]
+    PartitionedTable {
+        relation: String,
+        why: &'static str,
+        instead: &'static str,
+    },
+
     #[error("relation \"{name}\" already exists")]
     IndexExists { name: String },
 
@@ -308,6 +328,10 @@ impl MigrateError {
             NotAnIndex { .. } => "42809",         // wrong_object_type
             IndexOfConstraint { .. } => "2BP01",  // dependent_objects_still_exist
             NeedsWorker { .. } => "55000",        // object_not_in_prerequisite_state
+            NoSuchColumn { .. } => "42703",       // undefined_column
+            NotATableFor { .. } => "42809",       // wrong_object_type
+            PartitionedTable { .. } => "0A000",   // feature_not_supported
+            CannotChange { .. } => "0A000",       // feature_not_supported
         }
     }
 
@@ -363,7 +387,8 @@ impl MigrateError {
             }
             NotJobOwner { job_id, owner } => Some(format!("Job {job_id} belongs to role {owner}.")),
             JobDriven { by, .. } => Some(format!("It is being run by {by}.")),
-            NotATable { kind, .. } => Some(format!("It is a {kind}.")),
+            NotATable { kind, .. } | NotATableFor { kind, .. } => Some(format!("It is a {kind}.")),
+            PartitionedTable { why, .. } | CannotChange { why, .. } => Some((*why).to_string()),
             CannotBackfill { why, .. } => Some(why.clone()),
             NotCreateIndex { found } => Some(found.clone()),
             CannotIndex { why, .. } => Some(why.clone()),
@@ -517,6 +542,9 @@ impl MigrateError {
             NeedsWorker { .. } => Some(
                 "Add pg_migrate to shared_preload_libraries and restart the server; a worker then runs the job.".into(),
             ),
+            NoSuchColumn { .. } => Some("\\d of the table lists its columns.".into()),
+            NotATableFor { what, .. } => Some(format!("{what} works on ordinary tables.")),
+            PartitionedTable { instead, .. } => Some((*instead).to_string()),
             _ => None,
         }
     }

@@ -205,7 +205,7 @@ fn plant_sql(c: &mut Client, ops: &BTreeSet<String>, calls: &BTreeSet<String>) -
         } else {
             sql.push(format!(
                 "CREATE FUNCTION {f}(l {left}, r {right}) RETURNS {result} LANGUAGE plpgsql AS $t$
-                 BEGIN RAISE WARNING 'TROJAN operator % (%, %) ran as %', '{name}', '{left}', '{right}', current_user;
+                 BEGIN RAISE WARNING 'TROJAN operator % (%, %) ran as % (backend doing: %)', '{name}', '{left}', '{right}', current_user, pg_catalog.left(pg_catalog.current_query(), 200);
                        RETURN l OPERATOR(pg_catalog.{name}) r; END $t$;
                  CREATE OPERATOR trojan.{name} (LEFTARG = {left}, RIGHTARG = {right}, FUNCTION = {f});\n"
             ));
@@ -338,6 +338,13 @@ fn split_args(args: &str) -> Vec<&str> {
 fn trojans_that_ran(cluster: &Cluster) -> Vec<String> {
     let log = cluster.log();
     let lines: Vec<&str> = log.lines().collect();
+    // The backend of a log line: "... UTC [pid] ...".  Continuation lines
+    // (a tab first) belong to the line before them.
+    let pid_of = |line: &str| -> Option<String> {
+        let start = line.find(" [")? + 2;
+        let end = start + line[start..].find(']')?;
+        Some(line[start..end].to_string())
+    };
     let mut seen = vec![];
     for (i, line) in lines.iter().enumerate() {
         let Some(what) = line
@@ -347,10 +354,19 @@ fn trojans_that_ran(cluster: &Cluster) -> Vec<String> {
         else {
             continue;
         };
+        let pid = pid_of(line);
         // The caller: the innermost SQL statement in the context that is
-        // not the trojan itself, else the client's statement.
+        // not the trojan itself, else the client's statement; read only
+        // from this backend's lines that follow the warning.
         let mut caller = String::new();
+        let mut backend = pid.clone();
         for next in lines.iter().skip(i + 1).take(40) {
+            if !next.starts_with('\t') {
+                backend = pid_of(next);
+            }
+            if backend != pid {
+                continue;
+            }
             if next.contains("WARNING:") {
                 break;
             }
@@ -364,7 +380,10 @@ fn trojans_that_ran(cluster: &Cluster) -> Vec<String> {
                 break;
             }
         }
-        seen.push(format!("{what}\n      in: {caller}"));
+        // The warning's own line (time and backend) tells one run of a
+        // trojan from another.
+        let stamp: String = line.chars().take(40).collect();
+        seen.push(format!("{what}\n      in: {caller}\n      at: {stamp}"));
     }
     seen.sort();
     seen.dedup();
@@ -392,7 +411,7 @@ fn tables(c: &mut Client, prefix: &str) {
         "BEGIN;
          SET LOCAL search_path = pg_catalog, public;
          CREATE TABLE public.{prefix}_items (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0, note text,
-                                             code varchar(20), flag boolean NOT NULL DEFAULT true);
+                                             code varchar(20), flag boolean NOT NULL DEFAULT true, gap int);
          INSERT INTO public.{prefix}_items (id, code) SELECT g, 'c' || g FROM generate_series(1, 300) g;
          CREATE TABLE public.{prefix}_codes (code varchar(20) PRIMARY KEY, note text, flag boolean NOT NULL DEFAULT true);
          INSERT INTO public.{prefix}_codes (code) SELECT 'k' || g FROM generate_series(1, 300) g;
@@ -471,6 +490,33 @@ fn drive(c: &mut Client, admin: &mut Client, prefix: &str, superuser: bool) -> V
                 .map(|r| r.get(0))
                 .unwrap_or(None);
             problems.push(format!("job {id} {end}: {e:?}"));
+        }
+    }
+    // Column changes: one that succeeds, one that finds a NULL row (and
+    // names it), one driven by CALL migrate_run.
+    for (table, column, expected, session) in [
+        (t.as_str(), "code", "succeeded", false),
+        (t.as_str(), "gap", "failed", false),
+        (v.as_str(), "note", "succeeded", true),
+    ] {
+        match c.query_one(
+            "SELECT migrate_set_not_null($1::text::regclass, $2)",
+            &[&table, &column],
+        ) {
+            Ok(r) => {
+                let id: i64 = r.get(0);
+                if session {
+                    run(c, &mut problems, &format!("CALL migrate_run({id})"));
+                }
+                let end = wait_end(admin, id);
+                if end != expected {
+                    problems.push(format!("NOT NULL job {id} on {table}.{column}: {end}"));
+                }
+            }
+            Err(e) => problems.push(format!(
+                "migrate_set_not_null on {table}: {}",
+                common::message(&e)
+            )),
         }
     }
     // Control, CALL migrate_run and migrate_wait.

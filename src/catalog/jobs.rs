@@ -463,6 +463,38 @@ pub fn retry_later(
     });
 }
 
+/// A job made of steps went one step further: its cursor names the next
+/// step, and what it does now shows as its phase.  Committed with the step
+/// it records, so no step is done twice.
+pub fn advance(id: i64, cursor: &[String], phase: Option<&str>) {
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "UPDATE pgmigrate.jobs
+                    SET cursor = $2, phase = $3, state = 'running', retries = 0,
+                        wait_reason = NULL, wait_until = NULL, batches = batches + 1,
+                        updated_at = pg_catalog.clock_timestamp()
+                  WHERE job_id = $1",
+                None,
+                &[id.into(), cursor.to_vec().into(), phase.into()],
+            )
+            .or_bug("recording a step");
+    });
+}
+
+/// Put a job made of steps back to step `cursor` (its next run starts there).
+pub fn set_cursor(id: i64, cursor: &[String]) {
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "UPDATE pgmigrate.jobs SET cursor = $2, updated_at = pg_catalog.clock_timestamp() WHERE job_id = $1",
+                None,
+                &[id.into(), cursor.to_vec().into()],
+            )
+            .or_bug("recording a step");
+    });
+}
+
 /// End the job (succeeded, failed or cancelled) and let go of it.
 pub fn finish(id: i64, state: JobState, error: Option<(&str, &str, Option<&str>)>) {
     let (message, sqlstate, detail) = match error {

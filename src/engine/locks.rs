@@ -265,7 +265,7 @@ pub fn seconds_text(s: f64) -> String {
 use crate::error::literal as lit;
 
 /// A name for a helper constraint, as PostgreSQL would truncate it.
-fn helper_name(table: &str, column: &str, suffix: &str) -> String {
+pub fn helper_name(table: &str, column: &str, suffix: &str) -> String {
     let mut base = format!("{table}_{column}");
     let room = 63 - suffix.len() - 1;
     while base.len() > room {
@@ -285,6 +285,11 @@ pub fn recipe_not_null(table: &str, table_name: &str, column: &str) -> String {
     let col = quote_ident(column);
     let con = quote_ident(&c);
     [
+        format!(
+            "SELECT migrate_set_not_null({}, {});  -- a job runs the four steps below, each under a short lock_timeout, and resumes after a crash; or by hand:",
+            lit(table),
+            lit(column)
+        ),
         exec_call(&format!(
             "ALTER TABLE {table} ADD CONSTRAINT {con} CHECK ({col} IS NOT NULL) NOT VALID"
         )),
@@ -496,6 +501,7 @@ mod tests {
         assert!(r.contains("VALIDATE CONSTRAINT orders_amount_not_null"));
         assert!(r.contains("ALTER COLUMN amount SET NOT NULL"));
         assert_eq!(r.matches("CALL migrate_exec(").count(), 4);
+        assert!(r.starts_with("SELECT migrate_set_not_null('public.orders', 'amount');"));
         let long = "x".repeat(70);
         assert!(helper_name(&long, "c", "not_null").len() <= 63);
         let a = recipe_add_column(

@@ -18,6 +18,7 @@ pub mod backfill;
 pub mod example;
 pub mod index;
 pub mod model;
+pub mod not_null;
 pub mod queue;
 
 use crate::catalog::jobs::Job;
@@ -59,6 +60,7 @@ kinds! {
     CreateIndex => &index::CREATE,
     DropIndex => &index::DROP,
     Reindex => &index::REINDEX,
+    SetNotNull => &not_null::SetNotNull,
     // A kind that exists in test builds only: it shows what a kind needs.
     #[cfg(feature = "pg_test")]
     Example => &example::Example,

@@ -45,3 +45,22 @@ BEGIN READ ONLY;
 SELECT regress.expect_error($$SELECT migrate_start('errtest', '0002')$$);
 SELECT migrate_applied('errtest', '0001') AS reading_works;
 ROLLBACK;
+
+-- migrate_set_not_null checks everything before it queues anything.
+CREATE TABLE nn_err (id int PRIMARY KEY, v int);
+CREATE TABLE nn_parted (id int, v int) PARTITION BY RANGE (id);
+CREATE VIEW nn_view AS SELECT * FROM nn_err;
+SELECT regress.expect_error($$SELECT migrate_set_not_null('nn_err', 'nosuch')$$);
+SELECT regress.expect_error($$SELECT migrate_set_not_null('nn_parted', 'v')$$);
+SELECT regress.expect_error($$SELECT migrate_set_not_null('nn_view', 'v')$$);
+SELECT regress.expect_error($$SELECT migrate_set_not_null('nn_err', 'v', lock_timeout => '0')$$);
+CREATE ROLE nn_stranger;
+GRANT SELECT, UPDATE ON nn_err TO nn_stranger;
+SET ROLE nn_stranger;
+SELECT regress.expect_error($$SELECT migrate_set_not_null('nn_err', 'v')$$);
+RESET ROLE;
+SELECT count(*) AS queued FROM pgmigrate.jobs WHERE kind = 'set_not_null';
+DROP OWNED BY nn_stranger;
+DROP ROLE nn_stranger;
+DROP VIEW nn_view;
+DROP TABLE nn_err, nn_parted;

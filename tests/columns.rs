@@ -1,0 +1,220 @@
+//! Column changes run by the server, against a real server with its
+//! workers: migrate_set_not_null under a live writer, behind a lock it
+//! must not queue behind, and across an immediate restart.
+
+mod common;
+
+use common::{wait_until, Cluster};
+use postgres::Client;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LONG: Duration = Duration::from_secs(120);
+
+fn table(c: &mut Client, name: &str, rows: i64) {
+    c.batch_execute(&format!(
+        "CREATE TABLE {name} (id bigint PRIMARY KEY, v int, note text);
+         INSERT INTO {name} SELECT g, g % 1000, 'row ' || g FROM generate_series(1, {rows}) g;"
+    ))
+    .unwrap();
+    c.batch_execute(&format!("VACUUM ANALYZE {name}")).unwrap();
+}
+
+fn job(c: &mut Client, id: i64) -> (String, Option<String>, Option<String>, Option<Vec<String>>) {
+    let r = c
+        .query_one(
+            "SELECT state, wait_reason, error, cursor FROM pgmigrate.jobs WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2), r.get(3))
+}
+
+fn wait_state(c: &mut Client, id: i64, state: &str) {
+    wait_until(&format!("job {id} to be {state}"), LONG, || {
+        let (s, _, error, _) = job(c, id);
+        assert!(
+            s == state || !matches!(s.as_str(), "succeeded" | "failed" | "cancelled"),
+            "job {id} ended {s}: {error:?}"
+        );
+        (s == state).then_some(())
+    });
+}
+
+fn not_null(c: &mut Client, table: &str, column: &str) -> bool {
+    c.query_one(
+        "SELECT attnotnull FROM pg_attribute WHERE attrelid = $1::text::regclass AND attname = $2",
+        &[&table, &column],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn set_not_null_never_blocks_a_writer_longer_than_its_lock_timeout() {
+    let cluster = Cluster::start("not_null_live");
+    let mut c = cluster.create_db("app");
+    table(&mut c, "orders", 300_000);
+    // A writer inserts and updates without pause, timing every statement.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut w = cluster.connect("app");
+        std::thread::spawn(move || {
+            let (mut worst, mut n, mut errors) = (Duration::ZERO, 0i64, vec![]);
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let t = Instant::now();
+                let r = w.execute(
+                    "INSERT INTO orders VALUES (1000000 + $1::bigint, 1, 'new') ON CONFLICT (id) DO UPDATE SET v = orders.v + 1",
+                    &[&n],
+                );
+                if let Err(e) = r {
+                    errors.push(common::message(&e));
+                }
+                let t2 = Instant::now();
+                w.execute(
+                    "UPDATE orders SET v = v + 1 WHERE id = $1",
+                    &[&(1 + n % 300_000)],
+                )
+                .map_err(|e| errors.push(common::message(&e)))
+                .ok();
+                worst = worst.max(t.elapsed().max(t2.elapsed()));
+            }
+            (worst, n, errors)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate_set_not_null('orders', 'v', lock_timeout => '200ms')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    wait_state(&mut c, id, "succeeded");
+    stop.store(true, Ordering::Relaxed);
+    let (worst, statements, errors) = writer.join().unwrap();
+    assert!(
+        errors.is_empty(),
+        "the writer saw {} errors, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    assert!(statements > 100, "the writer ran {statements} statements");
+    println!("writer: {statements} rounds, slowest statement {worst:?}");
+    assert!(not_null(&mut c, "orders", "v"));
+    // Each lock-taking step waits at most 200 ms for its lock, and holds it
+    // only for a moment; the writer behind it waits no longer than that
+    // plus the moment (generous margin for a busy 2-core machine).
+    assert!(
+        worst < Duration::from_millis(1500),
+        "a writer's statement took {worst:?}"
+    );
+    let helpers: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'orders'::regclass AND contype = 'c'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(helpers, 0, "the helper check is dropped");
+}
+
+#[test]
+fn set_not_null_retries_behind_a_lock_and_resumes_at_its_step_after_a_restart() {
+    let cluster = Cluster::start("not_null_restart");
+    let mut c = cluster.create_db("app");
+    // Big enough that the validation takes a while (a second or so).
+    table(&mut c, "items", 2_000_000);
+    // A long reader: its ACCESS SHARE lock lets the validation through
+    // (SHARE UPDATE EXCLUSIVE) but not the steps that need ACCESS EXCLUSIVE.
+    let mut reader = cluster.connect("app");
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM items;")
+        .unwrap();
+    let id: i64 = c
+        .query_one(
+            "SELECT migrate_set_not_null('items', 'v', lock_timeout => '100ms', max_retries => 50)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // The first step cannot get its lock: the job waits and says why, and
+    // the reader is not blocked.
+    let reason = wait_until("the job to wait for its lock", LONG, || {
+        let (state, reason, _, _) = job(&mut c, id);
+        (state == "waiting").then_some(reason.unwrap_or_default())
+    });
+    assert!(
+        reason.starts_with("step 1 of 4: lock timeout; retry"),
+        "{reason}"
+    );
+    let shown: String = c
+        .query_one(
+            "SELECT wait_reason FROM migrate_progress WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert!(shown.contains("lock timeout"), "{shown}");
+    // Let it add the check; pause it while it validates: the pause takes
+    // effect after that step, which is recorded.
+    reader.batch_execute("COMMIT").unwrap();
+    wait_until("the job to add its check", LONG, || {
+        let (_, _, _, cursor) = job(&mut c, id);
+        assert_ne!(
+            cursor.as_deref(),
+            Some(&["3".to_string()][..]),
+            "the validation was over before the test looked"
+        );
+        (cursor.as_deref() == Some(&["1".to_string()][..])).then_some(())
+    });
+    c.execute("SELECT migrate_pause($1)", &[&id]).unwrap();
+    wait_state(&mut c, id, "paused");
+    let (_, _, _, cursor) = job(&mut c, id);
+    assert_eq!(
+        cursor,
+        Some(vec!["2".to_string()]),
+        "validated, then paused"
+    );
+    // Resumed behind a new reader, its third step waits for its lock.
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM items;")
+        .unwrap();
+    c.execute("SELECT migrate_resume($1)", &[&id]).unwrap();
+    let reason = wait_until("the third step to wait for its lock", LONG, || {
+        let (state, reason, _, _) = job(&mut c, id);
+        (state == "waiting").then_some(reason.unwrap_or_default())
+    });
+    assert!(reason.starts_with("step 3 of 4: lock timeout"), "{reason}");
+    // Before the crash: the check it added and validated is there, valid,
+    // committed with the cursor.
+    let validated: bool = c
+        .query_one(
+            "SELECT convalidated FROM pg_constraint WHERE conrelid = 'items'::regclass AND conname = 'items_v_not_null'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(validated);
+    let (_, _, _, cursor) = job(&mut c, id);
+    assert_eq!(cursor, Some(vec!["2".to_string()]));
+    // The crash comes while the reader still holds its lock (it dies with
+    // the server).  The job goes on at its third step.
+    drop(c);
+    cluster.restart("immediate");
+    drop(reader);
+    let mut c = cluster.connect("app");
+    wait_state(&mut c, id, "succeeded");
+    assert!(not_null(&mut c, "items", "v"));
+    let steps: i32 = c
+        .query_one(
+            "SELECT batches FROM pgmigrate.jobs WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(steps, 3, "three steps recorded before the last, none twice");
+}
