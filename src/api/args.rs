@@ -172,3 +172,20 @@ pub fn may_write_history() -> bool {
     .flatten()
     .unwrap_or(false)
 }
+
+/// What a relation of this relkind is called in messages.
+pub fn relkind_name(kind: u8) -> &'static str {
+    match kind {
+        b'r' => "table",
+        b'p' => "partitioned table",
+        b'v' => "view",
+        b'm' => "materialized view",
+        b'f' => "foreign table",
+        b'S' => "sequence",
+        b'i' => "index",
+        b'I' => "partitioned index",
+        b'c' => "composite type",
+        b't' => "TOAST table",
+        _ => "relation",
+    }
+}

@@ -17,6 +17,7 @@ pub mod backfill;
 #[cfg(feature = "pg_test")]
 pub mod example;
 pub mod index;
+pub mod job;
 pub mod model;
 pub mod not_null;
 pub mod queue;

@@ -18,11 +18,11 @@
 use super::model::{Driver, Facts, JobKind, StepReport, Work};
 use super::queue::announce;
 use crate::api::args::{
-    int_arg, interval_ms, may_write_history, migration_option, qualified_display, run_at_option,
-    start_linked_run,
+    int_arg, interval_ms, may_write_history, migration_option, qualified_display, relkind_name,
+    run_at_option, start_linked_run,
 };
 use crate::catalog::jobs::{self, Job, NewJob};
-use crate::catalog::{as_owner, builds, current_role_name, role_name};
+use crate::catalog::{as_owner, builds, current_role_name};
 use crate::engine::jobs::{self as rules, ErrorClass, JobState};
 use crate::engine::keyset::{display_ident, display_qualified, quote_ident};
 use crate::engine::locks::{helper_name, LockMode};
@@ -152,42 +152,12 @@ fn column_state(relid: pg_sys::Oid, spec: &NotNullSpec) -> (Option<bool>, bool) 
 }
 
 fn step(job: &Job, _driver: Driver) -> StepReport {
-    let spec: NotNullSpec = match serde_json::from_value(job.spec.clone()) {
-        Ok(s) => s,
-        Err(e) => {
-            return fail(
-                job,
-                &caught(
-                    "XX000",
-                    format!("job {} has an unreadable spec: {e}", job.id),
-                    None,
-                    None,
-                ),
-            )
-        }
+    let (spec, table) = match super::job::spec_of::<NotNullSpec>(job)
+        .and_then(|spec| super::job::table_of(job).map(|table| (spec, table)))
+    {
+        Ok(found) => found,
+        Err(e) => return fail(job, &e),
     };
-    let Some(table) = as_owner(|| jobs::table(job.relid)) else {
-        return fail(
-            job,
-            &caught(
-                "42P01",
-                format!("table {} was dropped", job.relation),
-                None,
-                None,
-            ),
-        );
-    };
-    if role_name(job.owner).starts_with("(dropped role") {
-        return fail(
-            job,
-            &caught(
-                "42704",
-                format!("the role that submitted job {} no longer exists", job.id),
-                Some("A job runs as the role that submitted it.".into()),
-                None,
-            ),
-        );
-    }
     let qualified = format!(
         "{}.{}",
         quote_ident(&table.schema),
@@ -541,17 +511,4 @@ fn target(relid: pg_sys::Oid, column: &str) -> Target {
         })
     })
     .unwrap_or_else(|_| (String::new(), String::new(), b'?', false, None, b'p'))
-}
-
-fn relkind_name(kind: u8) -> &'static str {
-    match kind {
-        b'v' => "view",
-        b'm' => "materialized view",
-        b'f' => "foreign table",
-        b'S' => "sequence",
-        b'i' | b'I' => "index",
-        b'c' => "composite type",
-        b't' => "TOAST table",
-        _ => "relation",
-    }
 }

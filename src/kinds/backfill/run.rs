@@ -7,8 +7,8 @@
 //! the next batch.
 
 use super::clause;
+use crate::catalog::as_owner;
 use crate::catalog::jobs::{self, BatchDone, Job};
-use crate::catalog::{as_owner, role_name};
 use crate::engine::jobs::{self as rules, ErrorClass, JobState};
 use crate::engine::keyset::{Backfill, BackfillSpec, Walk};
 use crate::engine::pace as pace_rules;
@@ -27,15 +27,6 @@ const NOTICE_EVERY_SECS: u64 = 5;
 
 thread_local! {
     static LAST_NOTICE: RefCell<HashMap<i64, Instant>> = RefCell::new(HashMap::new());
-}
-
-fn caught(sqlstate: &str, message: String, detail: Option<String>) -> Caught {
-    Caught {
-        sqlstate: sqlstate.into(),
-        message,
-        detail,
-        hint: None,
-    }
 }
 
 /// Run `f` as the job's owner with the job's statement timeout, in a
@@ -124,35 +115,12 @@ fn apply_settings(spec: &BackfillSpec) {
 }
 
 pub fn step(job: &Job, driver: Driver) -> StepReport {
-    let spec: BackfillSpec = match serde_json::from_value(job.spec.clone()) {
-        Ok(s) => s,
-        Err(e) => {
-            return fail(
-                job,
-                &caught(
-                    "XX000",
-                    format!("job {} has an unreadable spec: {e}", job.id),
-                    None,
-                ),
-            )
-        }
+    let (spec, table) = match crate::kinds::job::spec_of::<BackfillSpec>(job)
+        .and_then(|spec| crate::kinds::job::table_of(job).map(|table| (spec, table)))
+    {
+        Ok(found) => found,
+        Err(e) => return fail(job, &e),
     };
-    let Some(table) = as_owner(|| jobs::table(job.relid)) else {
-        return fail(
-            job,
-            &caught("42P01", format!("table {} was dropped", job.relation), None),
-        );
-    };
-    if role_name(job.owner).starts_with("(dropped role") {
-        return fail(
-            job,
-            &caught(
-                "42704",
-                format!("the role that submitted job {} no longer exists", job.id),
-                Some("A job runs as the role that submitted it.".into()),
-            ),
-        );
-    }
     apply_settings(&spec);
     // A job stored by an older version was checked less strictly: its
     // clauses must pass today's check before they reach a batch.

@@ -1,8 +1,8 @@
 //! migrate_backfill: validate everything at submit, queue the job, return.
 
 use crate::api::args::{
-    int_arg, interval_ms, may_write_history, migration_option, qualified_display, run_at_option,
-    start_linked_run, window_option,
+    int_arg, interval_ms, may_write_history, migration_option, qualified_display, relkind_name,
+    run_at_option, start_linked_run, window_option,
 };
 use crate::catalog::jobs::{self, NewJob};
 use crate::catalog::{as_owner, current_role_name};
@@ -24,19 +24,6 @@ const CAPTURED_SETTINGS: [&str; 6] = [
     "TimeZone",
     "extra_float_digits",
 ];
-
-fn relkind_name(kind: u8) -> &'static str {
-    match kind {
-        b'v' => "view",
-        b'm' => "materialized view",
-        b'f' => "foreign table",
-        b'S' => "sequence",
-        b'i' | b'I' => "index",
-        b'c' => "composite type",
-        b't' => "TOAST table",
-        _ => "relation that is not a table",
-    }
-}
 
 /// The key to walk: the primary key, else the narrowest unique index on
 /// NOT NULL columns (no expressions, no predicate).  None: walk by ctid.

@@ -4,8 +4,8 @@
 
 use super::facts;
 use crate::api::args::{
-    int_arg, interval_ms, may_write_history, migration_option, qualified_display, start_linked_run,
-    window_option,
+    int_arg, interval_ms, may_write_history, migration_option, qualified_display, relkind_name,
+    start_linked_run, window_option,
 };
 use crate::catalog::jobs::{self, NewJob};
 use crate::catalog::{as_owner, current_role_name};
@@ -119,22 +119,6 @@ struct Checked {
     name: String,
     if_not_exists: bool,
     statement: String,
-}
-
-fn relkind_name(kind: u8) -> &'static str {
-    match kind {
-        b'r' => "table",
-        b'p' => "partitioned table",
-        b'v' => "view",
-        b'm' => "materialized view",
-        b'f' => "foreign table",
-        b'S' => "sequence",
-        b'i' => "index",
-        b'I' => "partitioned index",
-        b'c' => "composite type",
-        b't' => "TOAST table",
-        _ => "relation",
-    }
 }
 
 /// May the caller act as the owner of `relid` (owner, member of the
