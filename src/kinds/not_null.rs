@@ -298,8 +298,10 @@ fn null_row(job: &Job, spec: &NotNullSpec, table: &str, mut e: Caught) -> Caught
         let pk: Vec<String> = Spi::connect(|c| {
             c.select(
                 "SELECT a.attname::text FROM pg_catalog.pg_index i
-                   JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-                  WHERE i.indrelid = $1 AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)",
+                   JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
+                                                 AND a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey)
+                  WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary
+                  ORDER BY pg_catalog.array_position(i.indkey::pg_catalog.int2[], a.attnum)",
                 None,
                 &[job.relid.into()],
             )
