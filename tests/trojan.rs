@@ -509,7 +509,8 @@ fn drive(c: &mut Client, admin: &mut Client, prefix: &str, superuser: bool) -> V
                     // A job that fails makes its CALL migrate_run fail too.
                     if let Err(e) = c.batch_execute(&format!("CALL migrate_run({id})")) {
                         if expected != "failed" {
-                            problems.push(format!("CALL migrate_run({id}): {}", common::message(&e)));
+                            problems
+                                .push(format!("CALL migrate_run({id}): {}", common::message(&e)));
                         }
                     }
                 }
