@@ -624,3 +624,137 @@ fn set_not_null_runs_in_four_recorded_steps_and_names_a_null_row() {
     let again = submit("SELECT migrate_set_not_null('nn2', 'left')");
     assert_eq!(drive(again), crate::engine::jobs::JobState::Succeeded);
 }
+
+#[pg_test]
+fn add_constraint_refuses_what_it_cannot_do_with_its_sqlstate() {
+    run("CREATE TABLE ac (id int PRIMARY KEY, v int, w int)");
+    run("CREATE TABLE acr (id int PRIMARY KEY)");
+    run("CREATE VIEW acv AS SELECT * FROM ac");
+    run("CREATE TABLE acp (id int, v int) PARTITION BY RANGE (id)");
+    run("CREATE ROLE ac_other");
+    for (sql, code) in [
+        ("SELECT migrate_add_constraint(NULL, 'CHECK (v > 0)')", "22004"),
+        ("SELECT migrate_add_constraint('ac', NULL)", "22004"),
+        ("SELECT migrate_add_constraint('ac', '  ')", "22023"),
+        ("SELECT migrate_add_constraint('ac', 'CHECK (nosuch > 0)')", "42703"),
+        ("SELECT migrate_add_constraint('ac', 'CHECK (v > ''x'')')", "22P02"),
+        ("SELECT migrate_add_constraint('ac', 'FOREIGN KEY (v) REFERENCES nosuch (id)')", "42P01"),
+        ("SELECT migrate_add_constraint('ac', 'FOREIGN KEY (v) REFERENCES acr (id) ON DELETE RESTRICT, ADD CHECK (true)')", "42601"),
+        ("SELECT migrate_add_constraint('ac', 'CHECK (true); SELECT 1')", "42601"),
+        ("SELECT migrate_add_constraint('ac', 'CHECK (true) /* hides what follows')", "42601"),
+        ("SELECT migrate_add_constraint('ac', 'x int')", "42601"),
+        ("SELECT migrate_add_constraint('ac', 'EXCLUDE USING btree (v WITH =)')", "0A000"),
+        ("SELECT migrate_add_constraint('ac', 'UNIQUE (v) USING INDEX TABLESPACE pg_default')", "0A000"),
+        ("SELECT migrate_add_constraint('ac', 'PRIMARY KEY (v)')", "42P16"),
+        ("SELECT migrate_add_constraint('ac', 'UNIQUE (nosuch)')", "42703"),
+        ("SELECT migrate_add_constraint('ac', 'CONSTRAINT ac_pkey CHECK (true)')", "42710"),
+        ("SELECT migrate_add_constraint('ac', 'UNIQUE USING INDEX nosuch')", "42704"),
+        ("SELECT migrate_add_constraint('acv', 'CHECK (v > 0)')", "42809"),
+        ("SELECT migrate_add_constraint('acp', 'CHECK (v > 0)')", "0A000"),
+        ("SELECT migrate_add_constraint('ac', 'CHECK (v > 0)', lock_timeout => '0')", "22023"),
+        ("SELECT migrate_add_constraint('ac', 'CHECK (v > 0)', after_jobs => ARRAY[-5::bigint])", "42704"),
+        ("SELECT migrate_add_constraint('ac', 'CHECK (v > 0)', after_migration => ARRAY['a', 'b', 'c'])", "22023"),
+    ] {
+        assert_eq!(sqlstate_of(sql).as_deref(), Some(code), "{sql}");
+    }
+    run("GRANT SELECT, UPDATE, REFERENCES ON ac TO ac_other");
+    run("GRANT CREATE ON SCHEMA public TO ac_other");
+    run("SET LOCAL ROLE ac_other");
+    assert_eq!(sqlstate_of("SELECT migrate_add_constraint('ac', 'CHECK (v > 0)')").as_deref(), Some("42501"));
+    // On its own table, a foreign key needs REFERENCES on the other table,
+    // as PostgreSQL checks it for the caller.
+    run("CREATE TABLE ac_mine (id int PRIMARY KEY, r int)");
+    assert_eq!(
+        sqlstate_of("SELECT migrate_add_constraint('ac_mine', 'FOREIGN KEY (r) REFERENCES acr (id)')").as_deref(),
+        Some("42501")
+    );
+    run("RESET ROLE");
+    run("DROP TABLE ac_mine");
+    // Nothing was queued, and the dry runs left no constraint behind.
+    assert_eq!(one::<i64>("SELECT count(*) FROM pgmigrate.jobs"), Some(0));
+    assert_eq!(one::<i64>("SELECT count(*) FROM pg_constraint WHERE conrelid = 'ac'::regclass"), Some(1));
+}
+
+#[pg_test]
+fn a_foreign_key_is_added_not_valid_then_validated_and_a_broken_row_fails_it() {
+    run("CREATE TABLE acp2 (id int PRIMARY KEY)");
+    run("INSERT INTO acp2 SELECT generate_series(1, 100)");
+    run("CREATE TABLE acc2 (id int PRIMARY KEY, p int)");
+    run("INSERT INTO acc2 SELECT g, 1 + g % 100 FROM generate_series(1, 1000) g");
+    run("INSERT INTO acc2 VALUES (5000, 777)");
+    let id = submit("SELECT migrate_add_constraint('acc2', 'FOREIGN KEY (p) REFERENCES acp2 (id)')");
+    assert_eq!(
+        job_field(id, "command"),
+        Some(
+            "ALTER TABLE public.acc2 ADD CONSTRAINT acc2_p_fkey FOREIGN KEY (p) REFERENCES public.acp2(id) NOT VALID;\n\
+             ALTER TABLE public.acc2 VALIDATE CONSTRAINT acc2_p_fkey;"
+                .into()
+        )
+    );
+    assert_eq!(drive(id), crate::engine::jobs::JobState::Failed);
+    assert_eq!(
+        one::<String>(&format!("SELECT format('%s|%s', error_sqlstate, error_detail) FROM pgmigrate.jobs WHERE job_id = {id}")),
+        Some("23503|Key (p)=(777) is not present in table \"acp2\".".into())
+    );
+    assert_eq!(one::<i64>("SELECT count(*) FROM pg_constraint WHERE conrelid = 'acc2'::regclass AND contype = 'f'"), Some(0));
+    assert_eq!(job_field(id, "cursor"), Some("{0}".into()));
+    run("DELETE FROM acc2 WHERE id = 5000");
+    run(&format!("SELECT migrate_retry({id})"));
+    assert_eq!(drive(id), crate::engine::jobs::JobState::Succeeded);
+    assert_eq!(
+        one::<bool>("SELECT convalidated FROM pg_constraint WHERE conrelid = 'acc2'::regclass AND conname = 'acc2_p_fkey'"),
+        Some(true)
+    );
+}
+
+#[pg_test]
+fn a_check_already_added_not_valid_is_only_validated() {
+    run("CREATE TABLE acc3 (id int PRIMARY KEY, p int)");
+    run("INSERT INTO acc3 SELECT g, g FROM generate_series(1, 100) g");
+    let id = submit("SELECT migrate_add_constraint('acc3', 'CONSTRAINT acc3_p_pos CHECK (p > 0)')");
+    // As after a crash between the two steps: the constraint is there, NOT
+    // VALID, and the cursor still says step one.
+    run("ALTER TABLE acc3 ADD CONSTRAINT acc3_p_pos CHECK (p > 0) NOT VALID");
+    // Step one again would fail (42710: the constraint exists): it is
+    // skipped, and the validation runs.
+    assert_eq!(drive(id), crate::engine::jobs::JobState::Succeeded);
+    assert_eq!(one::<bool>("SELECT convalidated FROM pg_constraint WHERE conname = 'acc3_p_pos'"), Some(true));
+}
+
+#[pg_test]
+fn gates_hold_a_job_until_the_job_and_the_migration_it_waits_for() {
+    run("CREATE TABLE g1 (id int PRIMARY KEY, v int)");
+    run("INSERT INTO g1 SELECT g, NULL FROM generate_series(1, 100) g");
+    let fill = submit("SELECT migrate_backfill('g1', 'v = id')");
+    let nn = submit(&format!(
+        "SELECT migrate_set_not_null('g1', 'v', after_jobs => ARRAY[{fill}::bigint], after_migration => ARRAY['app', '0002'])"
+    ));
+    let reason = |id: i64| one::<String>(&format!("SELECT wait_reason FROM migrate_progress WHERE job_id = {id}"));
+    assert_eq!(reason(nn), Some(format!("waits for job {fill} (backfill queued) to succeed")));
+    // A job it waits for that fails says so, with the ways out.
+    run(&format!("SELECT migrate_cancel({fill})"));
+    assert_eq!(
+        reason(nn),
+        Some(format!(
+            "waits for job {fill}, which was cancelled: migrate_retry({fill}) runs it again, or migrate_cancel({nn}) gives up this one"
+        ))
+    );
+    run(&format!("SELECT migrate_retry({fill})"));
+    assert_eq!(drive(fill), crate::engine::jobs::JobState::Succeeded);
+    assert_eq!(reason(nn), Some("waits for migration app.0002 to be applied (now: not recorded)".into()));
+    run("SELECT migrate_start('app', '0002') AS run");
+    assert_eq!(reason(nn), Some("waits for migration app.0002 to be applied (now: running)".into()));
+    run("SELECT migrate_finish(run_id) FROM migrate_history WHERE app = 'app' AND name = '0002'");
+    // (migrate_progress would say "scheduled for" here: in this test's one
+    // transaction now() is earlier than the job's run_at.)
+    assert_eq!(one::<String>(&format!("SELECT pgmigrate.gate_closed({nn})")), None);
+    assert_eq!(one::<i64>("SELECT count(*) FROM pgmigrate.jobs j WHERE pgmigrate.gate_closed(j.job_id) IS NOT NULL"), Some(0));
+    assert_eq!(drive(nn), crate::engine::jobs::JobState::Succeeded);
+    // Any role may read why a job waits (the function is public, and reads
+    // only what the public views show).
+    run("CREATE ROLE g_other");
+    run("SET LOCAL ROLE g_other");
+    assert_eq!(one::<i64>(&format!("SELECT count(*) FROM migrate_progress WHERE job_id = {nn}")), Some(1));
+    assert_eq!(sqlstate_of("SELECT * FROM pgmigrate.gates"), Some("42501".into()));
+    run("RESET ROLE");
+}

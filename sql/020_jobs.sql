@@ -83,6 +83,57 @@ CREATE INDEX jobs_unfinished_idx ON pgmigrate.jobs (job_id)
     WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'running', 'paused', 'waiting']::pg_catalog.text[]);
 ALTER SEQUENCE pgmigrate.job_id_seq OWNED BY pgmigrate.jobs.job_id;
 
+-- Gates: a job does not start before every gate of its own is open: the
+-- job it waits for has succeeded, the migration it waits for is applied
+-- (as migrate_require sees it).  So a whole plan (expand, backfill,
+-- contract) is queued in one deploy and runs by itself, in order.  A gate
+-- names only jobs queued before its own job, so gates never form a cycle.
+CREATE TABLE pgmigrate.gates (
+    job_id      bigint  NOT NULL REFERENCES pgmigrate.jobs ON DELETE CASCADE,
+    gate_no     integer NOT NULL,
+    after_job   bigint  REFERENCES pgmigrate.jobs,
+    after_app   text,
+    after_name  text,
+    PRIMARY KEY (job_id, gate_no),
+    CONSTRAINT gates_one_check CHECK (
+        (after_job IS NOT NULL AND after_app IS NULL AND after_name IS NULL)
+        OR (after_job IS NULL AND after_app IS NOT NULL AND after_name IS NOT NULL)),
+    CONSTRAINT gates_order_check CHECK (after_job OPERATOR(pg_catalog.<) job_id)
+);
+CREATE INDEX gates_after_job_idx ON pgmigrate.gates (after_job);
+COMMENT ON TABLE pgmigrate.gates IS
+    'pg_migrate: what a job waits for before it starts (another job''s success, a migration applied). Read it through migrate_progress.wait_reason.';
+
+-- Why job `job` may not start yet: its first closed gate, in words; NULL
+-- when every gate is open.  Security definer so that every role reads the
+-- same answer (job states and migration states are public through
+-- migrate_progress and migrate_history).
+CREATE FUNCTION pgmigrate.gate_closed(job bigint) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE
+             WHEN g.after_job IS NOT NULL AND d.state = ANY (ARRAY['failed', 'cancelled']) THEN
+               format('waits for job %s, which %s: migrate_retry(%s) runs it again, or migrate_cancel(%s) gives up this one',
+                      g.after_job, CASE d.state WHEN 'failed' THEN 'failed' ELSE 'was cancelled' END, g.after_job, job)
+             WHEN g.after_job IS NOT NULL THEN
+               format('waits for job %s (%s %s) to succeed', g.after_job, k.noun, d.state)
+             ELSE
+               format('waits for migration %s.%s to be applied (now: %s)', g.after_app, g.after_name,
+                      coalesce(m.status, 'not recorded'))
+           END
+      FROM pgmigrate.gates g
+      LEFT JOIN pgmigrate.jobs d ON d.job_id = g.after_job
+      LEFT JOIN pgmigrate.kinds k ON k.kind = d.kind
+      LEFT JOIN LATERAL (
+            SELECT e.status FROM pgmigrate.events e
+             WHERE e.app = g.after_app AND e.name = g.after_name
+             ORDER BY e.seq DESC LIMIT 1) m ON g.after_app IS NOT NULL
+     WHERE g.job_id = gate_closed.job
+       AND CASE WHEN g.after_job IS NOT NULL THEN d.state IS DISTINCT FROM 'succeeded'
+                ELSE m.status IS DISTINCT FROM 'applied' END
+     ORDER BY g.gate_no
+     LIMIT 1
+$$;
+
 COMMENT ON TABLE pgmigrate.jobs IS
     'pg_migrate jobs (backfills and index builds): one row per job with its cursor and counters. Read it through migrate_progress.';
 COMMENT ON COLUMN pgmigrate.jobs.relid IS 'the table the job works on (for an index job, the index''s table)';

@@ -11,6 +11,7 @@ SELECT j.job_id,
             THEN pg_catalog.format('its CALL migrate_run session ended; a background worker, CALL migrate_run(%s) or migrate_resume(%s) continues it at the next batch', j.job_id, j.job_id)
             WHEN o.orphan THEN k.orphaned
             WHEN bp.waiting_for IS NOT NULL THEN 'the build waits for ' OPERATOR(pg_catalog.||) bp.waiting_for
+            WHEN gt.reason IS NOT NULL THEN gt.reason
             WHEN blk.job_id IS NOT NULL THEN pg_catalog.format('waits for job %s: one %s per table at a time', blk.job_id, k.one_per_table)
             WHEN j.state OPERATOR(pg_catalog.=) 'queued' AND j.run_at OPERATOR(pg_catalog.>) pg_catalog.now() THEN 'scheduled for ' OPERATOR(pg_catalog.||) j.run_at::pg_catalog.text
             ELSE j.wait_reason END AS wait_reason,
@@ -57,6 +58,9 @@ SELECT j.job_id,
   JOIN pgmigrate.kinds k ON k.kind OPERATOR(pg_catalog.=) j.kind
  CROSS JOIN LATERAL (
        SELECT j.driver_pid IS NOT NULL AND pgmigrate.backend_alive(j.driver_pid, j.driver_started) AS alive) d
+ CROSS JOIN LATERAL (
+       SELECT CASE WHEN j.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'waiting']::pg_catalog.text[])
+                   THEN pgmigrate.gate_closed(j.job_id) END AS reason) gt
  CROSS JOIN LATERAL (
        SELECT d.alive, j.state OPERATOR(pg_catalog.=) ANY (ARRAY['running', 'waiting']::pg_catalog.text[]) AND j.driver_pid IS NOT NULL AND NOT d.alive AS orphan) o
   LEFT JOIN LATERAL (

@@ -48,11 +48,14 @@ GRANT EXECUTE ON FUNCTION
     pgmigrate._exec_attempt(bigint, integer), pgmigrate._exec_finish(bigint),
     pgmigrate._exec_raise(bigint),
     pgmigrate.backend_alive(integer, timestamptz), pgmigrate.build_progress(integer, timestamptz),
+    pgmigrate.gate_closed(bigint),
     pgmigrate.lock_conflicts(text, text), pgmigrate.lock_mode(text), pgmigrate.role_label(name, oid)
   TO PUBLIC;
 
 COMMENT ON FUNCTION migrate_backfill IS
     'pg_migrate: queue a chunked backfill (UPDATE in batches, each committed with the job''s cursor); returns the job id';
+COMMENT ON FUNCTION migrate_add_constraint IS
+    'pg_migrate: queue a job that adds a CHECK, FOREIGN KEY, UNIQUE or PRIMARY KEY constraint without a long lock (NOT VALID then VALIDATE, or a concurrent unique index then USING INDEX); returns the job id';
 COMMENT ON FUNCTION migrate_pause IS 'pg_migrate: stop a job after its current batch';
 COMMENT ON FUNCTION migrate_resume IS 'pg_migrate: queue a paused job again';
 COMMENT ON FUNCTION migrate_cancel IS 'pg_migrate: end a job for good';

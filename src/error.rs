@@ -146,6 +146,24 @@ pub enum MigrateError {
     #[error("job {job_id} is being run by backend {pid}")]
     JobDriven { job_id: i64, pid: i32, by: String },
 
+    #[error("job {job_id} cannot start yet: it {reason}")]
+    JobGated { job_id: i64, reason: String },
+
+    #[error("definition is not one table constraint")]
+    BadConstraint { found: String },
+
+    #[error("migrate_add_constraint() does not add {what}")]
+    ConstraintKind { what: String, instead: &'static str },
+
+    #[error("constraint \"{name}\" of relation {relation} already exists")]
+    ConstraintExists { name: String, relation: String },
+
+    #[error("table {relation} has a primary key already")]
+    HasPrimaryKey { relation: String },
+
+    #[error("{relation} has no index named {index}")]
+    NotAnIndexOf { index: String, relation: String },
+
     #[error("{relation} is not a table")]
     NotATable {
         relation: String,
@@ -308,6 +326,12 @@ impl MigrateError {
             NotJobOwner { .. } => "42501",        // insufficient_privilege
             JobState { .. } => "55000",           // object_not_in_prerequisite_state
             JobDriven { .. } => "55006",          // object_in_use
+            JobGated { .. } => "55000",           // object_not_in_prerequisite_state
+            BadConstraint { .. } => "42601",      // syntax_error
+            ConstraintKind { .. } => "0A000",     // feature_not_supported
+            ConstraintExists { .. } => "42710",   // duplicate_object
+            HasPrimaryKey { .. } => "42P16",      // invalid_table_definition
+            NotAnIndexOf { .. } => "42704",       // undefined_object
             NotATable { .. } => "42809",          // wrong_object_type
             CannotBackfill { .. } => "0A000",     // feature_not_supported
             KeyInSet { .. } => "22023",           // invalid_parameter_value
@@ -387,6 +411,7 @@ impl MigrateError {
             }
             NotJobOwner { job_id, owner } => Some(format!("Job {job_id} belongs to role {owner}.")),
             JobDriven { by, .. } => Some(format!("It is being run by {by}.")),
+            BadConstraint { found } => Some(found.clone()),
             NotATable { kind, .. } | NotATableFor { kind, .. } => Some(format!("It is a {kind}.")),
             PartitionedTable { why, .. } | CannotChange { why, .. } => Some((*why).to_string()),
             CannotBackfill { why, .. } => Some(why.clone()),
@@ -488,6 +513,22 @@ impl MigrateError {
                 "Only role {owner}, its members and superusers may see or control this job."
             )),
             JobState { hint, .. } => Some((*hint).to_string()),
+            JobGated { job_id, .. } => Some(format!(
+                "It starts by itself once its gates open; CALL migrate_wait({job_id}) waits for it, and migrate_progress shows what it waits for."
+            )),
+            BadConstraint { .. } => Some(
+                "Pass what follows ADD in ALTER TABLE ... ADD, such as 'CHECK (price > 0)', 'FOREIGN KEY (customer_id) REFERENCES customers (id)' or 'CONSTRAINT orders_ref_key UNIQUE (ref)'.".into(),
+            ),
+            ConstraintKind { instead, .. } => Some((*instead).to_string()),
+            ConstraintExists { .. } => Some(
+                "Name the new constraint with CONSTRAINT name ..., or drop the old one first.".into(),
+            ),
+            HasPrimaryKey { .. } => Some(
+                "A table has one primary key; add a UNIQUE constraint instead, or drop the old key first.".into(),
+            ),
+            NotAnIndexOf { .. } => Some(
+                "USING INDEX names an index of the same table, in its schema; build one with migrate_create_index('CREATE UNIQUE INDEX ...').".into(),
+            ),
             JobDriven { job_id, .. } => Some(format!(
                 "Wait for it, or stop it with migrate_pause({job_id}) and run it here afterwards."
             )),

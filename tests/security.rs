@@ -332,6 +332,7 @@ fn other_roles_neither_see_nor_change_a_roles_work() {
             || f.starts_with("pgmigrate._job_outcome")
             || f.starts_with("pgmigrate.backend_alive")
             || f.starts_with("pgmigrate.build_progress")
+            || f.starts_with("pgmigrate.gate_closed")
             || f.starts_with("pgmigrate.lock_")
             || f.starts_with("pgmigrate.role_label")),
         "internal functions open to every role: {closed:?}"
@@ -341,6 +342,15 @@ fn other_roles_neither_see_nor_change_a_roles_work() {
         .unwrap()
         .get(0);
     assert_eq!(state, "failed", "bob changed nothing");
+    // Gates are written only by the job functions, for the caller's own new
+    // job: bob can neither hold alice's job back nor free one of his own.
+    for sql in [
+        format!("INSERT INTO pgmigrate.gates (job_id, gate_no, after_app, after_name) VALUES ({id}, 9, 'x', 'y')"),
+        "DELETE FROM pgmigrate.gates".to_string(),
+    ] {
+        let e = bob.batch_execute(&sql).unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{sql}: {}", message(&e));
+    }
 
     // The log keeps alice by OID: once she is dropped her attempts show
     // as a dropped role's (to superusers), and a new alice sees nothing.

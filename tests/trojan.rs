@@ -525,6 +525,57 @@ fn drive(c: &mut Client, admin: &mut Client, prefix: &str, superuser: bool) -> V
             )),
         }
     }
+    // Constraints, chained by gates: a CHECK, a UNIQUE (an index job, then
+    // the constraint), a PRIMARY KEY on a nullable column (a NOT NULL job,
+    // an index job, the constraint), a FOREIGN KEY that waits for it (and,
+    // as a superuser, for a migration), one driven by CALL migrate_run.
+    let mut pk = None;
+    for (table, definition, session) in [
+        (t.as_str(), "CHECK (flag IS NOT NULL)".to_string(), true),
+        (t.as_str(), "UNIQUE (code)".to_string(), false),
+        (k.as_str(), "PRIMARY KEY (n)".to_string(), false),
+        (
+            k.as_str(),
+            format!("FOREIGN KEY (n) REFERENCES {t} (id)"),
+            false,
+        ),
+    ] {
+        let gate = match (pk, superuser) {
+            (Some(id), true) => format!(
+                ", after_jobs => ARRAY[{id}::bigint], after_migration => ARRAY['{prefix}', '0001']"
+            ),
+            (Some(id), false) => format!(", after_jobs => ARRAY[{id}::bigint]"),
+            _ => String::new(),
+        };
+        match c.query_one(
+            &format!("SELECT migrate_add_constraint($1::text::regclass, $2{gate})"),
+            &[&table, &definition],
+        ) {
+            Ok(r) => {
+                let id: i64 = r.get(0);
+                if definition.starts_with("PRIMARY") {
+                    pk = Some(id);
+                }
+                if session {
+                    run(c, &mut problems, &format!("CALL migrate_run({id})"));
+                }
+                let end = wait_end(admin, id);
+                if end != "succeeded" {
+                    let e: Option<String> = admin
+                        .query_one("SELECT error FROM pgmigrate.jobs WHERE job_id = $1", &[&id])
+                        .map(|r| r.get(0))
+                        .unwrap_or(None);
+                    problems.push(format!(
+                        "constraint job {id} ({definition}) on {table}: {end}: {e:?}"
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!(
+                "migrate_add_constraint({table}, {definition}): {}",
+                common::message(&e)
+            )),
+        }
+    }
     // Control, CALL migrate_run and migrate_wait.
     for table in [&t, &v] {
         let id: i64 = match c.query_one(

@@ -83,6 +83,14 @@ pub fn window_option(
 
 /// `migration => ARRAY['app', 'name']`, checked.
 pub fn migration_option(migration: Option<Vec<Option<String>>>) -> Option<(String, String)> {
+    migration_arg("migration", migration)
+}
+
+/// An argument that names a migration as `ARRAY['app', 'name']`, checked.
+pub fn migration_arg(
+    arg: &'static str,
+    migration: Option<Vec<Option<String>>>,
+) -> Option<(String, String)> {
     migration.map(|m| match m.as_slice() {
         [Some(app), Some(name)] => (
             rules::require_name("app", Some(app))
@@ -93,7 +101,7 @@ pub fn migration_option(migration: Option<Vec<Option<String>>>) -> Option<(Strin
                 .to_string(),
         ),
         _ => MigrateError::InvalidValue {
-            arg: "migration",
+            arg,
             value: format!(
                 "{{{}}}",
                 m.iter()
@@ -105,6 +113,34 @@ pub fn migration_option(migration: Option<Vec<Option<String>>>) -> Option<(Strin
         }
         .report(),
     })
+}
+
+/// `after_jobs => ARRAY[...]` and `after_migration => ARRAY['app',
+/// 'name']`: what a new job waits for, checked.  Every job named must
+/// exist (a gate on a job that is not there would never open).
+pub fn gate_options(
+    after_jobs: Option<Vec<Option<i64>>>,
+    after_migration: Option<Vec<Option<String>>>,
+) -> crate::catalog::jobs::Gates {
+    let mut jobs = Vec::new();
+    for id in after_jobs.unwrap_or_default() {
+        let Some(id) = id else {
+            MigrateError::NullArgument { arg: "after_jobs" }.report()
+        };
+        if !crate::catalog::as_owner(|| {
+            crate::sys::ask(
+                "SELECT EXISTS (SELECT 1 FROM pgmigrate.jobs WHERE job_id OPERATOR(pg_catalog.=) $1)",
+                &[id.into()],
+            )
+        }) {
+            MigrateError::UnknownJob { job_id: id }.report();
+        }
+        if !jobs.contains(&id) {
+            jobs.push(id);
+        }
+    }
+    let migration = migration_arg("after_migration", after_migration);
+    crate::catalog::jobs::Gates { jobs, migration }
 }
 
 /// A job's start time: NULL (now) or a finite time.  Infinity would never

@@ -96,7 +96,7 @@ fn migrate_record(
     if duration.is_some_and(|d| d.is_negative()) {
         MigrateError::Negative { arg: "duration" }.report();
     }
-    open_run(
+    let run = open_run(
         c"migrate_record()",
         app,
         name,
@@ -106,7 +106,9 @@ fn migrate_record(
         "recorded",
         Status::Applied,
         duration,
-    )
+    );
+    crate::kinds::queue::gates_may_open(None);
+    run
 }
 
 /// Finish run `id` as 'applied' or 'failed' (with the error).
@@ -124,6 +126,7 @@ fn migrate_finish(
     require_writable(c"migrate_finish()");
     let role = current_role_name();
     as_owner(|| log::finish_run(run_id, outcome, error, &role)).or_report();
+    crate::kinds::queue::gates_may_open(None);
 }
 
 /// Record that applied (or failed) migration `app.name` was reversed.
@@ -242,5 +245,7 @@ fn migrate_import_django(
     .flatten()
     .unwrap_or(JsonB(serde_json::Value::Array(vec![])));
     let role = current_role_name();
-    as_owner(|| log::import(rows, &role, &relname))
+    let imported = as_owner(|| log::import(rows, &role, &relname));
+    crate::kinds::queue::gates_may_open(None);
+    imported
 }

@@ -146,6 +146,15 @@ fn run_begin(job: Option<i64>) -> String {
         .report();
     }
     let j = accessible(job, true);
+    if !j.state.is_terminal() {
+        if let Some(reason) = as_owner(|| jobs::gate_closed(j.id)) {
+            MigrateError::JobGated {
+                job_id: j.id,
+                reason,
+            }
+            .report();
+        }
+    }
     if worker_only(&j) {
         if !crate::worker::shmem::preloaded() {
             MigrateError::NeedsWorker { job_id: j.id }.report();

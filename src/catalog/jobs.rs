@@ -20,7 +20,11 @@ const FREE: &str =
 /// and due.
 const RUNNABLE: &str = "j.state IN ('queued', 'running', 'waiting')
    AND j.run_at <= pg_catalog.clock_timestamp()
-   AND coalesce(j.wait_until, '-infinity') <= pg_catalog.clock_timestamp()";
+   AND coalesce(j.wait_until, '-infinity') <= pg_catalog.clock_timestamp()
+   AND pgmigrate.gate_closed(j.job_id) IS NULL";
+
+/// Every gate of the job is open (`pgmigrate.gates`).
+const GATES_OPEN: &str = "pgmigrate.gate_closed(j.job_id) IS NULL";
 
 /// A job of a kind that runs one at a time on a table (with the other
 /// kinds of its group, `pgmigrate.kinds.one_per_table`) waits while another
@@ -152,9 +156,59 @@ pub struct NewJob<'a> {
     pub run_at: Option<TimestampWithTimeZone>,
     pub migration: Option<(&'a str, &'a str, i64)>,
     pub index_oid: Option<pg_sys::Oid>,
+    /// What it waits for before it starts.
+    pub gates: &'a Gates,
+}
+
+/// What a job waits for before it starts: other jobs' success, a
+/// migration applied.
+#[derive(Debug, Clone, Default)]
+pub struct Gates {
+    pub jobs: Vec<i64>,
+    pub migration: Option<(String, String)>,
 }
 
 pub fn insert(j: NewJob<'_>) -> i64 {
+    let id = insert_job(&j);
+    let mut gate_no = 0;
+    for after in &j.gates.jobs {
+        gate_no += 1;
+        super::write(
+            "INSERT INTO pgmigrate.gates (job_id, gate_no, after_job) VALUES ($1, $2, $3)",
+            &[id.into(), gate_no.into(), (*after).into()],
+            "queueing a job's gates",
+        );
+    }
+    if let Some((app, name)) = &j.gates.migration {
+        gate_no += 1;
+        super::write(
+            "INSERT INTO pgmigrate.gates (job_id, gate_no, after_app, after_name) VALUES ($1, $2, $3, $4)",
+            &[id.into(), gate_no.into(), app.as_str().into(), name.as_str().into()],
+            "queueing a job's gates",
+        );
+    }
+    id
+}
+
+/// Why job `id` may not start yet (its first closed gate), or None.
+pub fn gate_closed(id: i64) -> Option<String> {
+    Spi::get_one_with_args::<String>("SELECT pgmigrate.gate_closed($1)", &[id.into()])
+        .or_bug("reading a job's gates")
+}
+
+/// Does an unfinished job wait for job `id` (None: for any migration)?
+pub fn gated_on(job: Option<i64>) -> bool {
+    Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pgmigrate.gates g JOIN pgmigrate.jobs j ON j.job_id = g.job_id
+                         WHERE j.state IN ('queued', 'waiting')
+                           AND CASE WHEN $1 IS NULL THEN g.after_app IS NOT NULL ELSE g.after_job = $1 END)",
+        &[job.into()],
+    )
+    .or_bug("reading gates")
+    .unwrap_or(false)
+}
+
+fn insert_job(j: &NewJob<'_>) -> i64 {
     let (app, name, run) = match j.migration {
         Some((a, n, r)) => (Some(a), Some(n), Some(r)),
         None => (None, None, None),
@@ -172,7 +226,7 @@ pub fn insert(j: NewJob<'_>) -> i64 {
                     j.relid.into(),
                     j.relation.into(),
                     j.owner.into(),
-                    JsonB(j.spec).into(),
+                    JsonB(j.spec.clone()).into(),
                     j.command.into(),
                     j.batch_size.into(),
                     j.run_at.into(),
@@ -235,7 +289,7 @@ pub fn runnable_count() -> i64 {
 pub fn seconds_to_next_due() -> Option<f64> {
     let sql = format!(
         "SELECT extract(epoch FROM min(greatest(j.run_at, coalesce(j.wait_until, j.run_at))) - pg_catalog.clock_timestamp())::float8
-           FROM pgmigrate.jobs j WHERE j.state IN ('queued', 'waiting') AND {FREE} AND {NOT_BLOCKED}"
+           FROM pgmigrate.jobs j WHERE j.state IN ('queued', 'waiting') AND {FREE} AND {NOT_BLOCKED} AND {GATES_OPEN}"
     );
     Spi::connect(|client| client.select(&sql, None, &[])?.first().get_one::<f64>())
         .or_bug("scheduling")

@@ -359,7 +359,15 @@ pub fn recipe_not_valid(table: &str, add_constraint: &str, constraint: Option<&s
         Some(c) => format!("ALTER TABLE {table} VALIDATE CONSTRAINT {}", quote_ident(c)),
         None => format!("ALTER TABLE {table} VALIDATE CONSTRAINT <its name>"),
     };
+    let definition = add_constraint
+        .strip_prefix("ADD ")
+        .unwrap_or(add_constraint);
     [
+        format!(
+            "SELECT migrate_add_constraint({}, {});  -- a job adds it NOT VALID, then validates it, each step under a short lock_timeout, and resumes after a crash; or by hand:",
+            lit(table),
+            lit(definition)
+        ),
         exec_call(&format!("ALTER TABLE {table} {add_constraint} NOT VALID")),
         exec_call(&validate),
     ]
@@ -368,13 +376,20 @@ pub fn recipe_not_valid(table: &str, add_constraint: &str, constraint: Option<&s
 }
 
 /// PRIMARY KEY / UNIQUE: build the index concurrently, then attach it.
+/// `definition`: the constraint as migrate_add_constraint takes it.
 pub fn recipe_using_index(
     table: &str,
     index_name: &str,
     unique_sql: &str,
     add_constraint: &str,
+    definition: &str,
 ) -> String {
     [
+        format!(
+            "SELECT migrate_add_constraint({}, {});  -- jobs build the unique index concurrently (a primary key's nullable columns made NOT NULL first), then add the constraint on it; or by hand:",
+            lit(table),
+            lit(definition)
+        ),
         format!("SELECT migrate_create_index({});", lit(unique_sql)),
         exec_call(&format!(
             "ALTER TABLE {table} ADD {add_constraint} USING INDEX {}",

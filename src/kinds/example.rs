@@ -39,6 +39,7 @@ pub fn queue(relid: pg_sys::Oid, total: i64, per_step: i64) -> i64 {
             run_at: None,
             migration: None,
             index_oid: None,
+            gates: &jobs::Gates::default(),
         });
         Spi::run_with_args(
             "UPDATE pgmigrate.jobs SET rows_estimate = $2 WHERE job_id = $1",

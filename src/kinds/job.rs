@@ -44,3 +44,9 @@ pub fn table_of(job: &Job) -> Result<Table, Caught> {
     }
     Ok(table)
 }
+
+/// The job's spec and its table: what every step reads first.
+pub fn spec_and_table<T: serde::de::DeserializeOwned>(job: &Job) -> Result<(T, Table), Caught> {
+    let spec = spec_of(job)?;
+    Ok((spec, table_of(job)?))
+}

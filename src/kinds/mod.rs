@@ -14,6 +14,8 @@
 //! kind.
 
 pub mod backfill;
+pub mod constraint;
+pub mod ddl;
 #[cfg(feature = "pg_test")]
 pub mod example;
 pub mod index;
@@ -62,6 +64,7 @@ kinds! {
     DropIndex => &index::DROP,
     Reindex => &index::REINDEX,
     SetNotNull => &not_null::SetNotNull,
+    AddConstraint => &constraint::AddConstraint,
     // A kind that exists in test builds only: it shows what a kind needs.
     #[cfg(feature = "pg_test")]
     Example => &example::Example,

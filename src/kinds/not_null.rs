@@ -15,18 +15,16 @@
 //! never waits in the lock queue in front of the application's queries.
 //! After a crash the job goes on at the step it was at.
 
-use super::model::{Driver, Facts, JobKind, StepReport, Work};
-use super::queue::announce;
-use crate::api::args::{
-    int_arg, interval_ms, may_write_history, migration_option, qualified_display, relkind_name,
-    run_at_option, start_linked_run,
+use super::ddl::{
+    advance, caught, check_target, lock_policy, next_step, qualified, require_writable,
+    run_as_owner, run_step, LockPolicy, Ran, Target,
 };
-use crate::catalog::jobs::{self, Job, NewJob};
-use crate::catalog::{as_owner, builds, current_role_name};
-use crate::engine::jobs::{self as rules, ErrorClass, JobState};
+use super::model::{Driver, Facts, JobKind, StepReport, Work};
+use crate::api::args::{gate_options, migration_option, run_at_option};
+use crate::catalog::jobs::{self, Gates, Job};
+use crate::catalog::{as_owner, builds};
 use crate::engine::keyset::{display_ident, display_qualified, quote_ident};
 use crate::engine::locks::{helper_name, LockMode};
-use crate::engine::pace::jittered;
 use crate::error::{MigrateError, OrReport};
 use crate::runner::outcome::{fail, succeed};
 use crate::sys::{self, Caught, Identity};
@@ -40,7 +38,7 @@ pub static FACTS: Facts = Facts {
     noun: "NOT NULL change",
     table_lock: LockMode::AccessExclusive,
     locks_index: false,
-    one_per_table: Some("column change"),
+    one_per_table: Some("definition change"),
     counts_rows: false,
     on_index: false,
     orphaned: "its worker stopped; it goes on at the step where it stopped",
@@ -52,8 +50,8 @@ pub struct NotNullSpec {
     pub column: String,
     /// The helper check's name.
     pub constraint: String,
-    pub lock_timeout_ms: i64,
-    pub max_retries: i32,
+    #[serde(flatten)]
+    pub policy: LockPolicy,
 }
 
 /// The steps, in order: what each does, as the job's phase shows it.
@@ -91,16 +89,7 @@ impl JobKind for SetNotNull {
     }
 
     fn progress_line(&self, job: &Job) -> String {
-        let n = next_step(job);
-        match job.state {
-            JobState::Waiting => format!(
-                "job {}: step {} of 4 waits: {}",
-                job.id,
-                n + 1,
-                job.wait_reason.clone().unwrap_or_default()
-            ),
-            _ => format!("job {}: step {} of 4: {}", job.id, n + 1, STEPS[n.min(3)]),
-        }
+        super::ddl::progress_line(job, &STEPS)
     }
 
     fn success_line(&self, job: &Job) -> String {
@@ -114,33 +103,20 @@ impl JobKind for SetNotNull {
     }
 }
 
-/// The step the job does next (0-based), from its cursor.
-fn next_step(job: &Job) -> usize {
-    job.cursor
-        .as_ref()
-        .and_then(|c| c.first())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-fn caught(sqlstate: &str, message: String, detail: Option<String>, hint: Option<String>) -> Caught {
-    Caught {
-        sqlstate: sqlstate.into(),
-        message,
-        detail,
-        hint,
-    }
+/// Is the column NOT NULL (None: no such column)?
+fn column_not_null(relid: pg_sys::Oid, column: &str) -> Option<bool> {
+    Spi::get_one_with_args::<bool>(
+        "SELECT a.attnotnull FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+        &[relid.into(), column.into()],
+    )
+    .ok()
+    .flatten()
 }
 
 /// Is the column NOT NULL already, and does a constraint of this name exist?
 fn column_state(relid: pg_sys::Oid, spec: &NotNullSpec) -> (Option<bool>, bool) {
-    let not_null = Spi::get_one_with_args::<bool>(
-        "SELECT a.attnotnull FROM pg_catalog.pg_attribute a
-          WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
-        &[relid.into(), spec.column.as_str().into()],
-    )
-    .ok()
-    .flatten();
+    let not_null = column_not_null(relid, &spec.column);
     let helper = Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint c WHERE c.conrelid = $1 AND c.conname = $2)",
         &[relid.into(), spec.constraint.as_str().into()],
@@ -152,17 +128,11 @@ fn column_state(relid: pg_sys::Oid, spec: &NotNullSpec) -> (Option<bool>, bool) 
 }
 
 fn step(job: &Job, _driver: Driver) -> StepReport {
-    let (spec, table) = match super::job::spec_of::<NotNullSpec>(job)
-        .and_then(|spec| super::job::table_of(job).map(|table| (spec, table)))
-    {
+    let (spec, table) = match super::job::spec_and_table::<NotNullSpec>(job) {
         Ok(found) => found,
         Err(e) => return fail(job, &e),
     };
-    let qualified = format!(
-        "{}.{}",
-        quote_ident(&table.schema),
-        quote_ident(&table.name)
-    );
+    let qualified = qualified(&table);
     let mut n = next_step(job);
     let (not_null, helper) = sys::pinned(|| column_state(job.relid, &spec));
     let Some(not_null) = not_null else {
@@ -190,102 +160,49 @@ fn step(job: &Job, _driver: Driver) -> StepReport {
     if n == 2 && not_null {
         n = 3;
     }
-    if n >= 4 {
+    if n >= STEPS.len() {
         return succeed(job);
     }
     let sql = statement(n, &qualified, &spec, quote_ident);
     as_owner(|| builds::set_phase(job.id, Some(STEPS[n])));
-    sys::report_activity(&format!("pg_migrate: job {}: {}", job.id, sql));
-    let started = std::time::Instant::now();
-    let ran = sys::subtransaction(true, || {
-        let _identity = Identity::become_role(job.owner, true);
-        sys::set_local(
-            "lock_timeout",
-            &format!("{}ms", spec.lock_timeout_ms.max(1)),
-        );
-        Spi::run(&sql)
-    });
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    let error = match ran {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(caught("XX000", format!("{sql}: {e}"), None, None)),
-        Err(e) => Some(e),
-    };
-    match error {
-        None => {
-            let next = n + 1;
-            if next >= STEPS.len() {
-                return succeed(job);
+    match run_step(job, spec.policy, &sql, n, STEPS.len(), STEPS[n]) {
+        Ran::Done => advance(job, n + 1, &STEPS),
+        Ran::Later(report) => report,
+        Ran::Failed {
+            error,
+            gave_up: true,
+        } => fail(job, &error),
+        Ran::Failed { mut error, .. } => {
+            if n == 1 && error.sqlstate == "23514" {
+                error = null_row(job, &spec, &qualified, error);
             }
-            as_owner(|| jobs::advance(job.id, &[next.to_string()], Some(STEPS[next])));
-            StepReport::again(0, None)
-        }
-        Some(e) => match rules::classify(&e.sqlstate, ms, 0) {
-            ErrorClass::Retry(reason) => {
-                let attempt = job.retries + 1;
-                if attempt > spec.max_retries {
-                    let mut e = e.clone();
-                    e.detail = Some(format!(
-                        "Step {} of 4 ({}) gave up after {} retries ({reason}).",
-                        n + 1,
-                        STEPS[n],
-                        spec.max_retries
-                    ));
-                    e.hint = Some(format!(
-                        "Find what holds locks on the table with migrate_blockers('{}'), then migrate_retry({}).",
-                        job.relation.replace('\'', "''"),
+            // A failed job leaves the table as it found it: the helper
+            // check goes (it would refuse every update of a row that is
+            // still NULL), and a retry starts again from the first step.
+            if (1..=2).contains(&n) {
+                let check = display_ident(&spec.constraint);
+                let before = error
+                    .hint
+                    .take()
+                    .map(|h| format!("{h} "))
+                    .unwrap_or_default();
+                let drop = statement(3, &qualified, &spec, quote_ident);
+                if run_as_owner(job, spec.policy, &drop).is_none() {
+                    as_owner(|| jobs::set_cursor(job.id, &["0".to_string()]));
+                    error.hint = Some(format!(
+                        "{before}The helper check {check} was dropped; migrate_retry({}) starts again from the first step.",
                         job.id
                     ));
-                    return fail(job, &e);
-                }
-                let seed =
-                    (job.id as u64) << 20 ^ attempt as u64 ^ started.elapsed().as_nanos() as u64;
-                let backoff = jittered(rules::backoff_ms(attempt), seed);
-                let why = format!(
-                    "step {} of 4: {reason}; retry {attempt} of {} in {}",
-                    n + 1,
-                    spec.max_retries,
-                    rules::human_seconds(backoff as f64 / 1000.0)
-                );
-                as_owner(|| {
-                    jobs::retry_later(job.id, attempt, &why, &e, backoff, job.batch_size as i64)
-                });
-                StepReport {
-                    state: JobState::Waiting,
-                    done: false,
-                    sleep_ms: backoff,
-                    notice: None,
+                } else {
+                    error.hint = Some(format!(
+                        "{before}The helper check {check} could not be dropped now (NOT VALID: it refuses new NULLs and updates of rows still NULL); migrate_retry({}) goes on from the validation, or drop it with ALTER TABLE {} DROP CONSTRAINT {check}.",
+                        job.id,
+                        job.relation
+                    ));
                 }
             }
-            _ => {
-                let mut e = e;
-                if n == 1 && e.sqlstate == "23514" {
-                    e = null_row(job, &spec, &qualified, e);
-                }
-                // A failed job leaves the table as it found it: the helper
-                // check goes (it would refuse every update of a row that is
-                // still NULL), and a retry starts again from the first step.
-                if (1..=2).contains(&n) {
-                    let check = display_ident(&spec.constraint);
-                    if drop_helper(job, &spec, &qualified) {
-                        as_owner(|| jobs::set_cursor(job.id, &["0".to_string()]));
-                        e.hint = Some(format!(
-                            "{}The helper check {check} was dropped; migrate_retry({}) starts again from the first step.",
-                            e.hint.map(|h| format!("{h} ")).unwrap_or_default(),
-                            job.id
-                        ));
-                    } else {
-                        e.hint = Some(format!(
-                            "{}The helper check {check} could not be dropped now (NOT VALID: it refuses new NULLs and updates of rows still NULL); migrate_retry({}) goes on from the validation, or drop it with ALTER TABLE {} DROP CONSTRAINT {check}.",
-                            e.hint.map(|h| format!("{h} ")).unwrap_or_default(),
-                            job.id,
-                            job.relation
-                        ));
-                    }
-                }
-                fail(job, &e)
-            }
-        },
+            fail(job, &error)
+        }
     }
 }
 
@@ -336,27 +253,11 @@ fn null_row(job: &Job, spec: &NotNullSpec, table: &str, mut e: Caught) -> Caught
     e
 }
 
-/// Drop the helper check after a failure, as the owner, under the job's
-/// lock_timeout.  False when it could not (it stays).
-fn drop_helper(job: &Job, spec: &NotNullSpec, table: &str) -> bool {
-    let sql = statement(3, table, spec, quote_ident);
-    matches!(
-        sys::subtransaction(true, || {
-            let _identity = Identity::become_role(job.owner, true);
-            sys::set_local(
-                "lock_timeout",
-                &format!("{}ms", spec.lock_timeout_ms.max(1)),
-            );
-            Spi::run(&sql)
-        }),
-        Ok(Ok(()))
-    )
-}
-
 /// Queue a job that makes `column_name` of `relation` NOT NULL in four
 /// short steps (see the module's doc).  Checked now, as the caller, who must
 /// own the table; a background worker (or CALL migrate_run) runs it.
 #[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::too_many_arguments)]
 fn migrate_set_not_null(
     relation: Option<PgRelation>,
     column_name: Option<&str>,
@@ -364,6 +265,8 @@ fn migrate_set_not_null(
     max_retries: default!(Option<i32>, 10),
     run_at: default!(Option<TimestampWithTimeZone>, NULL),
     migration: default!(Option<Vec<Option<String>>>, NULL),
+    after_jobs: default!(Option<Vec<Option<i64>>>, NULL),
+    after_migration: default!(Option<Vec<Option<String>>>, NULL),
 ) -> i64 {
     let relid = relation
         .ok_or(MigrateError::NullArgument { arg: "relation" })
@@ -372,68 +275,41 @@ fn migrate_set_not_null(
     let column = column_name
         .ok_or(MigrateError::NullArgument { arg: "column_name" })
         .or_report();
-    let lock_timeout_ms = interval_ms("lock_timeout", lock_timeout);
-    if lock_timeout_ms < 1 {
-        MigrateError::OutOfRange {
-            arg: "lock_timeout",
-            value: format!("{lock_timeout_ms} ms"),
-            allowed: "a lock_timeout of at least 1 ms; a step never waits for its lock without one",
-        }
-        .report();
-    }
-    let max_retries = int_arg(
-        "max_retries",
-        max_retries,
-        0,
-        1000,
-        "max_retries from 0 to 1000",
-    );
+    let policy = lock_policy(lock_timeout, max_retries);
     let migration = migration_option(migration);
-    unsafe {
-        pg_sys::PreventCommandIfReadOnly(c"migrate_set_not_null()".as_ptr());
-        pg_sys::PreventCommandDuringRecovery(c"migrate_set_not_null()".as_ptr());
-    }
-    let (schema, table, kind, owned, not_null, persistence) = sys::pinned(|| target(relid, column));
-    let display = qualified_display(&schema, &table);
-    if persistence == b't' {
-        MigrateError::CannotChange {
-            what: format!("temporary table {display}"),
-            why: "A temporary table belongs to its session; a background worker cannot see it.",
-        }
-        .report();
-    }
-    if schema == "pg_catalog" || schema == "information_schema" || schema == "pg_toast" {
-        MigrateError::CannotChange {
-            what: format!("system table {display}"),
-            why: "System catalogs are PostgreSQL's own.",
-        }
-        .report();
-    }
-    match kind {
-        b'r' => {}
-        b'p' => MigrateError::PartitionedTable {
-            relation: display.clone(),
-            why: "A partitioned table's NOT VALID check cannot be validated partition by partition by one job yet.",
-            instead: "Run migrate_set_not_null on each partition; then SET NOT NULL on the parent finds every partition's column NOT NULL and scans nothing.",
-        }
-        .report(),
-        other => MigrateError::NotATableFor {
-            relation: display.clone(),
-            kind: relkind_name(other),
-            what: "migrate_set_not_null()",
-        }
-        .report(),
-    }
-    if !owned {
-        MigrateError::NotTableOwner {
-            relation: display.clone(),
-            to: "change its columns",
-        }
-        .report();
-    }
-    let Some(not_null) = not_null else {
+    let gates = gate_options(after_jobs, after_migration);
+    require_writable(c"migrate_set_not_null()");
+    let target = check_target(
+        relid,
+        "migrate_set_not_null()",
+        "change its columns",
+        "Run migrate_set_not_null on each partition; then SET NOT NULL on the parent finds every partition's column NOT NULL and scans nothing.",
+    );
+    queue(
+        relid,
+        &target,
+        column,
+        policy,
+        run_at_option(run_at),
+        migration,
+        &gates,
+    )
+}
+
+/// Queue the job on a checked target (migrate_set_not_null, and
+/// migrate_add_constraint for a primary key's nullable columns).
+pub fn queue(
+    relid: pg_sys::Oid,
+    target: &Target,
+    column: &str,
+    policy: LockPolicy,
+    run_at: Option<TimestampWithTimeZone>,
+    migration: Option<(String, String)>,
+    gates: &Gates,
+) -> i64 {
+    let Some(not_null) = sys::pinned(|| column_not_null(relid, column)) else {
         MigrateError::NoSuchColumn {
-            relation: display.clone(),
+            relation: target.display.clone(),
             column: column.to_string(),
         }
         .report()
@@ -442,75 +318,32 @@ fn migrate_set_not_null(
         pgrx::notice!(
             "column {} of {} is NOT NULL already: the job will have nothing to do",
             display_ident(column),
-            display
+            target.display
         );
     }
     let spec = NotNullSpec {
         column: column.to_string(),
-        constraint: helper_name(&table, column, "not_null"),
-        lock_timeout_ms,
-        max_retries,
+        constraint: helper_name(&target.table, column, "not_null"),
+        policy,
     };
-    let shown = display_qualified(&schema, &table);
+    let shown = display_qualified(&target.schema, &target.table);
     let command = (0..STEPS.len())
         .map(|n| format!("{};", statement(n, &shown, &spec, display_ident)))
         .collect::<Vec<_>>()
         .join("\n");
-    let owner = unsafe { pg_sys::GetUserId() };
-    let role = current_role_name();
-    let link_allowed = migration.is_none() || may_write_history();
-    let description = format!(
-        "NOT NULL on {}.{} by pg_migrate",
-        shown,
-        display_ident(column)
-    );
-    let id = as_owner(|| {
-        let run = start_linked_run(migration.as_ref(), link_allowed, &description, &role);
-        jobs::insert(NewJob {
-            kind: FACTS.name,
-            relid,
-            relation: &display,
-            owner,
-            spec: serde_json::to_value(&spec).expect("spec serialises"),
-            command: &command,
-            batch_size: None,
-            run_at: run_at_option(run_at),
-            migration: run,
-            index_oid: None,
-        })
-    });
-    announce(id, false);
-    id
-}
-
-/// The table's schema, name and kind, whether the caller may act as its
-/// owner, and whether the column is NOT NULL (None: no such column).
-type Target = (String, String, u8, bool, Option<bool>, u8);
-
-fn target(relid: pg_sys::Oid, column: &str) -> Target {
-    Spi::connect(|c| {
-        let rows = c.select(
-            "SELECT n.nspname::text, c.relname::text, c.relkind::text,
-                    pg_catalog.pg_has_role(c.relowner, 'USAGE'),
-                    (SELECT a.attnotnull FROM pg_catalog.pg_attribute a
-                      WHERE a.attrelid = c.oid AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped),
-                    c.relpersistence::text
-               FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.oid = $1",
-            None,
-            &[relid.into(), column.into()],
-        )?;
-        Ok::<_, pgrx::spi::Error>(match rows.into_iter().next() {
-            Some(r) => (
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-                r.get::<String>(3)?.and_then(|k| k.bytes().next()).unwrap_or(b'?'),
-                r.get::<bool>(4)?.unwrap_or(false),
-                r.get::<bool>(5)?,
-                r.get::<String>(6)?.and_then(|k| k.bytes().next()).unwrap_or(b'p'),
-            ),
-            None => (String::new(), String::new(), b'?', false, None, b'p'),
-        })
+    super::ddl::queue(super::ddl::NewChange {
+        kind: FACTS.name,
+        relid,
+        target,
+        spec: serde_json::to_value(&spec).expect("spec serialises"),
+        command,
+        description: format!(
+            "NOT NULL on {}.{} by pg_migrate",
+            shown,
+            display_ident(column)
+        ),
+        run_at,
+        migration,
+        gates,
     })
-    .unwrap_or_else(|_| (String::new(), String::new(), b'?', false, None, b'p'))
 }

@@ -34,3 +34,12 @@ pub fn announce(job_id: i64, worker_only: bool) {
         .report(PgLogLevel::WARNING);
     }
 }
+
+/// A job succeeded (`Some(id)`) or a migration was recorded applied
+/// (`None`): wake the workers when this transaction commits if a queued job
+/// waits for it, so that it starts now rather than at the next routine look.
+pub fn gates_may_open(job: Option<i64>) {
+    if shmem::preloaded() && crate::catalog::as_owner(|| crate::catalog::jobs::gated_on(job)) {
+        shmem::wake_on_commit();
+    }
+}

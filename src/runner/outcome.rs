@@ -14,6 +14,10 @@ pub fn succeed(job: &Job) -> StepReport {
         jobs::finish(job.id, JobState::Succeeded, None);
         finish_linked_run(job, Outcome::Applied, None);
     });
+    crate::kinds::queue::gates_may_open(Some(job.id));
+    if job.migration_run.is_some() {
+        crate::kinds::queue::gates_may_open(None);
+    }
     StepReport::done(JobState::Succeeded)
 }
 

@@ -328,8 +328,13 @@ pub(super) unsafe fn alter_table(
                                         None => (if primary { "PRIMARY KEY" } else { "UNIQUE" })
                                             .to_string(),
                                     };
+                                    let definition = format!("{add} ({})", cols.join(", "));
                                     a.recipe.push(locks::recipe_using_index(
-                                        &table, &idx, &create, &add,
+                                        &table,
+                                        &idx,
+                                        &create,
+                                        &add,
+                                        &definition,
                                     ));
                                 }
                             }

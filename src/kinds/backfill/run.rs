@@ -115,9 +115,7 @@ fn apply_settings(spec: &BackfillSpec) {
 }
 
 pub fn step(job: &Job, driver: Driver) -> StepReport {
-    let (spec, table) = match crate::kinds::job::spec_of::<BackfillSpec>(job)
-        .and_then(|spec| crate::kinds::job::table_of(job).map(|table| (spec, table)))
-    {
+    let (spec, table) = match crate::kinds::job::spec_and_table::<BackfillSpec>(job) {
         Ok(found) => found,
         Err(e) => return fail(job, &e),
     };

@@ -1,8 +1,8 @@
 //! migrate_backfill: validate everything at submit, queue the job, return.
 
 use crate::api::args::{
-    int_arg, interval_ms, may_write_history, migration_option, qualified_display, relkind_name,
-    run_at_option, start_linked_run, window_option,
+    gate_options, int_arg, interval_ms, may_write_history, migration_option, qualified_display,
+    relkind_name, run_at_option, start_linked_run, window_option,
 };
 use crate::catalog::jobs::{self, NewJob};
 use crate::catalog::{as_owner, current_role_name};
@@ -290,7 +290,10 @@ fn migrate_backfill(
     window_start: default!(Option<&str>, NULL),
     window_length: default!(Option<Interval>, NULL),
     on_error: default!(Option<&str>, "'fail'"),
+    after_jobs: default!(Option<Vec<Option<i64>>>, NULL),
+    after_migration: default!(Option<Vec<Option<String>>>, NULL),
 ) -> i64 {
+    let gates = gate_options(after_jobs, after_migration);
     let rel = relation
         .ok_or(MigrateError::NullArgument { arg: "relation" })
         .or_report();
@@ -405,6 +408,7 @@ fn migrate_backfill(
             run_at: run_at_option(run_at),
             migration: run,
             index_oid: None,
+            gates: &gates,
         })
     });
     announce(id, false);

@@ -4,8 +4,8 @@
 
 use super::facts;
 use crate::api::args::{
-    int_arg, interval_ms, may_write_history, migration_option, qualified_display, relkind_name,
-    start_linked_run, window_option,
+    gate_options, int_arg, interval_ms, may_write_history, migration_option, qualified_display,
+    relkind_name, start_linked_run, window_option,
 };
 use crate::catalog::jobs::{self, NewJob};
 use crate::catalog::{as_owner, current_role_name};
@@ -43,6 +43,7 @@ struct Common {
     retry_delay_ms: i64,
     migration: Option<(String, String)>,
     settings: Vec<(String, String)>,
+    gates: jobs::Gates,
 }
 
 #[allow(clippy::too_many_arguments)] // the SQL functions' own options
@@ -55,7 +56,10 @@ fn common(
     retry_delay: Option<Interval>,
     maintenance_work_mem: Option<&str>,
     migration: Option<Vec<Option<String>>>,
+    after_jobs: Option<Vec<Option<i64>>>,
+    after_migration: Option<Vec<Option<String>>>,
 ) -> Common {
+    let gates = gate_options(after_jobs, after_migration);
     let window = window_option(window_start, window_length);
     let max_wait_ms = max_wait.map_or(0, |i| interval_ms("max_wait", Some(i)));
     let max_retries = int_arg(
@@ -74,10 +78,7 @@ fn common(
         }
         .report();
     }
-    let mut settings: Vec<(String, String)> = CAPTURED_SETTINGS
-        .iter()
-        .map(|n| (n.to_string(), sys::setting(n)))
-        .collect();
+    let mut settings = captured_settings();
     if let Some(mem) = maintenance_work_mem {
         // PostgreSQL's own check of the value, in a subtransaction that is
         // rolled back.
@@ -104,7 +105,57 @@ fn common(
         retry_delay_ms,
         migration: migration_option(migration),
         settings,
+        gates,
     }
+}
+
+/// The submitter's settings an index statement runs under.
+fn captured_settings() -> Vec<(String, String)> {
+    CAPTURED_SETTINGS
+        .iter()
+        .map(|n| (n.to_string(), sys::setting(n)))
+        .collect()
+}
+
+/// Queue the CREATE UNIQUE INDEX a unique or primary key constraint is
+/// added on (migrate_add_constraint): checked like migrate_create_index's
+/// statement, with its default options.
+pub fn queue_constraint_index(
+    sql: &str,
+    run_at: Option<TimestampWithTimeZone>,
+    gates: jobs::Gates,
+) -> i64 {
+    let c = Common {
+        run_at,
+        window: None,
+        max_wait_ms: 0,
+        max_retries: 3,
+        retry_delay_ms: 60_000,
+        migration: None,
+        settings: captured_settings(),
+        gates,
+    };
+    queue_create(sql, c)
+}
+
+/// Check a CREATE INDEX statement and queue its job.
+fn queue_create(sql: &str, c: Common) -> i64 {
+    check_common_target();
+    let checked = check_create(sql);
+    let table_schema = checked.table_schema.clone();
+    queue(
+        IndexAction::Create,
+        checked.relid,
+        &checked.table_schema,
+        &checked.table,
+        &table_schema,
+        &checked.name,
+        None,
+        checked.statement,
+        checked.if_not_exists,
+        None,
+        c,
+    )
 }
 
 fn cstr(p: *const std::ffi::c_char) -> Option<String> {
@@ -498,6 +549,7 @@ fn queue(
             run_at: c.run_at,
             migration: run,
             index_oid,
+            gates: &c.gates,
         })
     });
     announce(id, true);
@@ -520,6 +572,8 @@ fn migrate_create_index(
     retry_delay: default!(Option<Interval>, "'1 min'"),
     maintenance_work_mem: default!(Option<&str>, NULL),
     migration: default!(Option<Vec<Option<String>>>, NULL),
+    after_jobs: default!(Option<Vec<Option<i64>>>, NULL),
+    after_migration: default!(Option<Vec<Option<String>>>, NULL),
 ) -> i64 {
     let sql = index_sql
         .ok_or(MigrateError::NullArgument { arg: "index_sql" })
@@ -536,23 +590,10 @@ fn migrate_create_index(
         retry_delay,
         maintenance_work_mem,
         migration,
+        after_jobs,
+        after_migration,
     );
-    check_common_target();
-    let checked = check_create(sql);
-    let table_schema = checked.table_schema.clone();
-    queue(
-        IndexAction::Create,
-        checked.relid,
-        &checked.table_schema,
-        &checked.table,
-        &table_schema,
-        &checked.name,
-        None,
-        checked.statement,
-        checked.if_not_exists,
-        None,
-        c,
-    )
+    queue_create(sql, c)
 }
 
 /// An index a drop or reindex job may work on: its table, schema, name.
@@ -644,6 +685,8 @@ fn migrate_drop_index(
     max_retries: default!(Option<i32>, 3),
     retry_delay: default!(Option<Interval>, "'1 min'"),
     migration: default!(Option<Vec<Option<String>>>, NULL),
+    after_jobs: default!(Option<Vec<Option<i64>>>, NULL),
+    after_migration: default!(Option<Vec<Option<String>>>, NULL),
 ) -> i64 {
     let index = index
         .ok_or(MigrateError::NullArgument { arg: "index" })
@@ -657,6 +700,8 @@ fn migrate_drop_index(
         retry_delay,
         None,
         migration,
+        after_jobs,
+        after_migration,
     );
     check_common_target();
     let t = check_index(&index, "drop its indexes");
@@ -725,6 +770,8 @@ fn migrate_reindex(
     retry_delay: default!(Option<Interval>, "'1 min'"),
     maintenance_work_mem: default!(Option<&str>, NULL),
     migration: default!(Option<Vec<Option<String>>>, NULL),
+    after_jobs: default!(Option<Vec<Option<i64>>>, NULL),
+    after_migration: default!(Option<Vec<Option<String>>>, NULL),
 ) -> i64 {
     let index = index
         .ok_or(MigrateError::NullArgument { arg: "index" })
@@ -738,6 +785,8 @@ fn migrate_reindex(
         retry_delay,
         maintenance_work_mem,
         migration,
+        after_jobs,
+        after_migration,
     );
     let cron = schedule.map(|s| match Cron::parse(s) {
         Ok(cron) => cron,

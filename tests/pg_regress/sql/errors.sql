@@ -60,6 +60,45 @@ SET ROLE nn_stranger;
 SELECT regress.expect_error($$SELECT migrate_set_not_null('nn_err', 'v')$$);
 RESET ROLE;
 SELECT count(*) AS queued FROM pgmigrate.jobs WHERE kind = 'set_not_null';
+-- migrate_add_constraint: one constraint, checked by PostgreSQL as the
+-- caller before anything is queued; nothing else smuggled in.
+CREATE TABLE nn_ref (id int PRIMARY KEY);
+SELECT regress.expect_error($$SELECT migrate_add_constraint('nn_err', 'CHECK (nosuch > 0)')$$);
+SELECT regress.expect_error($$SELECT migrate_add_constraint('nn_err', 'FOREIGN KEY (v) REFERENCES nosuch (id)')$$);
+SELECT regress.expect_error($$SELECT migrate_add_constraint('nn_err', 'CHECK (v > 0); DROP TABLE nn_ref')$$);
+SELECT regress.expect_error($$SELECT migrate_add_constraint('nn_err', 'CHECK (v > 0), DROP COLUMN v')$$);
+SELECT regress.expect_error($$SELECT migrate_add_constraint('nn_err', 'CHECK (v > 0) /*')$$);
+SELECT regress.expect_error($$SELECT migrate_add_constraint('nn_err', 'COLUMN w int')$$);
+SELECT regress.expect_error($$SELECT migrate_add_constraint('nn_err', 'EXCLUDE USING btree (v WITH =)')$$);
+SELECT regress.expect_error($$SELECT migrate_add_constraint('nn_err', 'PRIMARY KEY (v)')$$);
+SELECT regress.expect_error($$SELECT migrate_add_constraint('nn_err', 'UNIQUE (nosuch)')$$);
+SELECT regress.expect_error($$SELECT migrate_add_constraint('nn_err', 'CONSTRAINT nn_err_pkey UNIQUE (v)')$$);
+SELECT regress.expect_error($$SELECT migrate_add_constraint('nn_err', 'UNIQUE USING INDEX nosuch_idx')$$);
+SELECT regress.expect_error($$SELECT migrate_add_constraint('nn_err', 'UNIQUE (v) WITH (fillfactor = 70)')$$);
+SELECT regress.expect_error($$SELECT migrate_add_constraint('nn_err', '')$$);
+SELECT regress.expect_error($$SELECT migrate_add_constraint('nn_parted', 'CHECK (v > 0)')$$);
+SELECT regress.expect_error($$SELECT migrate_add_constraint('nn_view', 'CHECK (v > 0)')$$);
+SET ROLE nn_stranger;
+SELECT regress.expect_error($$SELECT migrate_add_constraint('nn_err', 'CHECK (v > 0)')$$);
+RESET ROLE;
+-- Gates name jobs that exist and migrations as ARRAY['app', 'name'].
+SELECT regress.expect_error($$SELECT migrate_set_not_null('nn_err', 'v', after_jobs => ARRAY[987654321::bigint])$$);
+SELECT regress.expect_error($$SELECT migrate_set_not_null('nn_err', 'v', after_jobs => ARRAY[NULL::bigint])$$);
+SELECT regress.expect_error($$SELECT migrate_set_not_null('nn_err', 'v', after_migration => ARRAY['only_app'])$$);
+SELECT count(*) AS queued FROM pgmigrate.jobs WHERE kind IN ('set_not_null', 'add_constraint');
+-- What is stored is what PostgreSQL printed back, every name qualified:
+-- the job runs the same whatever search_path its driver has.
+CREATE SCHEMA nn_s;
+CREATE FUNCTION nn_s.positive(int) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT $1 > 0';
+SET search_path = nn_s, public;
+SELECT migrate_add_constraint('nn_err', 'CHECK (positive(v)) -- a comment', run_at => '2100-01-01') AS nn_job \gset
+RESET search_path;
+SELECT spec->>'name' AS name, spec->>'definition' AS definition, command
+  FROM pgmigrate.jobs WHERE job_id = :nn_job;
+SELECT count(*) AS constraints_now FROM pg_constraint WHERE conrelid = 'nn_err'::regclass AND contype = 'c';
+SELECT migrate_cancel(:nn_job);
+DROP SCHEMA nn_s CASCADE;
+DROP TABLE nn_ref;
 DROP OWNED BY nn_stranger;
 DROP ROLE nn_stranger;
 DROP VIEW nn_view;
