@@ -87,7 +87,9 @@ ALTER SEQUENCE pgmigrate.job_id_seq OWNED BY pgmigrate.jobs.job_id;
 -- job it waits for has succeeded, the migration it waits for is applied
 -- (as migrate_require sees it).  So a whole plan (expand, backfill,
 -- contract) is queued in one deploy and runs by itself, in order.  A gate
--- names only jobs queued before its own job, so gates never form a cycle.
+-- given at submit names only jobs queued before its own job; a job that
+-- queues jobs of its own (a type change: its backfill, its index builds)
+-- waits behind them, and they wait for nothing: gates never form a cycle.
 CREATE TABLE pgmigrate.gates (
     job_id      bigint  NOT NULL REFERENCES pgmigrate.jobs ON DELETE CASCADE,
     gate_no     integer NOT NULL,
@@ -98,7 +100,7 @@ CREATE TABLE pgmigrate.gates (
     CONSTRAINT gates_one_check CHECK (
         (after_job IS NOT NULL AND after_app IS NULL AND after_name IS NULL)
         OR (after_job IS NULL AND after_app IS NOT NULL AND after_name IS NOT NULL)),
-    CONSTRAINT gates_order_check CHECK (after_job OPERATOR(pg_catalog.<) job_id)
+    CONSTRAINT gates_order_check CHECK (after_job OPERATOR(pg_catalog.<>) job_id)
 );
 CREATE INDEX gates_after_job_idx ON pgmigrate.gates (after_job);
 COMMENT ON TABLE pgmigrate.gates IS

@@ -239,6 +239,22 @@ pub enum MigrateError {
         what: &'static str,
     },
 
+    #[error(
+        "column {column} of {relation} cannot change its type in place: other objects depend on it"
+    )]
+    InTheWay {
+        relation: String,
+        column: String,
+        list: String,
+    },
+
+    #[error("column {column} of {relation} is of type {type_name} already")]
+    AlreadyOfType {
+        relation: String,
+        column: String,
+        type_name: String,
+    },
+
     #[error("{what} cannot be changed by a job")]
     CannotChange { what: String, why: &'static str },
 
@@ -356,6 +372,8 @@ impl MigrateError {
             NotATableFor { .. } => "42809",       // wrong_object_type
             PartitionedTable { .. } => "0A000",   // feature_not_supported
             CannotChange { .. } => "0A000",       // feature_not_supported
+            InTheWay { .. } => "2BP01",           // dependent_objects_still_exist
+            AlreadyOfType { .. } => "42P16",      // invalid_table_definition
         }
     }
 
@@ -412,6 +430,7 @@ impl MigrateError {
             NotJobOwner { job_id, owner } => Some(format!("Job {job_id} belongs to role {owner}.")),
             JobDriven { by, .. } => Some(format!("It is being run by {by}.")),
             BadConstraint { found } => Some(found.clone()),
+            InTheWay { list, .. } => Some(format!("In the way: {list}.")),
             NotATable { kind, .. } | NotATableFor { kind, .. } => Some(format!("It is a {kind}.")),
             PartitionedTable { why, .. } | CannotChange { why, .. } => Some((*why).to_string()),
             CannotBackfill { why, .. } => Some(why.clone()),
@@ -520,6 +539,10 @@ impl MigrateError {
                 "Pass what follows ADD in ALTER TABLE ... ADD, such as 'CHECK (price > 0)', 'FOREIGN KEY (customer_id) REFERENCES customers (id)' or 'CONSTRAINT orders_ref_key UNIQUE (ref)'.".into(),
             ),
             ConstraintKind { instead, .. } => Some((*instead).to_string()),
+            InTheWay { .. } => Some(
+                "Drop or change what is listed first (and re-create it after the job), or change the type with ALTER TABLE ... ALTER COLUMN ... TYPE in a maintenance window.".into(),
+            ),
+            AlreadyOfType { .. } => Some("There is nothing to change.".into()),
             ConstraintExists { .. } => Some(
                 "Name the new constraint with CONSTRAINT name ..., or drop the old one first.".into(),
             ),

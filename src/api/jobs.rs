@@ -134,6 +134,45 @@ fn migrate_retry(job: Option<i64>) {
     control(job, Control::Retry)
 }
 
+/// A type change held after its cut-over (migrate_alter_type with
+/// complete => 'manual'): go on, and drop the old column.
+#[pg_extern(volatile, parallel_unsafe)]
+fn migrate_complete(job: Option<i64>) {
+    let j = accessible(job, true);
+    crate::kinds::alter_type::complete(&j);
+}
+
+/// Undo a type change (migrate_alter_type) that has not cut over yet: its
+/// backfill and index jobs are cancelled, the shadow column (with its
+/// indexes and check) and the trigger are dropped, and the job ends
+/// cancelled.  Writes go on meanwhile; the old column was never touched.
+#[pg_extern(volatile, parallel_unsafe)]
+fn migrate_rollback(job: Option<i64>) {
+    let j = accessible(job, true);
+    let children = crate::kinds::alter_type::unfinished_children(&j);
+    for (child, _) in &children {
+        control(Some(*child), Control::Cancel);
+    }
+    // A job that was running stops after this commits (an index build is
+    // interrupted and cleaned up by its worker): its table is not changed
+    // under it.
+    let running: Vec<String> = children
+        .iter()
+        .filter(|(_, running)| *running)
+        .map(|(id, _)| id.to_string())
+        .collect();
+    if !running.is_empty() {
+        pgrx::notice!(
+            "job {}: its job {} was cancelled and is stopping; call migrate_rollback({}) again once it has stopped (migrate_progress shows it)",
+            j.id,
+            running.join(", "),
+            j.id
+        );
+        return;
+    }
+    crate::kinds::alter_type::rollback(&j);
+}
+
 /// CALL migrate_run, first step: take the job for this session ('session'),
 /// or for an index job hand it to a worker now, whatever its schedule
 /// ('worker').

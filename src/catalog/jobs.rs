@@ -190,6 +190,37 @@ pub fn insert(j: NewJob<'_>) -> i64 {
     id
 }
 
+/// A running job waits for more: the gates are added after its own, and
+/// its driver lets go of it; a worker takes it up again once every gate is
+/// open (a job's success wakes the workers).
+pub fn wait_behind(id: i64, after_jobs: &[i64], migration: Option<(&str, &str)>, reason: &str) {
+    for after in after_jobs {
+        super::write(
+            "INSERT INTO pgmigrate.gates (job_id, gate_no, after_job)
+             SELECT $1, coalesce(max(g.gate_no), 0) + 1, $2 FROM pgmigrate.gates g WHERE g.job_id = $1",
+            &[id.into(), (*after).into()],
+            "adding a job's gates",
+        );
+    }
+    if let Some((app, name)) = migration {
+        super::write(
+            "INSERT INTO pgmigrate.gates (job_id, gate_no, after_app, after_name)
+             SELECT $1, coalesce(max(g.gate_no), 0) + 1, $2, $3 FROM pgmigrate.gates g WHERE g.job_id = $1",
+            &[id.into(), app.into(), name.into()],
+            "adding a job's gates",
+        );
+    }
+    super::write(
+        "UPDATE pgmigrate.jobs
+            SET state = 'waiting', wait_reason = $2, wait_until = NULL,
+                driver_pid = NULL, driver_started = NULL, driver_kind = NULL,
+                updated_at = pg_catalog.clock_timestamp()
+          WHERE job_id = $1",
+        &[id.into(), reason.into()],
+        "releasing a job",
+    );
+}
+
 /// Why job `id` may not start yet (its first closed gate), or None.
 pub fn gate_closed(id: i64) -> Option<String> {
     Spi::get_one_with_args::<String>("SELECT pgmigrate.gate_closed($1)", &[id.into()])
@@ -547,6 +578,15 @@ pub fn set_cursor(id: i64, cursor: &[String]) {
             )
             .or_bug("recording a step");
     });
+}
+
+/// Replace a job's spec (a type change turned round by migrate_rollback).
+pub fn set_spec(id: i64, spec: serde_json::Value) {
+    super::write(
+        "UPDATE pgmigrate.jobs SET spec = $2, updated_at = pg_catalog.clock_timestamp() WHERE job_id = $1",
+        &[id.into(), JsonB(spec).into()],
+        "changing a job's spec",
+    );
 }
 
 /// End the job (succeeded, failed or cancelled) and let go of it.

@@ -213,7 +213,24 @@ pub fn run_step(
     let started = std::time::Instant::now();
     let ran = run_as_owner(job, policy, sql);
     let ms = started.elapsed().as_secs_f64() * 1000.0;
-    let Some(e) = ran else { return Ran::Done };
+    match ran {
+        None => Ran::Done,
+        Some(e) => retry_or_fail(job, policy, e, ms, n, total, what),
+    }
+}
+
+/// A step's statement failed with `e` after `ms`: try again later when the
+/// error passes (a lock it could not get in time), as long as retries are
+/// left, or fail for good.
+pub fn retry_or_fail(
+    job: &Job,
+    policy: LockPolicy,
+    e: Caught,
+    ms: f64,
+    n: usize,
+    total: usize,
+    what: &str,
+) -> Ran {
     match rules::classify(&e.sqlstate, ms, 0) {
         ErrorClass::Retry(reason) => {
             let attempt = job.retries + 1;
@@ -234,7 +251,7 @@ pub fn run_step(
                     gave_up: true,
                 };
             }
-            let seed = (job.id as u64) << 20 ^ attempt as u64 ^ started.elapsed().as_nanos() as u64;
+            let seed = (job.id as u64) << 20 ^ attempt as u64 ^ (ms * 1e6) as u64;
             let backoff = jittered(rules::backoff_ms(attempt), seed);
             let why = format!(
                 "step {} of {total}: {reason}; retry {attempt} of {} in {}",

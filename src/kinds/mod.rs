@@ -13,6 +13,7 @@
 //! foreign key, the views and the claim queries read; nothing else names a
 //! kind.
 
+pub mod alter_type;
 pub mod backfill;
 pub mod constraint;
 pub mod ddl;
@@ -65,6 +66,7 @@ kinds! {
     Reindex => &index::REINDEX,
     SetNotNull => &not_null::SetNotNull,
     AddConstraint => &constraint::AddConstraint,
+    AlterType => &alter_type::AlterType,
     // A kind that exists in test builds only: it shows what a kind needs.
     #[cfg(feature = "pg_test")]
     Example => &example::Example,

@@ -142,7 +142,7 @@ fn check_set(set_clause: &str) -> Result<Vec<String>, Refusal> {
     }
 }
 
-fn check_where(where_clause: &str) -> Result<(), Refusal> {
+pub fn check_where(where_clause: &str) -> Result<(), Refusal> {
     // PL/pgSQL's expression mode parses the text as the target list (and
     // optional clauses) of a SELECT: one expression is a SELECT with one
     // unnamed target and nothing else.

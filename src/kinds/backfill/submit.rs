@@ -269,7 +269,7 @@ fn size_bytes(arg: &'static str, text: &str) -> i64 {
 /// migrate_run).
 #[pg_extern(volatile, parallel_unsafe)]
 #[allow(clippy::too_many_arguments)]
-fn migrate_backfill(
+pub fn migrate_backfill(
     relation: Option<PgRelation>,
     set_clause: Option<&str>,
     where_clause: default!(Option<&str>, NULL),
