@@ -56,6 +56,12 @@ COMMENT ON FUNCTION migrate_backfill IS
     'pg_migrate: queue a chunked backfill (UPDATE in batches, each committed with the job''s cursor); returns the job id';
 COMMENT ON FUNCTION migrate_add_constraint IS
     'pg_migrate: queue a job that adds a CHECK, FOREIGN KEY, UNIQUE or PRIMARY KEY constraint without a long lock (NOT VALID then VALIDATE, or a concurrent unique index then USING INDEX); returns the job id';
+COMMENT ON FUNCTION migrate_alter_type IS
+    'pg_migrate: queue a job that changes a column''s type by expand and contract (shadow column, trigger, backfill, concurrent indexes, a short cut-over, contract); returns the job id';
+COMMENT ON FUNCTION migrate_complete IS
+    'pg_migrate: let a type change held after its cut-over (complete => ''manual'') drop the old column';
+COMMENT ON FUNCTION migrate_rollback IS
+    'pg_migrate: undo a type change, before its cut-over (drop what it added) or after it (change the column back the same way)';
 COMMENT ON FUNCTION migrate_pause IS 'pg_migrate: stop a job after its current batch';
 COMMENT ON FUNCTION migrate_resume IS 'pg_migrate: queue a paused job again';
 COMMENT ON FUNCTION migrate_cancel IS 'pg_migrate: end a job for good';

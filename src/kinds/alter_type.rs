@@ -784,7 +784,8 @@ fn cut_over(
             }
             if let Some(d) = &default {
                 run(&format!(
-                    "ALTER TABLE {t} ALTER COLUMN {col} DROP DEFAULT; ALTER TABLE {t} ALTER COLUMN {shadow} SET DEFAULT {d}"
+                    "ALTER TABLE {t} ALTER COLUMN {col} DROP DEFAULT; ALTER TABLE {t} ALTER COLUMN {shadow} SET DEFAULT ({d})::{}",
+                    spec.new_type
                 ))?;
             }
             for (seq, seqtype) in &sequences {
@@ -1405,10 +1406,25 @@ fn migrate_alter_type(
         quote_ident(&target.schema),
         quote_ident(&target.table)
     );
+    // The default moves to the new column, cast: it must cast too (LIMIT
+    // 0: nothing is evaluated, no sequence value is taken).
+    let default = sys::pinned(|| {
+        Spi::get_one_with_args::<String>(
+            "SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid) FROM pg_catalog.pg_attrdef d
+              WHERE d.adrelid = $1 AND d.adnum = $2",
+            &[relid.into(), attnum.into()],
+        )
+    })
+    .ok()
+    .flatten();
+    let default_cast = default
+        .as_ref()
+        .map(|d| format!("; SELECT ({d})::{new_type} LIMIT 0"))
+        .unwrap_or_default();
     let tried = sys::subtransaction(false, || {
         Spi::run(&format!(
             "SELECT (\n{expr}\n)::{new_type} FROM {table} LIMIT 0;
-             SELECT (NULL::{new_type})::{old_type}"
+             SELECT (NULL::{new_type})::{old_type}{default_cast}"
         ))
     });
     match tried {
@@ -1416,7 +1432,7 @@ fn migrate_alter_type(
         Ok(Err(e)) => pgrx::error!("{e}"),
         Err(mut e) => {
             e.hint = Some(format!(
-                "using_expr (default: the column cast to the new type) must give {new_type} for every row, and {new_type} must cast back to {old_type}."
+                "using_expr (default: the column cast to the new type) must give {new_type} for every row, {new_type} must cast back to {old_type} (the old column is kept in step until the contract), and the column's default must cast to {new_type}."
             ));
             sys::raise_at(&e, "", 0, None)
         }
