@@ -335,20 +335,20 @@ pub fn recipe_add_column(
     text
 }
 
-/// A type change that rewrites: expand and contract.
-pub fn recipe_change_type(table: &str, table_text: &str, column: &str, type_text: &str) -> String {
-    let col = quote_ident(column);
-    let new = quote_ident(&format!("{column}_new"));
+/// A type change that rewrites: expand and contract, run by the server.
+pub fn recipe_change_type(table_text: &str, column: &str, type_text: &str) -> String {
     [
-        exec_call(&format!("ALTER TABLE {table} ADD COLUMN {new} {type_text}")),
-        "-- keep it in step with a trigger (or in the application) for new writes, then:".into(),
         format!(
-            "SELECT migrate_backfill({}, {}, {});",
+            "SELECT migrate_alter_type({}, {}, {});",
             lit(table_text),
-            lit(&format!("{new} = {col}")),
-            lit(&format!("{new} IS DISTINCT FROM {col}"))
+            lit(column),
+            lit(type_text)
         ),
-        format!("-- then in one short transaction, through migrate_exec: drop {col}, rename {new} to {col}."),
+        format!(
+            "-- a job adds {} (kept in step by a trigger), backfills it, builds its indexes concurrently, swaps the columns in one short transaction under lock_timeout (primary key, default, foreign keys pointing at it carried over) and drops the old one; using_expr => '...' when a plain cast will not do.",
+            quote_ident(&format!("{column}_pgm_new"))
+        ),
+        "-- migrate_progress shows its step; migrate_rollback(job) undoes it.".into(),
     ]
     .join("\n")
 }
@@ -535,8 +535,12 @@ mod tests {
             "{a}"
         );
         assert!(a.contains("SET NOT NULL"));
-        let t = recipe_change_type("orders", "orders", "id", "bigint");
-        assert!(t.contains("ADD COLUMN id_new bigint"));
+        let t = recipe_change_type("orders", "left", "bigint");
+        assert!(
+            t.starts_with("SELECT migrate_alter_type('orders', 'left', 'bigint');"),
+            "{t}"
+        );
+        assert!(t.contains("adds left_pgm_new"), "{t}");
         let q = exec_call("ALTER TABLE t ADD CONSTRAINT c CHECK (a <> 'x')");
         assert_eq!(
             q,

@@ -1033,7 +1033,10 @@ pub fn rollback(job: &Job) {
         quote_ident(&spec.forward),
         quote_ident(&spec.shadow)
     );
-    owner_runs(job, &sql);
+    // Before its first step the job added nothing.
+    if n > EXPAND {
+        owner_runs(job, &sql);
+    }
     as_owner(|| {
         jobs::finish(
             job.id,
@@ -1302,7 +1305,10 @@ fn migrate_alter_type(
         relid,
         "migrate_alter_type()",
         "change its columns",
-        "Change the type on each partition's own table is not possible either: a partitioned table's column type changes on the parent; do it in a maintenance window.",
+        (
+            "A partitioned table's column changes type on the parent and every partition at once; the job does not run partition by partition yet.",
+            "Run ALTER TABLE ... ALTER COLUMN ... TYPE in a maintenance window.",
+        ),
     );
     let found = sys::pinned(|| {
         Spi::connect(|c| {

@@ -530,7 +530,10 @@ fn migrate_add_constraint(
         relid,
         "migrate_add_constraint()",
         "change its constraints",
-        "Add the constraint to each partition with migrate_add_constraint, then to the parent.",
+        (
+            "A partitioned table's NOT VALID constraint cannot be validated partition by partition by one job yet.",
+            "Add the constraint to each partition with migrate_add_constraint, then to the parent.",
+        ),
     );
     let table = format!(
         "{}.{}",

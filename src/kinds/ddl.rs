@@ -70,13 +70,13 @@ pub struct Target {
 
 /// Check that `relid` is an ordinary, permanent user table whose owner the
 /// caller may act as.  `function`: the SQL function, and `to`: what it
-/// does, for messages; `partitioned`: what to do instead on a partitioned
-/// table.
+/// does, for messages; `partitioned`: why it cannot run on a partitioned
+/// table, and what to do instead.
 pub fn check_target(
     relid: pg_sys::Oid,
     function: &'static str,
     to: &'static str,
-    partitioned: &'static str,
+    partitioned: (&'static str, &'static str),
 ) -> Target {
     let found = sys::pinned(|| {
         Spi::connect(|c| {
@@ -129,8 +129,8 @@ pub fn check_target(
         b'r' => {}
         b'p' => MigrateError::PartitionedTable {
             relation: display.clone(),
-            why: "A partitioned table's NOT VALID constraint cannot be validated partition by partition by one job yet.",
-            instead: partitioned,
+            why: partitioned.0,
+            instead: partitioned.1,
         }
         .report(),
         other => MigrateError::NotATableFor {

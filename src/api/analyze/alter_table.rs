@@ -246,8 +246,7 @@ pub(super) unsafe fn alter_table(
                     };
                     if (storage || kind == b'p') && r {
                         rewrites = true;
-                        a.recipe
-                            .push(locks::recipe_change_type(&table, &table, &name, &tn));
+                        a.recipe.push(locks::recipe_change_type(&table, &name, &tn));
                     }
                 }
                 At::AT_SetNotNull => {
