@@ -453,3 +453,118 @@ fn a_job_runs_with_its_owners_identity_whole() {
         .collect();
     assert_eq!(who, vec!["postgres/postgres".to_string()]);
 }
+
+#[test]
+fn a_type_change_is_its_owners_alone_and_its_trigger_serves_no_one_else() {
+    let cluster = Cluster::start("alter_type_roles");
+    let mut c = cluster.create_db("roles");
+    c.batch_execute(
+        "CREATE ROLE alice LOGIN; CREATE ROLE bob LOGIN;
+         CREATE SCHEMA alice AUTHORIZATION alice;
+         GRANT USAGE ON SCHEMA alice TO bob;
+         CREATE SCHEMA bobs AUTHORIZATION bob;
+         CREATE FUNCTION public.secret() RETURNS int LANGUAGE sql AS 'SELECT 42';
+         REVOKE ALL ON FUNCTION public.secret() FROM PUBLIC;",
+    )
+    .unwrap();
+    let connect = |who: &str| {
+        Client::connect(
+            &cluster
+                .url("roles")
+                .replace("user=postgres", &format!("user={who}")),
+            NoTls,
+        )
+        .unwrap()
+    };
+    let mut alice = connect("alice");
+    let mut bob = connect("bob");
+    alice
+        .batch_execute(
+            "CREATE TABLE alice.t (id int PRIMARY KEY, v int, note text);
+             INSERT INTO alice.t SELECT g, g, 'n' FROM generate_series(1, 2000) g;
+             GRANT SELECT, INSERT, UPDATE ON alice.t TO bob;
+             CREATE TABLE alice.held (id int PRIMARY KEY, v int);
+             INSERT INTO alice.held SELECT g, g FROM generate_series(1, 100) g;",
+        )
+        .unwrap();
+    // A using_expr that calls what alice may not run is refused as hers.
+    let e = alice
+        .batch_execute("SELECT migrate_alter_type('alice.t', 'v', 'bigint', using_expr => 'v + public.secret()')")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{}", message(&e));
+    // Bob may write to the table but not change its columns.
+    let e = bob
+        .batch_execute("SELECT migrate_alter_type('alice.t', 'v', 'bigint')")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{}", message(&e));
+    // Alice's change, held after its cut-over.
+    let id: i64 = alice
+        .query_one(
+            "SELECT migrate_alter_type('alice.held', 'v', 'bigint', complete => 'manual')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    wait_until("alice's job held after its cut-over", LONG, || {
+        let s = state_of(&mut c, id);
+        assert!(!matches!(s.0.as_str(), "failed" | "cancelled"), "{s:?}");
+        (s.0 == "paused").then_some(())
+    });
+    // Bob can neither complete, roll back, resume nor cancel it.
+    for sql in [
+        format!("SELECT migrate_complete({id})"),
+        format!("SELECT migrate_rollback({id})"),
+        format!("SELECT migrate_resume({id})"),
+        format!("SELECT migrate_cancel({id})"),
+    ] {
+        let e = bob.batch_execute(&sql).unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{sql}: {}", message(&e));
+    }
+    // The triggers' functions are alice's, and no one else may call them.
+    let open: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_proc p WHERE p.proname LIKE 'pgm\\_%'
+                AND (p.proacl IS NULL OR has_function_privilege('bob', p.oid, 'EXECUTE')
+                     OR p.proowner <> 'alice'::regrole)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(open, 0, "a trigger function is open to others");
+    // Bob's writes go through alice's trigger, which keeps the old column
+    // in step under a pinned search_path, whatever bob's says.
+    alice
+        .batch_execute("GRANT SELECT, INSERT, UPDATE ON alice.held TO bob")
+        .unwrap();
+    bob.batch_execute(
+        "CREATE FUNCTION bobs.int4(bigint) RETURNS integer LANGUAGE sql AS 'SELECT 666';
+         SET search_path = bobs, alice, public;
+         INSERT INTO held (id, v) VALUES (5000, 7);
+         UPDATE held SET v = 8 WHERE id = 1;
+         RESET search_path;",
+    )
+    .unwrap();
+    let old: Vec<i32> = c
+        .query(
+            "SELECT v_pgm_old FROM alice.held WHERE id IN (1, 5000) ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(old, [8, 7]);
+    alice
+        .batch_execute(&format!("SELECT migrate_complete({id})"))
+        .unwrap();
+    let (s, _, error) = wait_finished(&mut c, id);
+    assert_eq!(s, "succeeded", "{error:?}");
+    let t: String = c
+        .query_one(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'alice.held'::regclass AND attname = 'v'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(t, "bigint");
+}

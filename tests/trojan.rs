@@ -576,6 +576,52 @@ fn drive(c: &mut Client, admin: &mut Client, prefix: &str, superuser: bool) -> V
             )),
         }
     }
+    // Type changes: a NOT NULL column with a default (driven by CALL
+    // migrate_run, which hands the waits to the workers), a primary key held
+    // after its cut-over then completed, one rolled back after its cut-over.
+    for (table, column, to, complete, then) in [
+        (t.as_str(), "n", "bigint", "auto", ""),
+        (v.as_str(), "code", "text", "manual", "complete"),
+        (k.as_str(), "note", "varchar(50)", "manual", "rollback"),
+    ] {
+        match c.query_one(
+            "SELECT migrate_alter_type($1::text::regclass, $2, $3, complete => $4)",
+            &[&table, &column, &to, &complete],
+        ) {
+            Ok(r) => {
+                let id: i64 = r.get(0);
+                if complete == "auto" {
+                    let _ = c.batch_execute(&format!("CALL migrate_run({id})"));
+                } else {
+                    let held =
+                        wait_until(&format!("job {id} held after its cut-over"), LONG, || {
+                            let s = state(admin, id);
+                            (s == "paused" || matches!(s.as_str(), "failed" | "cancelled"))
+                                .then_some(s)
+                        });
+                    if held != "paused" {
+                        problems.push(format!("type change job {id} on {table}.{column}: {held}"));
+                        continue;
+                    }
+                    run(c, &mut problems, &format!("SELECT migrate_{then}({id})"));
+                }
+                let end = wait_end(admin, id);
+                if end != "succeeded" {
+                    let e: Option<String> = admin
+                        .query_one("SELECT error FROM pgmigrate.jobs WHERE job_id = $1", &[&id])
+                        .map(|r| r.get(0))
+                        .unwrap_or(None);
+                    problems.push(format!(
+                        "type change job {id} ({column} to {to}) on {table}: {end}: {e:?}"
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!(
+                "migrate_alter_type({table}, {column}): {}",
+                common::message(&e)
+            )),
+        }
+    }
     // Control, CALL migrate_run and migrate_wait.
     for table in [&t, &v] {
         let id: i64 = match c.query_one(

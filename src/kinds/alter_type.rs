@@ -1359,11 +1359,13 @@ fn migrate_alter_type(
     }
     let shadow = suffixed(column, "_pgm_new");
     let retired = suffixed(column, "_pgm_old");
-    let taken = Spi::get_one_with_args::<String>(
-        "SELECT a.attname::text FROM pg_catalog.pg_attribute a
-          WHERE a.attrelid = $1 AND a.attname = ANY ($2) AND NOT a.attisdropped LIMIT 1",
-        &[relid.into(), vec![shadow.clone(), retired.clone()].into()],
-    )
+    let taken = sys::pinned(|| {
+        Spi::get_one_with_args::<String>(
+            "SELECT a.attname::text FROM pg_catalog.pg_attribute a
+              WHERE a.attrelid = $1 AND a.attname = ANY ($2) AND NOT a.attisdropped LIMIT 1",
+            &[relid.into(), vec![shadow.clone(), retired.clone()].into()],
+        )
+    })
     .ok()
     .flatten();
     if let Some(name) = taken {
@@ -1377,10 +1379,12 @@ fn migrate_alter_type(
         }
         .report();
     }
-    let may_create = Spi::get_one_with_args::<bool>(
-        "SELECT pg_catalog.has_schema_privilege($1::pg_catalog.text, 'CREATE')",
-        &[target.schema.as_str().into()],
-    )
+    let may_create = sys::pinned(|| {
+        Spi::get_one_with_args::<bool>(
+            "SELECT pg_catalog.has_schema_privilege($1::pg_catalog.text, 'CREATE')",
+            &[target.schema.as_str().into()],
+        )
+    })
     .ok()
     .flatten()
     .unwrap_or(false);
