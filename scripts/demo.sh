@@ -169,6 +169,56 @@ fi
                             FROM migrate_exec_log WHERE exec_id = (SELECT max(exec_id) FROM migrate_exec_log) ORDER BY attempt"
 
 echo
+echo "==> 5. a key's type changed under a live writer: customers.id integer -> bigint"
+echo "    customers (50,000 rows, integer key) is referenced by orders.customer_id; a foreign key is added"
+echo "    without blocking writes (NOT VALID, then validated), then the key becomes bigint while a writer"
+echo "    adds a customer and an order every 10 ms:"
+"${PSQL[@]}" -d "$DB" -q -v ON_ERROR_STOP=1 <<'SQL'
+SET client_min_messages = warning;
+CREATE TABLE IF NOT EXISTS customers (id serial PRIMARY KEY, name text NOT NULL);
+INSERT INTO customers (name) SELECT 'customer ' || g FROM generate_series(1, 50000) g
+ WHERE NOT EXISTS (SELECT 1 FROM customers);
+SQL
+if [ "$("${PSQL[@]}" -d "$DB" -tAc "SELECT migrate_applied('shop', '0047_customers_id_bigint')")" = t ]; then
+    echo "    already applied in an earlier run:"
+else
+    fk=$("${PSQL[@]}" -d "$DB" -tAc "SELECT migrate_add_constraint('orders', 'CONSTRAINT orders_customer_fk FOREIGN KEY (customer_id) REFERENCES customers (id)')
+                                      WHERE NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'orders_customer_fk')")
+    [ -n "$fk" ] && "${PSQL[@]}" -d "$DB" -qc "CALL migrate_wait($fk)" 2>&1 | sed 's/^/    /'
+    job=$("${PSQL[@]}" -d "$DB" -tAc "SELECT migrate_alter_type('customers', 'id', 'bigint',
+                                                                migration => ARRAY['shop', '0047_customers_id_bigint'])")
+    echo "    SELECT migrate_alter_type('customers', 'id', 'bigint') returned job $job; the writer runs until it is done:"
+    "${PSQL[@]}" -d "$DB" -q 2>&1 <<SQL | sed 's/^/    /'
+DO \$w\$
+DECLARE
+    n int := 0; worst interval := '0'; t timestamptz; cid bigint;
+BEGIN
+    LOOP
+        t := clock_timestamp();
+        INSERT INTO customers (name) VALUES ('walk-in') RETURNING id INTO cid;
+        INSERT INTO orders (customer_id, status, amount, created_at) VALUES (cid, 'new', 9.99, now());
+        COMMIT;
+        worst := greatest(worst, clock_timestamp() - t);
+        n := n + 1;
+        EXIT WHEN (SELECT state FROM pgmigrate.jobs WHERE job_id = $job) IN ('succeeded', 'failed', 'cancelled');
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+    RAISE NOTICE 'writer: % customers and orders added while the job ran, none failed; slowest write % ms',
+        n, round(extract(epoch FROM worst) * 1000, 1);
+END
+\$w\$;
+SQL
+    "${PSQL[@]}" -d "$DB" -qc "CALL migrate_wait($job)" 2>&1 | sed 's/^/    /'
+    "${PSQL[@]}" -d "$DB" -c "SELECT job_id, kind, state, finished_at - started_at AS took FROM migrate_progress
+                                WHERE job_id >= $job ORDER BY job_id"
+fi
+"${PSQL[@]}" -d "$DB" -tAc "SELECT format('    customers.id is %s; %s; orders_customer_fk validated: %s',
+                                          format_type(a.atttypid, a.atttypmod),
+                                          (SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'customers'::regclass AND contype = 'p'),
+                                          (SELECT convalidated FROM pg_constraint WHERE conname = 'orders_customer_fk'))
+                              FROM pg_attribute a WHERE a.attrelid = 'customers'::regclass AND a.attname = 'id'"
+
+echo
 "${PSQL[@]}" -d "$DB" -c "SELECT app, name, status, duration, applied_by, run_id FROM migrate_history ORDER BY app, name"
 "${PSQL[@]}" -d "$DB" -c "SELECT * FROM migrate_status ORDER BY app"
 

@@ -37,7 +37,7 @@ use super::ddl::{
     LockPolicy, Ran,
 };
 use super::model::{Driver, Facts, JobKind, StepReport, Work};
-use crate::api::args::{gate_options, migration_option, run_at_option};
+use crate::api::args::{gate_options, interval_ms, migration_option, run_at_option};
 use crate::catalog::jobs::{self, Job};
 use crate::catalog::{as_owner, builds};
 use crate::engine::jobs::JobState;
@@ -97,12 +97,23 @@ pub struct AlterTypeSpec {
     pub forward: String,
     pub backward: String,
     pub complete: Complete,
+    /// The backfill's pacing, as migrate_backfill takes it.
+    #[serde(default)]
+    pub backfill: BackfillPace,
     /// migrate_rollback after the cut-over turned the job round: it now
     /// changes the column back, the same way.
     #[serde(default)]
     pub rolled_back: bool,
     #[serde(flatten)]
     pub policy: LockPolicy,
+}
+
+/// What the type change passes on to its backfill.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BackfillPace {
+    pub target_batch_ms: Option<i32>,
+    pub max_rows_per_second: Option<i32>,
+    pub max_replay_lag_ms: Option<i64>,
 }
 
 const EXPAND: usize = 0;
@@ -456,11 +467,11 @@ fn backfill_step(job: &Job, spec: &AlterTypeSpec, extra: &[String], driver: Driv
             Some(5),
             None,
             None,
+            spec.backfill.target_batch_ms,
             None,
+            spec.backfill.max_replay_lag_ms.map(|ms| Interval::from_micros(ms * 1000)),
             None,
-            None,
-            None,
-            None,
+            spec.backfill.max_rows_per_second,
             None,
             None,
             None,
@@ -1253,6 +1264,9 @@ fn migrate_alter_type(
     new_type: Option<&str>,
     using_expr: default!(Option<&str>, NULL),
     complete: default!(Option<&str>, "'auto'"),
+    target_batch_ms: default!(Option<i32>, NULL),
+    max_rows_per_second: default!(Option<i32>, NULL),
+    max_replay_lag: default!(Option<Interval>, NULL),
     lock_timeout: default!(Option<Interval>, "'2s'"),
     max_retries: default!(Option<i32>, 10),
     run_at: default!(Option<TimestampWithTimeZone>, NULL),
@@ -1298,6 +1312,23 @@ fn migrate_alter_type(
         },
     };
     let policy = lock_policy(lock_timeout, max_retries);
+    // The backfill's options, checked as migrate_backfill checks them.
+    crate::kinds::backfill::submit::pace_options(
+        target_batch_ms,
+        None,
+        max_replay_lag,
+        None,
+        max_rows_per_second,
+        None,
+        None,
+        None,
+        None,
+    );
+    let backfill = BackfillPace {
+        target_batch_ms,
+        max_rows_per_second,
+        max_replay_lag_ms: max_replay_lag.map(|i| interval_ms("max_replay_lag", Some(i))),
+    };
     let migration = migration_option(migration);
     let gates = gate_options(after_jobs, after_migration);
     require_writable(c"migrate_alter_type()");
@@ -1460,6 +1491,7 @@ fn migrate_alter_type(
         forward: format!("pgm_{}_{}_fwd", relid.to_u32(), attnum),
         backward: format!("pgm_{}_{}_back", relid.to_u32(), attnum),
         complete,
+        backfill,
         rolled_back: false,
         policy,
     };

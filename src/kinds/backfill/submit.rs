@@ -200,7 +200,7 @@ pub fn check_target(
 
 /// The job's own pacing options, checked.
 #[allow(clippy::too_many_arguments)]
-fn pace_options(
+pub fn pace_options(
     target_batch_ms: Option<i32>,
     max_batch_size: Option<i32>,
     max_replay_lag: Option<Interval>,
