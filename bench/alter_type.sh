@@ -12,6 +12,7 @@
 # ACCESS EXCLUSIVE holds on either table are sampled from pg_locks every
 # ~10 ms by a second pgbench; each hold is reported from its first to its
 # last sample plus one sampling gap (an upper bound of what was seen).
+# Before each phase the disk is let catch up (settle).
 set -euo pipefail
 ROWS=${ALTER_ROWS:-2000000}
 CHILD_ROWS=$(( ROWS / 2 ))
@@ -91,6 +92,14 @@ wait_job() {
     done
 }
 now() { date +%s.%N; }
+# Let the disk catch up before a phase is measured: a checkpoint, then the
+# kernel's dirty pages written out (this machine's disk writes ~45 MB/s, and
+# a writer's commits wait behind write-back of the phase before).
+settle() {
+    $Q -c "CHECKPOINT" >/dev/null
+    sync
+    while [ "$(awk '/^Dirty:/ { print $2 }' /proc/meminfo)" -gt 65536 ]; do sleep 1; done
+}
 valid() {  # valid SET: "key type, PK, FK, invalid indexes"
     $Q -c "SELECT format_type(a.atttypid, a.atttypmod)
                   || ', primary key ' || (SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'parent_$1'::regclass AND contype = 'p')
@@ -100,10 +109,11 @@ valid() {  # valid SET: "key type, PK, FK, invalid indexes"
 }
 SECONDS_JOB=${ALTER_WRITER_SECONDS:-$(( ROWS / 15000 + 30 ))}
 # The backfill's pacing: short batches, so that a write waits little for one.
-OPTS=${ALTER_OPTS-", target_batch_ms => 50"}
+OPTS=${ALTER_OPTS-", target_batch_ms => 50, max_rows_per_second => 25000"}
 
 # 1. + 2. the writer alone for 20 s, then migrate_alter_type under it.
 before_a=$(checksum a)
+settle
 writer a $(( SECONDS_JOB + 20 )) wa &
 wpid=$!
 sampler a $(( SECONDS_JOB + 20 )) &
@@ -137,6 +147,7 @@ steps=$($Q -c "SELECT string_agg(kind || ' ' || round(extract(epoch FROM finishe
 
 # 3. the same change as one ALTER TABLE.
 before_b=$(checksum b)
+settle
 SECONDS_PLAIN=${ALTER_PLAIN_SECONDS:-$(( ROWS / 50000 + 20 ))}
 writer b "$SECONDS_PLAIN" wb &
 wpid=$!
@@ -174,6 +185,7 @@ after_c=$(checksum c)
 updated_c=$($Q -c "SELECT rows_updated FROM pgmigrate.jobs WHERE job_id = $fill")
 
 # 5. migrate_set_not_null on the changed table under the writer.
+settle
 writer a 25 wn &
 wpid=$!
 sleep 3

@@ -485,3 +485,39 @@ fn a_using_expression_fills_the_new_column_and_completes_after_its_migration() {
     let at: String = one(&mut c, "SELECT at::text FROM events WHERE id = 30001");
     assert_eq!(at, "2026-01-01");
 }
+
+#[test]
+fn an_identity_key_moves_to_the_new_column_and_goes_on_numbering() {
+    let cluster = Cluster::start("alter_type_identity");
+    let mut c = cluster.create_db("app");
+    c.batch_execute(
+        "CREATE TABLE ev (id int GENERATED ALWAYS AS IDENTITY (INCREMENT BY 2) PRIMARY KEY, v text);
+         INSERT INTO ev (v) SELECT 'e' || g FROM generate_series(1, 10000) g;",
+    )
+    .unwrap();
+    let seq_before: String = one(&mut c, "SELECT pg_get_serial_sequence('ev', 'id')");
+    let id: i64 = one(&mut c, "SELECT migrate_alter_type('ev', 'id', 'bigint')");
+    wait_state(&mut c, id, "succeeded");
+    assert_eq!(column_type(&mut c, "ev", "id"), "bigint");
+    let r = c
+        .query_one(
+            "SELECT a.attidentity::text, pg_get_serial_sequence('ev', 'id'), s.seqtypid::regtype::text, s.seqincrement
+               FROM pg_attribute a, pg_sequence s
+              WHERE a.attrelid = 'ev'::regclass AND a.attname = 'id'
+                AND s.seqrelid = pg_get_serial_sequence('ev', 'id')::regclass",
+            &[],
+        )
+        .unwrap();
+    let (kind, seq, seqtype, inc): (String, String, String, i64) =
+        (r.get(0), r.get(1), r.get(2), r.get(3));
+    assert_eq!(kind, "a", "still GENERATED ALWAYS");
+    assert_eq!(seq, seq_before, "the same sequence name");
+    assert_eq!(seqtype, "bigint");
+    assert_eq!(inc, 2);
+    let next: i64 = one(&mut c, "INSERT INTO ev (v) VALUES ('next') RETURNING id");
+    assert_eq!(next, 20_001, "numbering goes on where it was");
+    let e = c
+        .batch_execute("INSERT INTO ev (id, v) VALUES (5, 'x')")
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&e), "428C9", "{}", common::message(&e));
+}

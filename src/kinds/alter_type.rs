@@ -469,7 +469,9 @@ fn backfill_step(job: &Job, spec: &AlterTypeSpec, extra: &[String], driver: Driv
             None,
             spec.backfill.target_batch_ms,
             None,
-            spec.backfill.max_replay_lag_ms.map(|ms| Interval::from_micros(ms * 1000)),
+            spec.backfill
+                .max_replay_lag_ms
+                .map(|ms| Interval::from_micros(ms * 1000)),
             None,
             spec.backfill.max_rows_per_second,
             None,
@@ -577,7 +579,7 @@ fn column_indexes(relid: pg_sys::Oid, table: &str, column: &str, shadow: &str) -
             }
             Ok::<_, pgrx::spi::Error>(out)
         })
-        .unwrap_or_default()
+        .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the catalog: {e}"))
     })
 }
 
@@ -610,7 +612,7 @@ fn indexes_step(
             )
             .map(|rows| rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
         })
-        .unwrap_or_default()
+        .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the catalog: {e}"))
     });
     let mut queued = Vec::new();
     for ix in wanted {
@@ -690,7 +692,7 @@ fn incoming_keys(relid: pg_sys::Oid, column: &str) -> Vec<IncomingKey> {
         }
         Ok::<_, pgrx::spi::Error>(out)
     })
-    .unwrap_or_default()
+    .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the catalog: {e}"))
 }
 
 /// The cut-over, in one subtransaction as the job's owner: Ok(oids of the
@@ -732,7 +734,7 @@ fn cut_over(
                 )
                 .map(|rows| rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
             })
-            .unwrap_or_default();
+            .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the catalog: {e}"));
             if old
                 .iter()
                 .any(|ix| !twins.contains(&new_index_name(&ix.name)))
@@ -765,7 +767,7 @@ fn cut_over(
                         .collect()
                 })
             })
-            .unwrap_or_default();
+            .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the catalog: {e}"));
             let col = quote_ident(&spec.column);
             let shadow = quote_ident(&spec.shadow);
             for k in &keys {
@@ -797,6 +799,31 @@ fn cut_over(
                 run(&format!(
                     "ALTER TABLE {t} ALTER COLUMN {col} DROP DEFAULT; ALTER TABLE {t} ALTER COLUMN {shadow} SET DEFAULT ({d})::{}",
                     spec.new_type
+                ))?;
+            }
+            // An identity moves with its sequence's name and options, going
+            // on from the next value the old one would have given (no one
+            // can take a value meanwhile: the table is locked).
+            let identity: Option<String> = Spi::get_one_with_args::<String>(
+                "SELECT pg_catalog.format(
+                          'ADD GENERATED %s AS IDENTITY (SEQUENCE NAME %I.%I START WITH %s INCREMENT BY %s CACHE %s %s)',
+                          CASE a.attidentity WHEN 'a' THEN 'ALWAYS' ELSE 'BY DEFAULT' END, n.nspname, s.relname,
+                          coalesce(pg_catalog.pg_sequence_last_value(s.oid) OPERATOR(pg_catalog.+) q.seqincrement, q.seqstart),
+                          q.seqincrement, q.seqcache, CASE WHEN q.seqcycle THEN 'CYCLE' ELSE 'NO CYCLE' END)
+                   FROM pg_catalog.pg_attribute a
+                   JOIN pg_catalog.pg_depend d ON d.refobjid = a.attrelid AND d.refobjsubid = a.attnum
+                                              AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype = 'i'
+                   JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+                   JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace
+                   JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid
+                  WHERE a.attrelid = $1 AND a.attname = $2 AND a.attidentity <> ''",
+                &[job.relid.into(), spec.column.as_str().into()],
+            )
+            .ok()
+            .flatten();
+            if let Some(add) = &identity {
+                run(&format!(
+                    "ALTER TABLE {t} ALTER COLUMN {col} DROP IDENTITY; ALTER TABLE {t} ALTER COLUMN {shadow} {add}"
                 ))?;
             }
             for (seq, seqtype) in &sequences {
@@ -1134,10 +1161,7 @@ fn in_the_way(relid: pg_sys::Oid, attnum: i16) -> Vec<String> {
         Spi::connect(|c| {
             let rows = c.select(
                 "SELECT what FROM (
-                   SELECT 1 AS o, 'identity column' AS what FROM pg_catalog.pg_attribute a
-                    WHERE a.attrelid = $1 AND a.attnum = $2 AND a.attidentity <> ''
-                   UNION ALL
-                   SELECT 2, 'generated column' FROM pg_catalog.pg_attribute a
+                   SELECT 2 AS o, 'generated column' AS what FROM pg_catalog.pg_attribute a
                     WHERE a.attrelid = $1 AND a.attnum = $2 AND a.attgenerated <> ''
                    UNION ALL
                    SELECT 3, pg_catalog.format('generated column %I', a.attname)
@@ -1223,7 +1247,7 @@ fn in_the_way(relid: pg_sys::Oid, attnum: i16) -> Vec<String> {
                     .collect(),
             )
         })
-        .unwrap_or_default()
+        .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the catalog: {e}"))
     })
 }
 
@@ -1516,4 +1540,111 @@ fn migrate_alter_type(
         migration,
         gates: &gates,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_and_are_found_again() {
+        let long = "x".repeat(70);
+        for n in [
+            suffixed(&long, "_pgm_new"),
+            new_index_name(&long),
+            old_index_name(&long),
+        ] {
+            assert!(n.len() <= 63, "{n}");
+        }
+        assert_eq!(new_index_name("orders_pkey"), "orders_pkey_pgm_new");
+        assert_eq!(
+            original(&old_index_name("orders_score_idx")),
+            "orders_score_idx"
+        );
+        assert_eq!(original("plain"), "plain");
+    }
+
+    #[test]
+    fn the_dollar_quote_never_closes_early() {
+        assert_eq!(dollar_tag("NEW.a := 1"), "$pgm0$");
+        assert_eq!(dollar_tag("x $pgm0$ y"), "$pgm1$");
+        assert_eq!(dollar_tag("$pgm0$ $pgm1$"), "$pgm2$");
+    }
+
+    fn spec(using: Option<&str>) -> AlterTypeSpec {
+        AlterTypeSpec {
+            column: "left".into(),
+            shadow: "left_pgm_new".into(),
+            retired: "left_pgm_old".into(),
+            new_type: "bigint".into(),
+            old_type: "integer".into(),
+            using: using.map(String::from),
+            search_path: "\"$user\", public".into(),
+            not_null: true,
+            check: "left_pgm_not_null".into(),
+            forward: "pgm_1_2_fwd".into(),
+            backward: "pgm_1_2_back".into(),
+            complete: Complete::Auto,
+            backfill: BackfillPace::default(),
+            rolled_back: false,
+            policy: LockPolicy {
+                lock_timeout_ms: 2000,
+                max_retries: 10,
+            },
+        }
+    }
+
+    #[test]
+    fn generated_sql_quotes_every_name() {
+        let s = spec(None);
+        assert_eq!(forward_value(&s), "(NEW.\"left\")::bigint");
+        assert_eq!(
+            backfill_set(&s),
+            "\"left_pgm_new\" = (\n\"left\"\n)::bigint"
+        );
+        let u = spec(Some("left * 2"));
+        assert_eq!(
+            forward_value(&u),
+            "(SELECT (\nleft * 2\n)::bigint FROM (SELECT NEW.*) AS pgm_row)"
+        );
+        let f = trigger_function(
+            "my schema",
+            "pgm_1_2_fwd",
+            "left_pgm_new",
+            "1",
+            "pg_catalog, pg_temp",
+        );
+        assert!(
+            f.starts_with("CREATE FUNCTION \"my schema\".\"pgm_1_2_fwd\"() RETURNS trigger"),
+            "{f}"
+        );
+        assert!(f.contains("SET search_path = 'pg_catalog, pg_temp'"), "{f}");
+        assert!(
+            f.contains("REVOKE ALL ON FUNCTION \"my schema\".\"pgm_1_2_fwd\"() FROM PUBLIC"),
+            "{f}"
+        );
+    }
+
+    #[test]
+    fn specs_read_back_and_old_specs_still_read() {
+        let s = spec(Some("x"));
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["lock_timeout_ms"], 2000);
+        let back: AlterTypeSpec = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back.complete, Complete::Auto);
+        let mut old = v;
+        old.as_object_mut().unwrap().remove("backfill");
+        old.as_object_mut().unwrap().remove("rolled_back");
+        let read: AlterTypeSpec = serde_json::from_value(old).unwrap();
+        assert!(!read.rolled_back);
+        let m: Complete =
+            serde_json::from_str(r#"{"migration":{"app":"shop","name":"0003"}}"#).unwrap();
+        assert_eq!(
+            m,
+            Complete::Migration {
+                app: "shop".into(),
+                name: "0003".into()
+            }
+        );
+    }
 }

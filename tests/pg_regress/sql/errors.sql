@@ -115,7 +115,7 @@ SELECT regress.expect_error($$SELECT migrate_alter_type('at_err', 'nosuch', 'big
 SELECT regress.expect_error($$SELECT migrate_alter_type('at_err', 'v', 'nosuchtype')$$);
 SELECT regress.expect_error($$SELECT migrate_alter_type('at_err', 'v', 'int4')$$);
 SELECT regress.expect_error($$SELECT migrate_alter_type('at_err', 'v', 'bigint')$$);
-SELECT regress.expect_error($$SELECT migrate_alter_type('at_err', 'n', 'bigint')$$);
+SELECT regress.expect_error($$SELECT migrate_alter_type('at_err', 'w', 'bigint')$$);
 SELECT regress.expect_error($$SELECT migrate_alter_type('at_err', 'c', 'bigint')$$);
 SELECT regress.expect_error($$SELECT migrate_alter_type('at_err', 'e', 'varchar(20)')$$);
 SELECT regress.expect_error($$SELECT migrate_alter_type('at_err', 'f', 'varchar(20)')$$);
