@@ -1168,7 +1168,7 @@ fn in_the_way(relid: pg_sys::Oid, attnum: i16) -> Vec<String> {
                      FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_attrdef ad ON ad.oid = d.objid
                      JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
                     WHERE d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.refobjid = $1
-                      AND d.refobjsubid = $2 AND a.attgenerated <> ''
+                      AND d.refobjsubid = $2 AND a.attgenerated <> '' AND a.attnum <> $2
                    UNION ALL
                    SELECT 4, pg_catalog.format('view or rule %s', r.ev_class::pg_catalog.regclass)
                      FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
@@ -1544,7 +1544,11 @@ fn migrate_alter_type(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::kinds::alter_type::{
+        backfill_set, dollar_tag, forward_value, new_index_name, old_index_name, original,
+        suffixed, trigger_function, AlterTypeSpec, BackfillPace, Complete,
+    };
+    use crate::kinds::ddl::LockPolicy;
 
     #[test]
     fn names_fit_and_are_found_again() {
