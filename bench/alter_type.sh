@@ -108,8 +108,9 @@ valid() {  # valid SET: "key type, PK, FK, invalid indexes"
              FROM pg_attribute a WHERE a.attrelid = 'parent_$1'::regclass AND a.attname = 'id'"
 }
 SECONDS_JOB=${ALTER_WRITER_SECONDS:-$(( ROWS / 15000 + 30 ))}
-# The backfill's pacing: short batches, so that a write waits little for one.
-OPTS=${ALTER_OPTS-", target_batch_ms => 50, max_rows_per_second => 25000"}
+# Short batches, so that a write waits little for one, and a step waits at
+# most 200 ms in the lock queue in front of the writer.
+OPTS=${ALTER_OPTS-", target_batch_ms => 50, lock_timeout => '200ms'"}
 
 # 1. + 2. the writer alone for 20 s, then migrate_alter_type under it.
 before_a=$(checksum a)
