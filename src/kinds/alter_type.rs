@@ -39,7 +39,7 @@ use super::ddl::{
 use super::model::{Driver, Facts, JobKind, StepReport, Work};
 use crate::api::args::{gate_options, interval_ms, migration_option, run_at_option};
 use crate::catalog::jobs::{self, Job};
-use crate::catalog::{as_owner, builds};
+use crate::catalog::{as_owner, builds, SpiOrBug};
 use crate::engine::jobs::JobState;
 use crate::engine::keyset::{display_ident, display_qualified, quote_ident};
 use crate::engine::locks::LockMode;
@@ -579,7 +579,7 @@ fn column_indexes(relid: pg_sys::Oid, table: &str, column: &str, shadow: &str) -
             }
             Ok::<_, pgrx::spi::Error>(out)
         })
-        .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the catalog: {e}"))
+        .or_bug("reading the catalog")
     })
 }
 
@@ -612,7 +612,7 @@ fn indexes_step(
             )
             .map(|rows| rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
         })
-        .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the catalog: {e}"))
+        .or_bug("reading the catalog")
     });
     let mut queued = Vec::new();
     for ix in wanted {
@@ -692,7 +692,7 @@ fn incoming_keys(relid: pg_sys::Oid, column: &str) -> Vec<IncomingKey> {
         }
         Ok::<_, pgrx::spi::Error>(out)
     })
-    .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the catalog: {e}"))
+    .or_bug("reading the catalog")
 }
 
 /// The cut-over, in one subtransaction as the job's owner: Ok(oids of the
@@ -734,7 +734,7 @@ fn cut_over(
                 )
                 .map(|rows| rows.filter_map(|r| r.get::<String>(1).ok().flatten()).collect())
             })
-            .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the catalog: {e}"));
+            .or_bug("reading the catalog");
             if old
                 .iter()
                 .any(|ix| !twins.contains(&new_index_name(&ix.name)))
@@ -767,7 +767,7 @@ fn cut_over(
                         .collect()
                 })
             })
-            .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the catalog: {e}"));
+            .or_bug("reading the catalog");
             let col = quote_ident(&spec.column);
             let shadow = quote_ident(&spec.shadow);
             for k in &keys {
@@ -805,7 +805,9 @@ fn cut_over(
             // on from the next value the old one would have given (no one
             // can take a value meanwhile: the table is locked).
             let identity: Option<String> = Spi::get_one_with_args::<String>(
-                "SELECT pg_catalog.format(
+                // One row, NULL without an identity (no row would be an
+                // SPI error, not "none").
+                "SELECT (SELECT pg_catalog.format(
                           'ADD GENERATED %s AS IDENTITY (SEQUENCE NAME %I.%I START WITH %s INCREMENT BY %s CACHE %s %s)',
                           CASE a.attidentity WHEN 'a' THEN 'ALWAYS' ELSE 'BY DEFAULT' END, n.nspname, s.relname,
                           coalesce(pg_catalog.pg_sequence_last_value(s.oid) OPERATOR(pg_catalog.+) q.seqincrement, q.seqstart),
@@ -816,11 +818,10 @@ fn cut_over(
                    JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
                    JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace
                    JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid
-                  WHERE a.attrelid = $1 AND a.attname = $2 AND a.attidentity <> ''",
+                  WHERE a.attrelid = $1 AND a.attname = $2 AND a.attidentity <> '')",
                 &[job.relid.into(), spec.column.as_str().into()],
             )
-            .ok()
-            .flatten();
+            .or_bug("reading the column's identity");
             if let Some(add) = &identity {
                 run(&format!(
                     "ALTER TABLE {t} ALTER COLUMN {col} DROP IDENTITY; ALTER TABLE {t} ALTER COLUMN {shadow} {add}"
@@ -1247,7 +1248,7 @@ fn in_the_way(relid: pg_sys::Oid, attnum: i16) -> Vec<String> {
                     .collect(),
             )
         })
-        .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the catalog: {e}"))
+        .or_bug("reading the catalog")
     })
 }
 
