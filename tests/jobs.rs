@@ -5,7 +5,6 @@ mod common;
 
 use common::{message, sqlstate, wait_until, Cluster};
 use postgres::{Client, NoTls};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -120,20 +119,8 @@ fn kill_9_of_a_worker_resumes_at_the_next_batch() {
     wait_rows(&mut c, id, 20_000);
     let (_, _, pid) = progress(&mut c, id);
     let pid = pid.expect("a worker drives the job");
-    let status = Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
     drop(c); // the postmaster restarts every backend after a crash
-    common::wait_until("the server to be back after the crash", LONG, || {
-        let log = cluster.log();
-        let ready = log
-            .matches("database system is ready to accept connections")
-            .count();
-        (log.contains("all server processes terminated; reinitializing") && ready >= 2)
-            .then_some(())
-    });
+    cluster.kill_9(pid);
     let mut c = cluster.connect("app");
     wait_state(&mut c, id, "succeeded", LONG);
     assert_exactly_once(&mut c, "items", 100_000);

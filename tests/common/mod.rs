@@ -182,6 +182,34 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// kill -9 of backend `pid`, then wait until the postmaster has
+    /// restarted every backend after the crash and accepts connections
+    /// again (a connection made before it noticed would be cut).
+    pub fn kill_9(&self, pid: i32) {
+        let count = |log: &str| {
+            (
+                log.matches("all server processes terminated; reinitializing")
+                    .count(),
+                log.matches("database system is ready to accept connections")
+                    .count(),
+            )
+        };
+        let (crashes, ready) = count(&self.log());
+        let status = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -9 {pid}");
+        wait_until(
+            "the server to be back after the crash",
+            Duration::from_secs(120),
+            || {
+                let (c, r) = count(&self.log());
+                (c > crashes && r > ready).then_some(())
+            },
+        );
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
