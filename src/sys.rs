@@ -138,6 +138,44 @@ pub fn set_local(name: &str, value: &str) {
     }
 }
 
+/// SET LOCAL lock_timeout to `ms`, and let a lock wait of this transaction
+/// get an autovacuum out of its way early.  PostgreSQL cancels an
+/// autovacuum that holds up a lock request (unless it prevents wraparound)
+/// when the waiter's deadlock check runs, after `deadlock_timeout` (1 s by
+/// default); a step whose lock_timeout is shorter gives up before that,
+/// retry after retry, for as long as the autovacuum runs, and each try
+/// holds the table's writers up behind it.  So the check runs after a
+/// quarter of the lock timeout (10 ms at least), never later than the
+/// server's setting.  deadlock_timeout is a superuser's setting: it is
+/// lowered only in sessions authenticated as a superuser (the workers),
+/// and only for this backend's own waits, until the transaction ends.
+pub fn set_lock_timeout_local(ms: i64) {
+    set_local("lock_timeout", &format!("{}ms", ms.max(1)));
+    let early = (ms / 4).clamp(10, i32::MAX as i64) as i32;
+    // SAFETY: reads of a backend-local GUC variable and of the
+    // authenticated user, both set before any job runs.
+    let lower = unsafe {
+        early < pg_sys::DeadlockTimeout && pg_sys::superuser_arg(pg_sys::GetAuthenticatedUserId())
+    };
+    if lower {
+        let value = CString::new(format!("{early}ms")).expect("no NUL");
+        // SAFETY: PGC_SUSET is the context the caller's privilege (checked
+        // above) allows; the value is local to the transaction.
+        unsafe {
+            pg_sys::set_config_option(
+                c"deadlock_timeout".as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_LOCAL,
+                true,
+                0,
+                false,
+            );
+        }
+    }
+}
+
 /// A setting's current value.
 pub fn setting(name: &str) -> String {
     let name = CString::new(name).expect("setting names have no NUL");

@@ -411,3 +411,36 @@ fn a_plan_queued_at_once_runs_in_order_behind_its_gates() {
         .unwrap();
     wait_state(&mut c, bad_check, "succeeded");
 }
+
+#[test]
+fn a_step_gets_an_autovacuum_out_of_its_way_within_its_lock_timeout() {
+    let cluster = Cluster::start_with("not_null_autovacuum", &["autovacuum_naptime=1"]);
+    let mut c = cluster.create_db("app");
+    table(&mut c, "slowvac", 100_000);
+    // An autovacuum of the table that would take many minutes.
+    c.batch_execute(
+        "ALTER TABLE slowvac SET (autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0,
+                                  autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1);
+         UPDATE slowvac SET note = note || '.';",
+    )
+    .unwrap();
+    let vacuuming = "SELECT count(*) FROM pg_stat_activity
+                      WHERE backend_type = 'autovacuum worker' AND query LIKE '%slowvac%'";
+    wait_until("an autovacuum of the table", LONG, || {
+        (one_i64(&mut c, vacuuming) > 0).then_some(())
+    });
+    // Each of the job's three lock-taking steps waits at most 200 ms, and
+    // may retry twice: a wait that outlasted the autovacuum could not
+    // succeed; the server cancels the autovacuum for the step instead.
+    let id = one_i64(
+        &mut c,
+        "SELECT migrate_set_not_null('slowvac', 'v', lock_timeout => '200ms', max_retries => 2)",
+    );
+    wait_state(&mut c, id, "succeeded");
+    assert!(not_null(&mut c, "slowvac", "v"));
+    let log = cluster.log();
+    assert!(
+        log.contains("canceling autovacuum task"),
+        "the autovacuum was not cancelled: {log}"
+    );
+}

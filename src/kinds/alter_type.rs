@@ -707,10 +707,7 @@ fn cut_over(
     let schema = quote_ident(&table.schema);
     let ran = sys::subtransaction(true, || {
         let _identity = Identity::become_role(job.owner, true);
-        sys::set_local(
-            "lock_timeout",
-            &format!("{}ms", spec.policy.lock_timeout_ms.max(1)),
-        );
+        sys::set_lock_timeout_local(spec.policy.lock_timeout_ms);
         sys::pinned(|| -> Result<Vec<String>, Option<String>> {
             let run = |sql: &str| Spi::run(sql).map_err(|e| Some(format!("{sql}: {e}")));
             run(&format!("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE"))?;
@@ -1054,10 +1051,7 @@ pub fn rollback(job: &Job) {
         }
         .report();
     }
-    sys::set_local(
-        "lock_timeout",
-        &format!("{}ms", spec.policy.lock_timeout_ms.max(1)),
-    );
+    sys::set_lock_timeout_local(spec.policy.lock_timeout_ms);
     if n > CUT_OVER {
         roll_back_after_cut_over(job, spec, &table);
         return;

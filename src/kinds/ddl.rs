@@ -281,10 +281,7 @@ pub fn retry_or_fail(
 pub fn run_as_owner(job: &Job, policy: LockPolicy, sql: &str) -> Option<Caught> {
     let ran = sys::subtransaction(true, || {
         let _identity = Identity::become_role(job.owner, true);
-        sys::set_local(
-            "lock_timeout",
-            &format!("{}ms", policy.lock_timeout_ms.max(1)),
-        );
+        sys::set_lock_timeout_local(policy.lock_timeout_ms);
         sys::pinned(|| Spi::run(sql))
     });
     match ran {
