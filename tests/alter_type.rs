@@ -512,3 +512,190 @@ fn an_identity_key_moves_to_the_new_column_and_goes_on_numbering() {
         .unwrap_err();
     assert_eq!(common::sqlstate(&e), "428C9", "{}", common::message(&e));
 }
+
+#[test]
+fn the_pacing_options_reach_the_backfill_and_bad_ones_queue_nothing() {
+    let cluster = Cluster::start("alter_type_pacing");
+    let mut c = cluster.create_db("app");
+    c.batch_execute(
+        "CREATE TABLE paced (id int PRIMARY KEY, v int NOT NULL);
+         INSERT INTO paced SELECT g, g FROM generate_series(1, 5000) g;",
+    )
+    .unwrap();
+    let jobs_before: i64 = one(&mut c, "SELECT count(*) FROM pgmigrate.jobs");
+    for (bad, want) in [
+        ("max_wal_per_second => '-1MB'", "22023"),
+        ("max_wal_per_second => 'fast'", "22023"),
+        ("max_rows_per_second => -5", "22023"),
+        ("target_batch_ms => 1", "22023"),
+    ] {
+        let e = c
+            .batch_execute(&format!(
+                "SELECT migrate_alter_type('paced', 'v', 'bigint', {bad})"
+            ))
+            .unwrap_err();
+        assert_eq!(common::sqlstate(&e), want, "{bad}: {}", common::message(&e));
+    }
+    let jobs_after: i64 = one(&mut c, "SELECT count(*) FROM pgmigrate.jobs");
+    assert_eq!(
+        jobs_after, jobs_before,
+        "a refused type change queues nothing"
+    );
+
+    let id: i64 = one(
+        &mut c,
+        "SELECT migrate_alter_type('paced', 'v', 'bigint', target_batch_ms => 40,
+                max_rows_per_second => 4000, max_replay_lag => '3s', max_wal_per_second => '64MB')",
+    );
+    wait_state(&mut c, id, "succeeded");
+    assert_eq!(column_type(&mut c, "paced", "v"), "bigint");
+    let r = c
+        .query_one(
+            "SELECT (spec->'pace'->>'target_batch_ms')::bigint, (spec->'pace'->>'max_rows_per_second')::bigint,
+                    (spec->'pace'->>'max_replay_lag_ms')::bigint, (spec->'pace'->>'max_wal_bytes_per_second')::bigint,
+                    rows_updated
+               FROM pgmigrate.jobs WHERE kind = 'backfill' AND job_id > $1",
+            &[&id],
+        )
+        .unwrap();
+    let got: (i64, i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+    assert_eq!(got, (40, 4000, 3000, 64 * 1024 * 1024, 5000));
+}
+
+/// kill -9 of the worker that runs `job` (or, with `index`, its index
+/// build) while it waits for a lock the test holds; the postmaster then
+/// restarts every backend, the holder's too. Returns a new connection and
+/// the type change's step (its cursor; none yet is step 0) when the
+/// worker was killed.
+fn kill_while_it_waits(
+    cluster: &Cluster,
+    db: &str,
+    mut c: Client,
+    job: i64,
+    index: bool,
+) -> (Client, String) {
+    let sql = if index {
+        "SELECT a.pid, (SELECT coalesce(cursor[1], '0') FROM pgmigrate.jobs WHERE job_id = $1)
+           FROM pgmigrate.jobs j JOIN pg_stat_activity a ON a.pid = j.driver_pid
+          WHERE j.kind = 'create_index' AND j.job_id > $1 AND a.wait_event_type = 'Lock'"
+    } else {
+        "SELECT a.pid, coalesce(j.cursor[1], '0') FROM pgmigrate.jobs j JOIN pg_stat_activity a ON a.pid = j.driver_pid
+          WHERE j.job_id = $1 AND a.wait_event_type = 'Lock'"
+    };
+    let (pid, step): (i32, String) =
+        wait_until(&format!("job {job} to wait for a lock"), LONG, || {
+            let (s, error, _) = state(&mut c, job);
+            assert!(
+                !matches!(s.as_str(), "succeeded" | "failed" | "cancelled"),
+                "job {job} ended {s}: {error:?}"
+            );
+            c.query_opt(sql, &[&job])
+                .unwrap()
+                .map(|r| (r.get(0), r.get(1)))
+        });
+    drop(c);
+    cluster.kill_9(pid);
+    (cluster.connect(db), step)
+}
+
+#[test]
+fn each_lock_taking_step_goes_on_after_kill_9_while_it_waits() {
+    let cluster = Cluster::start("alter_type_steps");
+
+    // Expand (step 1 of 9) and contract (9 of 9), each killed while it
+    // waits behind a reader of the table.
+    let mut c = cluster.create_db("s_ends");
+    tables(&mut c, 20_000);
+    let before = checksum(&mut c, 20_000);
+    let mut reader = cluster.connect("s_ends");
+    reader
+        .batch_execute("BEGIN; LOCK TABLE parent IN ACCESS SHARE MODE;")
+        .unwrap();
+    let id: i64 = one(
+        &mut c,
+        "SELECT migrate_alter_type('parent', 'id', 'bigint', complete => 'manual', lock_timeout => '60s')",
+    );
+    let (mut c, step) = kill_while_it_waits(&cluster, "s_ends", c, id, false);
+    drop(reader);
+    assert_eq!(step, "0", "killed at the expand");
+    wait_state(&mut c, id, "paused");
+    let mut reader = cluster.connect("s_ends");
+    reader
+        .batch_execute("BEGIN; LOCK TABLE parent IN ACCESS SHARE MODE;")
+        .unwrap();
+    c.batch_execute(&format!("SELECT migrate_complete({id})"))
+        .unwrap();
+    let (mut c, step) = kill_while_it_waits(&cluster, "s_ends", c, id, false);
+    drop(reader);
+    assert_eq!(step, "8", "killed at the contract");
+    wait_state(&mut c, id, "succeeded");
+    assert_eq!(column_type(&mut c, "parent", "id"), "bigint");
+    all_valid(&mut c);
+    assert_eq!(leftovers(&mut c), 0);
+    assert_eq!(checksum(&mut c, 20_000), before);
+    drop(c);
+
+    // The NOT NULL check (step 3 of 9): the reader comes during the
+    // backfill, which it does not hold back.
+    let mut c = cluster.create_db("s_check");
+    tables(&mut c, 20_000);
+    let before = checksum(&mut c, 20_000);
+    let id: i64 = one(
+        &mut c,
+        "SELECT migrate_alter_type('parent', 'id', 'bigint', max_rows_per_second => 4000, lock_timeout => '60s')",
+    );
+    wait_step(&mut c, id, "1");
+    let mut reader = cluster.connect("s_check");
+    reader
+        .batch_execute("BEGIN; LOCK TABLE parent IN ACCESS SHARE MODE;")
+        .unwrap();
+    let (mut c, step) = kill_while_it_waits(&cluster, "s_check", c, id, false);
+    drop(reader);
+    assert_eq!(step, "2", "killed at the check");
+    wait_state(&mut c, id, "succeeded");
+    assert_eq!(column_type(&mut c, "parent", "id"), "bigint");
+    all_valid(&mut c);
+    assert_eq!(leftovers(&mut c), 0);
+    assert_eq!(checksum(&mut c, 20_000), before);
+    drop(c);
+
+    // An index build (step 5 of 9): a writer's open transaction holds
+    // CREATE INDEX CONCURRENTLY back; its worker is killed while it waits.
+    let mut c = cluster.create_db("s_index");
+    tables(&mut c, 20_000);
+    let before = checksum(&mut c, 20_000);
+    let indexes_before: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM pg_index WHERE indrelid = 'parent'::regclass",
+    );
+    let id: i64 = one(
+        &mut c,
+        "SELECT migrate_alter_type('parent', 'score', 'bigint', max_rows_per_second => 4000)",
+    );
+    wait_step(&mut c, id, "1");
+    let mut writer = cluster.connect("s_index");
+    writer
+        .batch_execute("BEGIN; LOCK TABLE parent IN ROW EXCLUSIVE MODE;")
+        .unwrap();
+    let (mut c, step) = kill_while_it_waits(&cluster, "s_index", c, id, true);
+    drop(writer);
+    assert_eq!(step, "4", "killed during the index step");
+    wait_state(&mut c, id, "succeeded");
+    assert_eq!(column_type(&mut c, "parent", "score"), "bigint");
+    all_valid(&mut c);
+    assert_eq!(leftovers(&mut c), 0);
+    assert_eq!(checksum(&mut c, 20_000), before);
+    let indexes_after: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM pg_index WHERE indrelid = 'parent'::regclass",
+    );
+    assert_eq!(indexes_after, indexes_before, "no index lost or left over");
+    let def: String = one(
+        &mut c,
+        "SELECT pg_get_indexdef('parent_score_idx'::regclass)",
+    );
+    assert_eq!(
+        def,
+        "CREATE INDEX parent_score_idx ON public.parent USING btree (score)"
+    );
+}

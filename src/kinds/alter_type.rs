@@ -114,6 +114,9 @@ pub struct BackfillPace {
     pub target_batch_ms: Option<i32>,
     pub max_rows_per_second: Option<i32>,
     pub max_replay_lag_ms: Option<i64>,
+    /// As migrate_backfill's max_wal_per_second ('20MB').
+    #[serde(default)]
+    pub max_wal_per_second: Option<String>,
 }
 
 const EXPAND: usize = 0;
@@ -474,7 +477,7 @@ fn backfill_step(job: &Job, spec: &AlterTypeSpec, extra: &[String], driver: Driv
                 .map(|ms| Interval::from_micros(ms * 1000)),
             None,
             spec.backfill.max_rows_per_second,
-            None,
+            spec.backfill.max_wal_per_second.as_deref(),
             None,
             None,
             None,
@@ -1286,6 +1289,7 @@ fn migrate_alter_type(
     target_batch_ms: default!(Option<i32>, NULL),
     max_rows_per_second: default!(Option<i32>, NULL),
     max_replay_lag: default!(Option<Interval>, NULL),
+    max_wal_per_second: default!(Option<&str>, NULL),
     lock_timeout: default!(Option<Interval>, "'2s'"),
     max_retries: default!(Option<i32>, 10),
     run_at: default!(Option<TimestampWithTimeZone>, NULL),
@@ -1338,7 +1342,7 @@ fn migrate_alter_type(
         max_replay_lag,
         None,
         max_rows_per_second,
-        None,
+        max_wal_per_second,
         None,
         None,
         None,
@@ -1347,6 +1351,7 @@ fn migrate_alter_type(
         target_batch_ms,
         max_rows_per_second,
         max_replay_lag_ms: max_replay_lag.map(|i| interval_ms("max_replay_lag", Some(i))),
+        max_wal_per_second: max_wal_per_second.map(str::to_string),
     };
     let migration = migration_option(migration);
     let gates = gate_options(after_jobs, after_migration);
