@@ -92,6 +92,7 @@ wait_job() {
     done
 }
 now() { date +%s.%N; }
+secs() { awk -v a="$2" -v b="$1" 'BEGIN { printf "%.1f", a - b }'; }
 # Let the disk catch up before a phase is measured: a checkpoint, then the
 # kernel's dirty pages written out (this machine's disk writes ~45 MB/s, and
 # a writer's commits wait behind write-back of the phase before).
@@ -145,6 +146,19 @@ hold_a=$(longest_hold a "$t0" "$t1")
 wrows_a=$($Q -c "SELECT count(*) FROM parent_a WHERE name = 'w'")
 steps=$($Q -c "SELECT string_agg(kind || ' ' || round(extract(epoch FROM finished_at - started_at)::numeric, 1) || ' s', ', ' ORDER BY job_id)
                  FROM pgmigrate.jobs WHERE job_id > $job")
+# The writer during each job the type change queued, and during the rest
+# (its own steps: expand, checks, cut-over, validation, contract).
+$Q -F ' ' -c "SELECT kind, extract(epoch FROM started_at), extract(epoch FROM finished_at)
+                FROM pgmigrate.jobs WHERE job_id > $job AND started_at IS NOT NULL ORDER BY job_id" > "$WORK/windows"
+: > "$WORK/inside.lat"
+: > "$WORK/phases"
+while read -r kind from to; do
+    latencies wa "$from" "$to" > "$WORK/phase.lat"
+    cat "$WORK/phase.lat" >> "$WORK/inside.lat"
+    printf '| %s | %s | %s | %s | %s |\n' "$kind" "$(secs "$from" "$to")" "$(wc -l < "$WORK/phase.lat")" \
+        "$(pct 99 < "$WORK/phase.lat")" "$(tail -n1 "$WORK/phase.lat")" >> "$WORK/phases"
+done < "$WORK/windows"
+comm -23 <(sort "$WORK/job.lat") <(sort "$WORK/inside.lat") | sort -n > "$WORK/rest.lat"
 
 # 3. the same change as one ALTER TABLE.
 before_b=$(checksum b)
@@ -197,7 +211,6 @@ n1=$(now)
 wait "$wpid"
 latencies wn "$n0" "$n1" > "$WORK/nn.lat"
 
-secs() { awk -v a="$2" -v b="$1" 'BEGIN { printf "%.1f", a - b }'; }
 row() {   # row LABEL FILE SECONDS
     printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$3" "$(wc -l < "$2")" "$(pct 50 < "$2")" "$(pct 99 < "$2")" "$(tail -n1 "$2")"
 }
@@ -222,6 +235,14 @@ echo "| longest ACCESS EXCLUSIVE hold seen on parent or child | $hold_a ms | $ho
 echo "| writer transactions that failed | $(failed wa) | $(failed wb) |"
 echo "| rows that were there before (count:md5 of id, name) | $( [ "$before_a" = "$after_a" ] && echo same || echo DIFFERENT ) | $( [ "$before_b" = "$after_b" ] && echo same || echo DIFFERENT ) |"
 echo "| result | $(valid a) | $(valid b) |"
+echo
+echo "The writer during each job the type change queued, and during its own steps (expand, checks,"
+echo "cut-over, foreign key validation, contract):"
+echo
+echo "| during | seconds | writes | p99 ms | max ms |"
+echo "|---|---:|---:|---:|---:|"
+cat "$WORK/phases"
+printf '| the type change'"'"'s own steps | | %s | %s | %s |\n' "$(wc -l < "$WORK/rest.lat")" "$(pct 99 < "$WORK/rest.lat")" "$(tail -n1 "$WORK/rest.lat")"
 echo
 echo "- Before the cut-over, rows whose shadow column differed from the old one: $differ."
 echo "- Writer rows in the table: $wrows_a; writer transactions logged: $(writes wa) (each inserts one parent)."
