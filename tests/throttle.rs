@@ -245,6 +245,43 @@ fn a_wal_budget_holds() {
 }
 
 #[test]
+fn a_wal_budget_is_spent_in_small_batches_not_bursts() {
+    // 200 kB/s over the default 200 ms target: about 40 kB of WAL a batch.
+    // Left to itself, the job's batches would grow past 1,000 rows (about
+    // 100 kB each here), and every write committed during one would wait
+    // for its flush.
+    let cluster = Cluster::start("wal-budget-cap");
+    let mut c = cluster.create_db("app");
+    items(&mut c, 8_000);
+    let id = submit(
+        &mut c,
+        "SELECT migrate_backfill('items', 'n = n + 1', max_wal_per_second => '200kB')",
+    );
+    wait_done(&mut c, id);
+    let (first, later, batches): (i64, i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT max(wal_bytes) FILTER (WHERE batch_no = 1)::bigint,
+                        max(wal_bytes) FILTER (WHERE batch_no > 1)::bigint, count(*)
+                   FROM migrate_batches WHERE job_id = $1",
+                &[&id],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    let per_batch = 200 * 1024 / 5;
+    assert!(
+        first > per_batch,
+        "the first batch ({first} bytes) sets the estimate"
+    );
+    assert!(
+        later <= per_batch * 3 / 2,
+        "a batch after the first wrote {later} bytes of WAL; the budget allows {per_batch} per target duration ({batches} batches)"
+    );
+    assert_once(&mut c, 8_000);
+}
+
+#[test]
 fn a_lock_timeout_retries_with_a_halved_batch() {
     let cluster = Cluster::start("halve");
     let mut c = cluster.create_db("app");

@@ -158,6 +158,22 @@ pub fn budget_cap(max_rows_per_second: i64, target_ms: f64) -> Option<i64> {
         .then(|| ((max_rows_per_second as f64 * target_ms / 1000.0).round() as i64).max(1))
 }
 
+/// The same under a WAL budget: no more keys than the budget's bytes for one
+/// target duration cover, at the WAL per key seen so far (`None` before the
+/// first batch).  A batch's WAL is flushed at its commit, and every write
+/// that commits meanwhile waits for that flush too: a budget spent in a few
+/// big batches makes those writes wait, the same budget in small ones not.
+pub fn wal_budget_cap(
+    max_wal_bytes_per_second: i64,
+    target_ms: f64,
+    wal_per_key: Option<f64>,
+) -> Option<i64> {
+    let per_key = wal_per_key.filter(|w| *w > 0.0)?;
+    (max_wal_bytes_per_second > 0).then(|| {
+        ((max_wal_bytes_per_second as f64 * target_ms / 1000.0 / per_key).round() as i64).max(1)
+    })
+}
+
 /// `ms` spread over 75% to 125% of itself, so that many jobs retrying after
 /// the same lock do not retry in step.  `seed` is any number that differs
 /// between jobs and attempts.
@@ -313,6 +329,12 @@ mod tests {
         assert_eq!(budget_cap(1_000, 200.0), Some(200));
         assert_eq!(budget_cap(1, 200.0), Some(1));
         assert_eq!(budget_cap(0, 200.0), None);
+        // 100 kB/s for 200 ms is 20,000 bytes: 200 keys at 100 bytes each
+        assert_eq!(wal_budget_cap(100_000, 200.0, Some(100.0)), Some(200));
+        assert_eq!(wal_budget_cap(100_000, 200.0, Some(1e9)), Some(1));
+        assert_eq!(wal_budget_cap(100_000, 200.0, None), None);
+        assert_eq!(wal_budget_cap(100_000, 200.0, Some(0.0)), None);
+        assert_eq!(wal_budget_cap(0, 200.0, Some(100.0)), None);
     }
 
     #[test]

@@ -201,6 +201,28 @@ thread_local! {
     /// Per job driven by this backend: when its last batch ended and how
     /// long the budget wait after it was.
     static CLOCK: RefCell<HashMap<i64, (Instant, f64)>> = RefCell::new(HashMap::new());
+    /// Per job driven by this backend: WAL bytes per key walked (a moving
+    /// average), which sizes batches under a WAL budget.
+    static WAL_PER_KEY: RefCell<HashMap<i64, f64>> = RefCell::new(HashMap::new());
+}
+
+/// The WAL per key walked seen so far for a job in this backend.
+pub fn wal_per_key(job_id: i64) -> Option<f64> {
+    WAL_PER_KEY.with_borrow(|m| m.get(&job_id).copied())
+}
+
+/// Count a batch that walked `keys` keys and wrote `wal` bytes.
+pub fn note_wal(job_id: i64, wal: i64, keys: i64) {
+    if keys <= 0 {
+        return;
+    }
+    let seen = wal.max(0) as f64 / keys as f64;
+    WAL_PER_KEY.with_borrow_mut(|m| {
+        let v = m
+            .get(&job_id)
+            .map_or(seen, |old| crate::engine::jobs::ewma(Some(*old), seen, 0.3));
+        m.insert(job_id, v);
+    });
 }
 
 /// The budget wait after a batch that wrote `rows` rows and `wal` bytes and ran
@@ -237,4 +259,5 @@ pub fn budget_wait(
 /// Forget the budget clock of a job (it was claimed anew).
 pub fn reset_clock(job_id: i64) {
     CLOCK.with_borrow_mut(|c| c.remove(&job_id));
+    WAL_PER_KEY.with_borrow_mut(|m| m.remove(&job_id));
 }

@@ -186,9 +186,19 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
     } else {
         1.0
     };
-    let cap = pace_rules::budget_cap(pacing.max_rows_per_second, pacing.sizing.target_ms)
+    let rows_cap = pace_rules::budget_cap(pacing.max_rows_per_second, pacing.sizing.target_ms)
         .map(|rows| ((rows as f64 / written_share.max(1e-6)).round() as i64).max(rows))
         .unwrap_or(i64::MAX);
+    // The WAL budget caps keys at the WAL per key seen so far.
+    let wal_cap = |job_id| {
+        pace_rules::wal_budget_cap(
+            pacing.max_wal_bytes_per_second,
+            pacing.sizing.target_ms,
+            pace::wal_per_key(job_id),
+        )
+        .unwrap_or(i64::MAX)
+    };
+    let cap = rows_cap.min(wal_cap(job.id));
     let size = (job.batch_size as i64).min(cap).max(1);
     let (range, ctid_next) = match &spec.walk {
         Walk::Key { .. } => (
@@ -234,6 +244,7 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
 
     match result {
         Ok((covered, updated, last)) => {
+            pace::note_wal(job.id, wal_bytes, covered);
             let (cursor, finished) = match ctid_next {
                 Some(next) => (vec![next.to_string()], next.to_string() == upper[0]),
                 None => match last {
@@ -260,7 +271,8 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
                     &pacing.sizing,
                 ),
             }
-            .min(cap);
+            .min(rows_cap)
+            .min(wal_cap(job.id));
             let (budget_ms, budget) =
                 pace::budget_wait(job.id, started, batch_ms, updated, wal_bytes, &pacing);
             let wait = match budget {
