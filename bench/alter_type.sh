@@ -3,7 +3,9 @@
 # references, to bigint, while pgbench inserts parents and children and
 # updates parents at a steady rate (2 clients, 100 transactions/s):
 #   1. the writer alone (its baseline p99);
-#   2. migrate_alter_type(parent, id, bigint), every step run by the workers;
+#   2. migrate_alter_type(parent, id, bigint), every step run by the workers,
+#      with a WAL budget in small batches (ALTER_OPTS);
+#   2b. the same at full speed (defaults but lock_timeout), on a fourth pair;
 #   3. the same change as one ALTER TABLE ... ALTER COLUMN ... TYPE bigint on
 #      an identical pair of tables (the baseline);
 #   4. migrate_alter_type again on a third pair, with kill -9 of the worker
@@ -22,7 +24,7 @@ trap 'rm -rf "$WORK"' EXIT
 PGBENCH=/usr/lib/postgresql/15/bin/pgbench
 Q="$PSQL -d $DB -tA -v ON_ERROR_STOP=1"
 $PSQL -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
-for s in a b c; do
+for s in a b c d; do
     $PSQL -d $DB -v ON_ERROR_STOP=1 >/dev/null <<SQL
 CREATE TABLE parent_$s (id serial PRIMARY KEY, name text NOT NULL, score int);
 INSERT INTO parent_$s (name, score) SELECT 'p' || g, g % 1000 FROM generate_series(1, $ROWS) g;
@@ -51,6 +53,16 @@ SQL
     (cd "$WORK" && $PGBENCH -n -c 2 -j 1 -R 100 -T "$2" -h 127.0.0.1 -p "$BENCH_PORT" \
         -U postgres -f "$WORK/w_$1.sql" -l --log-prefix="$3" "$DB" > "$WORK/$3.out" 2>&1) || true
 }
+writer_until() {  # writer_until SET FLAG PREFIX: 10-second writer runs, one after another, until FLAG exists
+    while [ ! -e "$2" ]; do
+        writer "$1" 10 "$3.run"
+        cat "$WORK/$3.run.out" >> "$WORK/$3.out"
+        for f in "$WORK/$3.run".[0-9]*; do mv "$f" "$WORK/$3.${f##*.run.}"; done
+    done
+}
+sampler_until() {  # sampler_until SET FLAG
+    while [ ! -e "$2" ]; do sampler "$1" 10; done
+}
 sampler() {  # sampler SET SECONDS
     cat > "$WORK/s_$1.sql" <<SQL
 INSERT INTO lock_samples SELECT clock_timestamp(), l.pid, l.relation::regclass::text FROM pg_locks l
@@ -66,7 +78,7 @@ pct() { awk -v p="$1" '{ v[NR] = $1 } END { if (NR == 0) { print "n/a"; exit } i
 writes() { cat "$WORK"/"$1".[0-9]* | wc -l; }
 failed() {   # failed PREFIX: transactions that failed or clients that aborted
     local f a
-    f=$(awk -F': ' '/number of failed transactions/ { split($2, x, " "); print x[1] }' "$WORK/$1.out")
+    f=$(awk -F': ' '/number of failed transactions/ { split($2, x, " "); n += x[1] } END { print n + 0 }' "$WORK/$1.out")
     a=$(grep -c "aborted" "$WORK/$1.out" || true)
     echo $(( ${f:-0} + a ))
 }
@@ -84,12 +96,8 @@ checksum() {  # checksum SET: the rows that were there before (count:md5), write
     $Q -c "SELECT count(*) || ':' || md5(string_agg(id::text || ':' || name, ',' ORDER BY id))
              FROM parent_$1 WHERE name <> 'w'"
 }
-wait_job() {
-    while :; do
-        s=$($Q -c "SELECT state FROM pgmigrate.jobs WHERE job_id = $1")
-        case $s in succeeded) return 0 ;; failed|cancelled) echo "job $1 $s" >&2; $Q -c "SELECT error FROM pgmigrate.jobs WHERE job_id = $1" >&2; return 1 ;; esac
-        sleep 0.2
-    done
+wait_job() {  # one session that waits (CALL migrate_wait looks every 0.2 s), not a psql per look
+    $Q -c "CALL migrate_wait($1)" >/dev/null 2>"$WORK/wait.err" || { echo "job $1:" >&2; cat "$WORK/wait.err" >&2; return 1; }
 }
 now() { date +%s.%N; }
 secs() { awk -v a="$2" -v b="$1" 'BEGIN { printf "%.1f", a - b }'; }
@@ -108,36 +116,56 @@ valid() {  # valid SET: "key type, PK, FK, invalid indexes"
                   || ', invalid indexes: ' || (SELECT count(*) FROM pg_index WHERE indrelid IN ('parent_$1'::regclass, 'child_$1'::regclass) AND NOT indisvalid)
              FROM pg_attribute a WHERE a.attrelid = 'parent_$1'::regclass AND a.attname = 'id'"
 }
-SECONDS_JOB=${ALTER_WRITER_SECONDS:-$(( ROWS / 15000 + 30 ))}
-# Short batches, so that a write waits little for one, and a step waits at
-# most 200 ms in the lock queue in front of the writer.
-OPTS=${ALTER_OPTS-", target_batch_ms => 50, lock_timeout => '200ms'"}
+# A WAL budget spent in small batches: the writer's commits wait for the
+# flush of whatever WAL a batch wrote before them, so each batch writes
+# little (about 40 kB here), and a step waits at most 200 ms in the lock
+# queue in front of the writer.
+OPTS=${ALTER_OPTS-", target_batch_ms => 10, max_wal_per_second => '4MB', lock_timeout => '200ms'"}
+FAST_OPTS=", lock_timeout => '200ms'"
 
 # 1. + 2. the writer alone for 20 s, then migrate_alter_type under it.
 before_a=$(checksum a)
 settle
-writer a $(( SECONDS_JOB + 20 )) wa &
+writer_until a "$WORK/a.done" wa &
 wpid=$!
-sampler a $(( SECONDS_JOB + 20 )) &
+sampler_until a "$WORK/a.done" &
 spid=$!
 sleep 20
 t0=$(now)
 job=$($Q -c "SELECT migrate_alter_type('parent_a', 'id', 'bigint'$OPTS)")
 # Between its backfill and its cut-over, the shadow column is compared
-# with the old one (in one snapshot, while the writer goes on).
-differ=n/a
-while :; do
-    step=$($Q -c "SELECT cursor[1] FROM pgmigrate.jobs WHERE job_id = $job")
-    st=$($Q -c "SELECT state FROM pgmigrate.jobs WHERE job_id = $job")
-    if [ -n "$step" ] && [ "$step" -ge 2 ] && [ "$step" -le 5 ]; then
-        differ=$($Q -c "SELECT count(*) FROM parent_a WHERE id_pgm_new IS DISTINCT FROM id::bigint" 2>/dev/null || echo n/a)
-        [ "$differ" != n/a ] && break
-    fi
-    [ "$st" = succeeded ] || [ "$st" = failed ] && break
-    sleep 0.05
-done
+# with the old one (in one snapshot, while the writer goes on), during the
+# concurrent index builds (step 5 of 9): their locks do not conflict with the
+# comparison's ACCESS SHARE, whereas another step's lock would wait behind
+# it, and the writer behind that step.
+# One session looks every 50 ms, each look its own transaction: a psql per
+# look would load this 2-core machine during the measured phase only.
+differ=$($PSQL -d $DB -tA -v ON_ERROR_STOP=1 2>&1 >/dev/null <<SQL | sed -n 's/.*differ=//p'
+DO \$\$
+DECLARE step text; st text; d bigint;
+BEGIN
+    LOOP
+        SELECT cursor[1], state INTO step, st FROM pgmigrate.jobs WHERE job_id = $job;
+        IF step::int = 4 THEN
+            SELECT count(*) INTO d FROM parent_a WHERE id_pgm_new IS DISTINCT FROM id::bigint;
+            RAISE NOTICE 'differ=%', d;
+            RETURN;
+        END IF;
+        IF step::int > 4 OR st IN ('succeeded', 'failed', 'cancelled') THEN
+            RAISE NOTICE 'differ=n/a';
+            RETURN;
+        END IF;
+        COMMIT;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+\$\$;
+SQL
+)
+differ=${differ:-n/a}
 wait_job "$job"
 t1=$(now)
+touch "$WORK/a.done"
 wait "$wpid" "$spid"
 after_a=$(checksum a)
 latencies wa 0 "$t0" > "$WORK/base.lat"
@@ -159,6 +187,22 @@ while read -r kind from to; do
         "$(pct 99 < "$WORK/phase.lat")" "$(tail -n1 "$WORK/phase.lat")" >> "$WORK/phases"
 done < "$WORK/windows"
 comm -23 <(sort "$WORK/job.lat") <(sort "$WORK/inside.lat") | sort -n > "$WORK/rest.lat"
+
+# 2b. the same change at full speed, on a fourth pair.
+settle
+SECONDS_FAST=${ALTER_FAST_SECONDS:-$(( ROWS / 50000 + 40 ))}
+writer d "$SECONDS_FAST" wd &
+wpid=$!
+sampler d "$SECONDS_FAST" &
+spid=$!
+sleep 5
+f0=$(now)
+jobd=$($Q -c "SELECT migrate_alter_type('parent_d', 'id', 'bigint'$FAST_OPTS)")
+wait_job "$jobd"
+f1=$(now)
+wait "$wpid" "$spid"
+latencies wd "$f0" "$f1" > "$WORK/fast.lat"
+hold_d=$(longest_hold d "$f0" "$f1")
 
 # 3. the same change as one ALTER TABLE.
 before_b=$(checksum b)
@@ -226,6 +270,7 @@ echo "| during | seconds | writes | p50 ms | p99 ms | max ms |"
 echo "|---|---:|---:|---:|---:|---:|"
 row "the writer alone (baseline)" "$WORK/base.lat" 20
 row "migrate_alter_type(parent, id, bigint${OPTS})" "$WORK/job.lat" "$(secs "$t0" "$t1")"
+row "migrate_alter_type(parent, id, bigint${FAST_OPTS}): full speed" "$WORK/fast.lat" "$(secs "$f0" "$f1")"
 row "ALTER TABLE ... ALTER COLUMN id TYPE bigint (baseline)" "$WORK/plain.lat" "$(secs "$p0" "$p1")"
 row "migrate_set_not_null(parent, score), lock_timeout 500 ms" "$WORK/nn.lat" "$(secs "$n0" "$n1")"
 echo
@@ -247,6 +292,7 @@ echo
 echo "- Before the cut-over, rows whose shadow column differed from the old one: $differ."
 echo "- Writer rows in the table: $wrows_a; writer transactions logged: $(writes wa) (each inserts one parent)."
 echo "- The jobs migrate_alter_type queued and ran: $steps."
+echo "- At full speed: longest ACCESS EXCLUSIVE hold seen $hold_d ms, writer transactions that failed $(failed wd), result: $(valid d)."
 echo "- kill -9 of the worker running the backfill $killed: the type change finished in $(secs "$k0" "$k1") s,"
 echo "  the rows that were there before are $( [ "$before_c" = "$after_c" ] && echo the same || echo DIFFERENT ), result: $(valid c);"
 echo "  the backfill updated $updated_c rows in all (each row once across the crash: $( [ "$updated_c" = "$ROWS" ] && echo yes || echo NO ))."
