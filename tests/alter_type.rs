@@ -125,6 +125,25 @@ struct Writer {
 }
 
 /// Inserts a parent and a child of it, and updates a parent, without pause.
+/// The type change `id` ends well: succeeded, `column` of the new type,
+/// every constraint and index valid, nothing of the job left, the first
+/// `rows` rows as `before`.
+fn ends_well(c: &mut Client, id: i64, column: &str, new_type: &str, rows: i64, before: &str) {
+    wait_state(c, id, "succeeded");
+    assert_eq!(column_type(c, "parent", column), new_type);
+    all_valid(c);
+    assert_eq!(leftovers(c), 0);
+    assert_eq!(checksum(c, rows), before);
+}
+
+/// A session of `db` that holds `mode` on parent in an open transaction.
+fn holding(cluster: &Cluster, db: &str, mode: &str) -> Client {
+    let mut h = cluster.connect(db);
+    h.batch_execute(&format!("BEGIN; LOCK TABLE parent IN {mode} MODE;"))
+        .unwrap();
+    h
+}
+
 fn writer(cluster: &Cluster, rows: i64) -> Writer {
     let stop = Arc::new(AtomicBool::new(false));
     let mut w = cluster.connect("app");
@@ -293,11 +312,7 @@ fn a_type_change_goes_on_at_its_step_after_kill_9_and_an_immediate_restart() {
     cluster.restart("immediate");
     drop(reader);
     let mut c = cluster.connect("app");
-    wait_state(&mut c, id, "succeeded");
-    assert_eq!(column_type(&mut c, "parent", "id"), "bigint");
-    all_valid(&mut c);
-    assert_eq!(leftovers(&mut c), 0);
-    assert_eq!(checksum(&mut c, 1_000_000), before);
+    ends_well(&mut c, id, "id", "bigint", 1_000_000, &before);
     // The backfill resumed where it was: each row updated once.
     let updated: i64 = one(
         &mut c,
@@ -607,10 +622,7 @@ fn each_lock_taking_step_goes_on_after_kill_9_while_it_waits() {
     let mut c = cluster.create_db("s_ends");
     tables(&mut c, 20_000);
     let before = checksum(&mut c, 20_000);
-    let mut reader = cluster.connect("s_ends");
-    reader
-        .batch_execute("BEGIN; LOCK TABLE parent IN ACCESS SHARE MODE;")
-        .unwrap();
+    let reader = holding(&cluster, "s_ends", "ACCESS SHARE");
     let id: i64 = one(
         &mut c,
         "SELECT migrate_alter_type('parent', 'id', 'bigint', complete => 'manual', lock_timeout => '60s')",
@@ -619,20 +631,13 @@ fn each_lock_taking_step_goes_on_after_kill_9_while_it_waits() {
     drop(reader);
     assert_eq!(step, "0", "killed at the expand");
     wait_state(&mut c, id, "paused");
-    let mut reader = cluster.connect("s_ends");
-    reader
-        .batch_execute("BEGIN; LOCK TABLE parent IN ACCESS SHARE MODE;")
-        .unwrap();
+    let reader = holding(&cluster, "s_ends", "ACCESS SHARE");
     c.batch_execute(&format!("SELECT migrate_complete({id})"))
         .unwrap();
     let (mut c, step) = kill_while_it_waits(&cluster, "s_ends", c, id, false);
     drop(reader);
     assert_eq!(step, "8", "killed at the contract");
-    wait_state(&mut c, id, "succeeded");
-    assert_eq!(column_type(&mut c, "parent", "id"), "bigint");
-    all_valid(&mut c);
-    assert_eq!(leftovers(&mut c), 0);
-    assert_eq!(checksum(&mut c, 20_000), before);
+    ends_well(&mut c, id, "id", "bigint", 20_000, &before);
     drop(c);
 
     // The NOT NULL check (step 3 of 9): the reader comes during the
@@ -645,18 +650,11 @@ fn each_lock_taking_step_goes_on_after_kill_9_while_it_waits() {
         "SELECT migrate_alter_type('parent', 'id', 'bigint', max_rows_per_second => 4000, lock_timeout => '60s')",
     );
     wait_step(&mut c, id, "1");
-    let mut reader = cluster.connect("s_check");
-    reader
-        .batch_execute("BEGIN; LOCK TABLE parent IN ACCESS SHARE MODE;")
-        .unwrap();
+    let reader = holding(&cluster, "s_check", "ACCESS SHARE");
     let (mut c, step) = kill_while_it_waits(&cluster, "s_check", c, id, false);
     drop(reader);
     assert_eq!(step, "2", "killed at the check");
-    wait_state(&mut c, id, "succeeded");
-    assert_eq!(column_type(&mut c, "parent", "id"), "bigint");
-    all_valid(&mut c);
-    assert_eq!(leftovers(&mut c), 0);
-    assert_eq!(checksum(&mut c, 20_000), before);
+    ends_well(&mut c, id, "id", "bigint", 20_000, &before);
     drop(c);
 
     // An index build (step 5 of 9): a writer's open transaction holds
@@ -673,18 +671,11 @@ fn each_lock_taking_step_goes_on_after_kill_9_while_it_waits() {
         "SELECT migrate_alter_type('parent', 'score', 'bigint', max_rows_per_second => 4000)",
     );
     wait_step(&mut c, id, "1");
-    let mut writer = cluster.connect("s_index");
-    writer
-        .batch_execute("BEGIN; LOCK TABLE parent IN ROW EXCLUSIVE MODE;")
-        .unwrap();
+    let writer = holding(&cluster, "s_index", "ROW EXCLUSIVE");
     let (mut c, step) = kill_while_it_waits(&cluster, "s_index", c, id, true);
     drop(writer);
     assert_eq!(step, "4", "killed during the index step");
-    wait_state(&mut c, id, "succeeded");
-    assert_eq!(column_type(&mut c, "parent", "score"), "bigint");
-    all_valid(&mut c);
-    assert_eq!(leftovers(&mut c), 0);
-    assert_eq!(checksum(&mut c, 20_000), before);
+    ends_well(&mut c, id, "score", "bigint", 20_000, &before);
     let indexes_after: i64 = one(
         &mut c,
         "SELECT count(*) FROM pg_index WHERE indrelid = 'parent'::regclass",
