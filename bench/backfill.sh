@@ -23,7 +23,7 @@ VACUUM ANALYZE $1;
 SQL
 }
 $PSQL -d $DB -c "CREATE EXTENSION pg_migrate" -c "CREATE TABLE timings (what text, seconds float8)" >/dev/null
-for t in orders_single orders_loop orders_job orders_job_where; do make_table $t "$ROWS"; done
+for t in orders_single orders_loop orders_job orders_job_where orders_parallel; do make_table $t "$ROWS"; done
 make_table orders_small "$SMALL"
 $PSQL -d $DB -c "CHECKPOINT" >/dev/null
 
@@ -54,9 +54,9 @@ watch_worker() {   # watch_worker JOB OUTFILE: samples until the job's worker is
     echo "$peak" > "$out"
 }
 
-run_job() {   # run_job TABLE LABEL [WHERE]: submit, follow, time from submit to finish
-    local job where=${3:-}
-    job=$($PSQL -d $DB -tAc "SELECT migrate_backfill('$1', 'amount_cents = (amount * 100)::bigint'${where:+, '$where'})")
+run_job() {   # run_job TABLE LABEL [WHERE [OPTIONS]]: submit, follow, time from submit to finish
+    local job where=${3:-} opts=${4:-}
+    job=$($PSQL -d $DB -tAc "SELECT migrate_backfill('$1', 'amount_cents = (amount * 100)::bigint'${where:+, '$where'}$opts)")
     watch_worker "$job" "/tmp/pgm_rss_$2" &
     $PSQL -d $DB -c "SET client_min_messages = warning" -c "CALL migrate_wait($job)" >/dev/null
     wait
@@ -85,8 +85,10 @@ SQL
 job=$(run_job orders_job job)
 run_job orders_job_where job_where "amount_cents IS NULL" >/dev/null
 small=$(run_job orders_small job_small)
+run_job orders_parallel job_parallel "" ", parallel => 2" >/dev/null
 
 check=$($PSQL -d $DB -tAc "SELECT (SELECT count(*) FROM orders_job WHERE amount_cents = (amount * 100)::bigint) = $ROWS
+                            AND (SELECT count(*) FROM orders_parallel WHERE amount_cents = (amount * 100)::bigint) = $ROWS
                             AND (SELECT count(*) FROM orders_single WHERE amount_cents IS NULL) = 0
                             AND (SELECT count(*) FROM orders_loop WHERE amount_cents IS NULL) = 0")
 [ "$check" = t ] || { echo "backfill result check failed" >&2; exit 1; }
@@ -127,6 +129,16 @@ SELECT format('| %s | %s | %s | %s |',
   FROM timings WHERE what IN ('single', 'loop', 'job', 'job_where')
  ORDER BY CASE what WHEN 'single' THEN 1 WHEN 'loop' THEN 2 WHEN 'job' THEN 3 ELSE 4 END;
 SQL
+read -r single_s job_s par_s < <($PSQL -d $DB -tA -F' ' -c "
+    SELECT round(max(seconds) FILTER (WHERE what = 'single')::numeric, 2), round(max(seconds) FILTER (WHERE what = 'job')::numeric, 2),
+           round(max(seconds) FILTER (WHERE what = 'job_parallel')::numeric, 2) FROM timings")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r >= t ? "met" : "MISSED") }'; }
+echo
+echo "**Parallel:** \\`migrate_backfill(..., parallel => 2)\\` on another identical copy: $par_s s, two slices of the"
+echo "key range in two workers at once: $(ratio "$single_s" "$par_s")x the single UPDATE (target >= 1.6x:"
+echo "$(verdict "$(ratio "$single_s" "$par_s")" 1.6)). The default migrate_backfill: $(ratio "$single_s" "$job_s")x the single UPDATE"
+echo "(target >= 0.95x: $(verdict "$(ratio "$single_s" "$job_s")" 0.95))."
 echo
 echo "**Worker memory** (peak RssAnon, the worker's private memory, shared buffers excluded, sampled"
 echo "every 100 ms): $(fmt "$rss_small") kB on $(fmt "$SMALL") rows, $(fmt "$rss_big") kB on $(fmt "$ROWS") rows."

@@ -73,6 +73,8 @@ CREATE TABLE pgmigrate.jobs (
     started_at      timestamptz,
     updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     finished_at     timestamptz,
+    parent_id       bigint      REFERENCES pgmigrate.jobs ON DELETE CASCADE,
+    slice           text,
     CONSTRAINT jobs_state_check
         CHECK (state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'running', 'paused', 'waiting', 'succeeded', 'failed', 'cancelled']::pg_catalog.text[])),
     CONSTRAINT jobs_wait_check CHECK (state OPERATOR(pg_catalog.<>) 'waiting' OR wait_reason IS NOT NULL),
@@ -81,6 +83,7 @@ CREATE TABLE pgmigrate.jobs (
 );
 CREATE INDEX jobs_unfinished_idx ON pgmigrate.jobs (job_id)
     WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'running', 'paused', 'waiting']::pg_catalog.text[]);
+CREATE INDEX jobs_parent_idx ON pgmigrate.jobs (parent_id) WHERE parent_id IS NOT NULL;
 ALTER SEQUENCE pgmigrate.job_id_seq OWNED BY pgmigrate.jobs.job_id;
 
 -- Gates: a job does not start before every gate of its own is open: the
@@ -155,6 +158,8 @@ COMMENT ON COLUMN pgmigrate.jobs.throttled_batch_ms IS 'time waited for throttle
 COMMENT ON COLUMN pgmigrate.jobs.skipped IS 'rows skipped because they failed (on_error => ''skip'')';
 COMMENT ON COLUMN pgmigrate.jobs.phase IS 'index jobs: what the worker does now (building, cleaning up); the build''s own phase comes from pg_stat_progress_create_index';
 COMMENT ON COLUMN pgmigrate.jobs.index_oid IS 'index jobs: the index dropped or rebuilt, or the index built once it exists';
+COMMENT ON COLUMN pgmigrate.jobs.parent_id IS 'a slice of a parallel or partitioned backfill: the job it is part of (pause, resume, cancel and retry of that job act on its slices)';
+COMMENT ON COLUMN pgmigrate.jobs.slice IS 'a slice: what part of the job it does (a key range, a partition)';
 COMMENT ON COLUMN pgmigrate.jobs.driver_pid IS 'backend running the job now (a worker or a session in migrate_run)';
 
 -- Is backend `pid`, started at `started`, still there?  The start time

@@ -176,6 +176,13 @@ pub enum MigrateError {
     #[error("set_clause assigns key column \"{column}\"")]
     KeyInSet { column: String },
 
+    #[error("permission denied for partition {partition}")]
+    PartitionPrivilege {
+        partition: String,
+        privilege: &'static str,
+        role: String,
+    },
+
     #[error("{arg} is not a valid {expected}")]
     BadClause {
         arg: &'static str,
@@ -351,6 +358,7 @@ impl MigrateError {
             NotATable { .. } => "42809",          // wrong_object_type
             CannotBackfill { .. } => "0A000",     // feature_not_supported
             KeyInSet { .. } => "22023",           // invalid_parameter_value
+            PartitionPrivilege { .. } => "42501", // insufficient_privilege
             BadClause { .. } => "42601",          // syntax_error
             Smuggled { .. } => "42601",           // syntax_error
             NeedsWhere { .. } => "22023",         // invalid_parameter_value
@@ -434,6 +442,9 @@ impl MigrateError {
             NotATable { kind, .. } | NotATableFor { kind, .. } => Some(format!("It is a {kind}.")),
             PartitionedTable { why, .. } | CannotChange { why, .. } => Some((*why).to_string()),
             CannotBackfill { why, .. } => Some(why.clone()),
+            PartitionPrivilege { privilege, role, .. } => Some(format!(
+                "A backfill of a partitioned table updates each partition directly, and PostgreSQL checks a partition's own privileges when it is named: role {role} lacks {privilege} on it."
+            )),
             NotCreateIndex { found } => Some(found.clone()),
             CannotIndex { why, .. } => Some(why.clone()),
             NotAnIndex { kind, .. } => Some(format!("It is a {kind}.")),
@@ -556,6 +567,9 @@ impl MigrateError {
                 "Wait for it, or stop it with migrate_pause({job_id}) and run it here afterwards."
             )),
             NotATable { .. } => Some("migrate_backfill() updates ordinary and partitioned tables.".into()),
+            PartitionPrivilege { partition, role, .. } => Some(format!(
+                "GRANT SELECT, UPDATE ON {partition} TO {role}; (on every partition), or submit the job as the table's owner."
+            )),
             KeyInSet { .. } => Some(
                 "A backfill walks the table by its key, so the key must not change under it; change key columns with a regular migration."
                     .into(),

@@ -101,8 +101,28 @@ fn control(id: Option<i64>, action: Control) {
             _ => {}
         }
     });
-    if to == JobState::Queued {
+    // A job split into slices: the same request acts on each slice it
+    // applies to (a slice that has succeeded stays so).
+    let slices = as_owner(|| jobs::slices(job.id));
+    let mut woken = false;
+    for slice in &slices {
+        let Ok(slice_to) = rules::control(slice.id, action, slice.state) else {
+            continue;
+        };
+        as_owner(|| {
+            let reason = match action {
+                Control::Pause => Some(format!("paused with job {} by {who}", job.id)),
+                _ => None,
+            };
+            jobs::set_state(slice.id, slice_to, reason.as_deref(), false);
+        });
+        woken |= slice_to == JobState::Queued;
+    }
+    if to == JobState::Queued || woken {
         announce(job.id, worker_only(&job));
+    } else if job.parent.is_some() {
+        // A slice that stops frees a place for a sibling.
+        crate::kinds::queue::wake();
     }
 }
 

@@ -28,12 +28,18 @@ const GATES_OPEN: &str = "pgmigrate.gate_closed(j.job_id) IS NULL";
 
 /// A job of a kind that runs one at a time on a table (with the other
 /// kinds of its group, `pgmigrate.kinds.one_per_table`) waits while another
-/// such job on the same table runs.
+/// such job on the same table runs; a slice of a backfill waits while as
+/// many of its siblings run as its job's `parallel` allows.
 const NOT_BLOCKED: &str = "NOT EXISTS (
        SELECT 1 FROM pgmigrate.kinds k, pgmigrate.jobs o, pgmigrate.kinds ok
         WHERE k.kind = j.kind AND o.relid = j.relid AND o.job_id <> j.job_id
           AND ok.kind = o.kind AND ok.one_per_table = k.one_per_table
-          AND o.driver_pid IS NOT NULL AND pgmigrate.backend_alive(o.driver_pid, o.driver_started))";
+          AND o.driver_pid IS NOT NULL AND pgmigrate.backend_alive(o.driver_pid, o.driver_started))
+   AND (j.parent_id IS NULL OR (
+       SELECT count(*) FROM pgmigrate.jobs s
+        WHERE s.parent_id = j.parent_id AND s.job_id <> j.job_id
+          AND s.driver_pid IS NOT NULL AND pgmigrate.backend_alive(s.driver_pid, s.driver_started))
+       < (SELECT coalesce((p.spec ->> 'parallel')::int, 1) FROM pgmigrate.jobs p WHERE p.job_id = j.parent_id))";
 
 /// A job as a step sees it.
 #[derive(Debug, Clone)]
@@ -69,6 +75,8 @@ pub struct Job {
     /// Index jobs: the index dropped or rebuilt (or built).
     pub index_oid: Option<pg_sys::Oid>,
     pub wait_reason: Option<String>,
+    /// A slice of a parallel or partitioned backfill: the job it is part of.
+    pub parent: Option<i64>,
     /// This backend drives the job now.
     pub mine: bool,
     /// Another backend that is alive drives the job now.
@@ -80,7 +88,7 @@ const JOB_COLUMNS: &str =
        j.lower_bound, j.upper_bound, j.rows_done, j.rows_updated, j.rows_estimate, j.batches,
        j.batch_size, j.rate, j.retries, j.error, j.error_sqlstate, j.error_detail,
        j.migration_app, j.migration_name, j.migration_run, j.driver_pid, j.driver_kind,
-       j.ms_per_row, j.throttled_batch_ms, j.index_oid, j.wait_reason";
+       j.ms_per_row, j.throttled_batch_ms, j.index_oid, j.wait_reason, j.parent_id";
 
 fn job_from(row: &SpiHeapTupleData<'_>, mine_at: usize) -> Job {
     let get = "reading a job";
@@ -116,6 +124,7 @@ fn job_from(row: &SpiHeapTupleData<'_>, mine_at: usize) -> Job {
         throttled_batch_ms: row.get(27).or_bug(get).unwrap_or(0),
         index_oid: row.get(28).or_bug(get),
         wait_reason: row.get(29).or_bug(get),
+        parent: row.get(30).or_bug(get),
         mine: row.get(mine_at).or_bug(get).unwrap_or(false),
         driven_elsewhere: row.get(mine_at + 1).or_bug(get).unwrap_or(false),
     }
@@ -140,7 +149,7 @@ pub fn get(id: i64, lock: bool) -> Option<Job> {
         let rows = client
             .update(&sql, None, &[id.into()])
             .or_bug("reading a job");
-        rows.into_iter().next().map(|row| job_from(&row, 30))
+        rows.into_iter().next().map(|row| job_from(&row, 31))
     })
 }
 
@@ -663,6 +672,8 @@ pub struct Table {
     pub schema: String,
     pub name: String,
     pub pages: i64,
+    /// A partitioned table (its rows are in its partitions).
+    pub partitioned: bool,
 }
 
 /// The table's current schema and name, or None when it was dropped.
@@ -671,7 +682,8 @@ pub fn table(relid: pg_sys::Oid) -> Option<Table> {
         let rows = client
             .select(
                 "SELECT n.nspname::text, c.relname::text,
-                        (pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::int)::bigint
+                        (pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::int)::bigint,
+                        c.relkind = 'p'
                    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                   WHERE c.oid = $1",
                 None,
@@ -682,6 +694,7 @@ pub fn table(relid: pg_sys::Oid) -> Option<Table> {
             schema: r.get(1).or_bug("reading a table").unwrap_or_default(),
             name: r.get(2).or_bug("reading a table").unwrap_or_default(),
             pages: r.get(3).or_bug("reading a table").unwrap_or(0),
+            partitioned: r.get(4).or_bug("reading a table").unwrap_or(false),
         })
     })
 }
@@ -706,4 +719,131 @@ pub fn row_estimate(relid: pg_sys::Oid) -> i64 {
     })
     .or_bug("estimating rows")
     .unwrap_or(0)
+}
+
+/// A slice of a parallel or partitioned backfill, as its job's first step
+/// queues it: a backfill job of its own, with its own cursor.
+pub struct NewSlice<'a> {
+    pub parent: &'a Job,
+    pub relid: pg_sys::Oid,
+    pub relation: &'a str,
+    pub spec: serde_json::Value,
+    pub command: &'a str,
+    /// What part of the job it does, in words.
+    pub slice: &'a str,
+    /// Where its walk starts (after this key or at this block); None: at
+    /// the start.
+    pub cursor: Option<Vec<String>>,
+    pub lower: Option<Vec<String>>,
+    /// None: its first step fixes its range (a partition).
+    pub upper: Option<Vec<String>>,
+    pub estimate: i64,
+    pub batch_size: i32,
+}
+
+pub fn insert_slice(s: &NewSlice<'_>) -> i64 {
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "INSERT INTO pgmigrate.jobs (kind, relid, relation, owner, spec, command, batch_size, parent_id, slice,
+                                             cursor, lower_bound, upper_bound, rows_estimate)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 RETURNING job_id",
+                None,
+                &[
+                    s.parent.kind.as_str().into(),
+                    s.relid.into(),
+                    s.relation.into(),
+                    s.parent.owner.into(),
+                    JsonB(s.spec.clone()).into(),
+                    s.command.into(),
+                    s.batch_size.into(),
+                    s.parent.id.into(),
+                    s.slice.into(),
+                    s.cursor.clone().into(),
+                    s.lower.clone().into(),
+                    s.upper.clone().into(),
+                    s.estimate.into(),
+                ],
+            )
+            .or_bug("queueing a slice")
+            .first()
+            .get_one::<i64>()
+            .or_bug("queueing a slice")
+            .expect("INSERT ... RETURNING returns the id")
+    })
+}
+
+/// A slice as its job sees it.
+#[derive(Debug, Clone)]
+pub struct Slice {
+    pub id: i64,
+    pub state: JobState,
+    pub rows_done: i64,
+    pub rows_updated: i64,
+    pub rows_estimate: i64,
+    pub batches: i32,
+    pub skipped: i64,
+}
+
+/// The slices of job `parent`, in the order they were queued.
+pub fn slices(parent: i64) -> Vec<Slice> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT s.job_id, s.state, s.rows_done, s.rows_updated,
+                        coalesce(s.rows_total, s.rows_estimate, 0), s.batches, s.skipped
+                   FROM pgmigrate.jobs s WHERE s.parent_id = $1 ORDER BY s.job_id",
+                None,
+                &[parent.into()],
+            )
+            .or_bug("reading slices")
+            .map(|r| {
+                let state: String = r.get(2).or_bug("reading slices").unwrap_or_default();
+                Slice {
+                    id: r.get(1).or_bug("reading slices").unwrap_or(0),
+                    state: JobState::parse(&state)
+                        .expect("jobs_state_check allows only known states"),
+                    rows_done: r.get(3).or_bug("reading slices").unwrap_or(0),
+                    rows_updated: r.get(4).or_bug("reading slices").unwrap_or(0),
+                    rows_estimate: r.get(5).or_bug("reading slices").unwrap_or(0),
+                    batches: r.get(6).or_bug("reading slices").unwrap_or(0),
+                    skipped: r.get(7).or_bug("reading slices").unwrap_or(0),
+                }
+            })
+            .collect()
+    })
+}
+
+/// How many slices of job `parent` live backends drive now.
+pub fn slices_running(parent: i64) -> i64 {
+    unsafe { pg_sys::pgstat_clear_snapshot() };
+    let sql =
+        format!("SELECT count(*) FROM pgmigrate.jobs j WHERE j.parent_id = $1 AND NOT {FREE}");
+    Spi::connect(|client| {
+        client
+            .select(&sql, None, &[parent.into()])?
+            .first()
+            .get_one::<i64>()
+    })
+    .or_bug("counting running slices")
+    .unwrap_or(0)
+}
+
+/// A job's counters, summed over its slices when they are done.
+pub fn set_totals(id: i64, rows_done: i64, rows_updated: i64, batches: i32, skipped: i64) {
+    super::write(
+        "UPDATE pgmigrate.jobs
+            SET rows_done = $2, rows_updated = $3, batches = $4, skipped = $5, rows_estimate = $2,
+                updated_at = pg_catalog.clock_timestamp()
+          WHERE job_id = $1",
+        &[
+            id.into(),
+            rows_done.into(),
+            rows_updated.into(),
+            batches.into(),
+            skipped.into(),
+        ],
+        "recording a job's totals",
+    );
 }

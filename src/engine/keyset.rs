@@ -68,6 +68,11 @@ pub struct BackfillSpec {
     pub pace: crate::engine::pace::PaceOptions,
     #[serde(default)]
     pub on_error: crate::engine::pace::OnError,
+    /// `parallel => N`: the job is split into slices, up to N of which run
+    /// at once.  A partitioned table is always split (a slice per
+    /// partition); None on a slice itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<i64>,
 }
 
 // What the statements say around the user's clauses, resolved in
@@ -347,6 +352,25 @@ impl Backfill<'_> {
             texts.join(", "),
             self.relation(),
             order.join(", ")
+        ))
+    }
+
+    /// Keys of the rows in a sample of about `$1` percent of the table's
+    /// blocks, in key order: where a parallel job cuts its key range into
+    /// slices.
+    pub fn sample_keys_sql(&self) -> Option<String> {
+        let Walk::Key { columns } = self.walk else {
+            return None;
+        };
+        let texts: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{}::{TEXT}", quote_ident(&c.name)))
+            .collect();
+        Some(format!(
+            "SELECT ARRAY[{}] FROM {} TABLESAMPLE pg_catalog.system ($1::pg_catalog.float4) ORDER BY {}",
+            texts.join(", "),
+            self.relation(),
+            Self::key_list(columns, "")
         ))
     }
 

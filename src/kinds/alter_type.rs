@@ -484,6 +484,7 @@ fn backfill_step(job: &Job, spec: &AlterTypeSpec, extra: &[String], driver: Driv
             Some("fail"),
             None,
             None,
+            Some(1),
         )
     });
     match queued {

@@ -43,3 +43,11 @@ pub fn gates_may_open(job: Option<i64>) {
         shmem::wake_on_commit();
     }
 }
+
+/// Wake the workers when this transaction commits (a slice that stopped
+/// frees a place for a sibling).
+pub fn wake() {
+    if shmem::preloaded() {
+        shmem::wake_on_commit();
+    }
+}

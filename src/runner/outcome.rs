@@ -32,6 +32,9 @@ pub fn fail(job: &Job, e: &Caught) -> StepReport {
         let error = format!("job {} failed: {}", job.id, e.message);
         finish_linked_run(job, Outcome::Failed, Some(&error));
     });
+    if job.parent.is_some() {
+        crate::kinds::queue::wake();
+    }
     StepReport::done(JobState::Failed)
 }
 

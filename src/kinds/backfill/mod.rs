@@ -1,11 +1,14 @@
 //! The backfill: an UPDATE of a table in keyset batches, each committed
 //! with the job's cursor.  `submit` checks and queues it
 //! (`migrate_backfill`), `clause` parses its clauses, `run` is its step,
-//! `estimate` tries it on samples (`migrate_estimate`).
+//! `estimate` tries it on samples (`migrate_estimate`), `slices` splits a
+//! parallel or partitioned one.
 
 pub mod clause;
 pub mod estimate;
+pub mod key;
 pub mod run;
+pub mod slices;
 pub mod submit;
 
 use super::model::{Facts, JobKind, Work};
@@ -36,6 +39,9 @@ impl JobKind for Backfill {
     }
 
     fn progress_line(&self, j: &Job) -> String {
+        if let Some(line) = slices::progress_line(j) {
+            return line;
+        }
         rules::progress_line(
             j.id,
             j.rows_done,

@@ -127,6 +127,9 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
         e.message = format!("{}: {}", r.arg, e.message);
         return fail(job, &e);
     }
+    if super::slices::splits(job, &spec, &table) {
+        return super::slices::step(job, &spec, &table, driver);
+    }
     let b = Backfill {
         schema: &table.schema,
         table: &table.name,
@@ -150,7 +153,21 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
         }
     }
     let upper = job.upper.clone().expect("set above");
-    let pacing = pace::resolve(&spec.pace);
+    let mut pacing = pace::resolve(&spec.pace);
+    // A slice spends its share of its job's budgets: the job's, divided
+    // among the slices that run now.
+    if let Some(parent) = job.parent {
+        let running = as_owner(|| jobs::slices_running(parent)).max(1);
+        let share = |budget: i64| {
+            if budget > 0 {
+                (budget / running).max(1)
+            } else {
+                budget
+            }
+        };
+        pacing.max_rows_per_second = share(pacing.max_rows_per_second);
+        pacing.max_wal_bytes_per_second = share(pacing.max_wal_bytes_per_second);
+    }
 
     // A worker lets go of a job outside its maintenance window; CALL
     // migrate_run is an explicit "now" and runs it anyway.

@@ -1,12 +1,13 @@
 //! migrate_backfill: validate everything at submit, queue the job, return.
 
+use super::key::choose_key;
 use crate::api::args::{
     gate_options, int_arg, interval_ms, may_write_history, migration_option, qualified_display,
     relkind_name, run_at_option, start_linked_run, window_option,
 };
 use crate::catalog::jobs::{self, NewJob};
 use crate::catalog::{as_owner, current_role_name};
-use crate::engine::keyset::{quote_ident, Backfill, BackfillSpec, KeyColumn, Walk};
+use crate::engine::keyset::{quote_ident, Backfill, BackfillSpec, Walk};
 use crate::engine::pace;
 use crate::error::{MigrateError, OrReport};
 use crate::kinds::queue::announce;
@@ -24,51 +25,6 @@ const CAPTURED_SETTINGS: [&str; 6] = [
     "TimeZone",
     "extra_float_digits",
 ];
-
-/// The key to walk: the primary key, else the narrowest unique index on
-/// NOT NULL columns (no expressions, no predicate).  None: walk by ctid.
-fn choose_key(relid: pg_sys::Oid) -> Option<Vec<KeyColumn>> {
-    crate::sys::pinned(|| Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT array_agg(a.attname::text ORDER BY k.ord),
-                    array_agg((SELECT pg_catalog.format('%I.%I', tn.nspname, t.typname)
-                                 FROM pg_catalog.pg_type t
-                                 JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
-                                WHERE t.oid = a.atttypid) ORDER BY k.ord),
-                    array_agg(EXISTS (SELECT 1 FROM pg_catalog.pg_aggregate g
-                                        JOIN pg_catalog.pg_proc p ON p.oid = g.aggfnoid
-                                       WHERE p.proname = 'max' AND p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
-                                         AND p.proargtypes[0] = a.atttypid) ORDER BY k.ord)
-               FROM pg_catalog.pg_index i
-              CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-               JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-              WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indimmediate
-                AND i.indpred IS NULL AND i.indexprs IS NULL AND k.ord <= i.indnkeyatts
-              GROUP BY i.indexrelid, i.indisprimary
-             HAVING bool_and(a.attnotnull)
-              ORDER BY i.indisprimary DESC, count(*), i.indexrelid
-              LIMIT 1",
-            None,
-            &[relid.into()],
-        )?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let row = rows.first();
-        let names: Vec<String> = row.get(1)?.unwrap_or_default();
-        let types: Vec<String> = row.get(2)?.unwrap_or_default();
-        let has_max: Vec<bool> = row.get(3)?.unwrap_or_default();
-        Ok::<_, pgrx::spi::SpiError>(Some(
-            names
-                .into_iter()
-                .zip(types)
-                .zip(has_max)
-                .map(|((name, type_name), has_max)| KeyColumn { name, type_name, has_max })
-                .collect(),
-        ))
-    }))
-    .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the table's keys: {e}"))
-}
 
 /// Validate the job's statements as the caller, without running them:
 /// prepare the plain UPDATE (syntax, columns, types), parse it (no key
@@ -129,6 +85,60 @@ pub fn validate(b: &Backfill<'_>) {
         let explain = format!("EXPLAIN (COSTS OFF)\n{sql}");
         Spi::connect_mut(|client| client.update(explain.as_str(), None, params).map(|_| ()))
             .unwrap_or_else(|e| pgrx::error!("pg_migrate: checking the batch statements: {e}"));
+    }
+}
+
+/// A backfill of a partitioned table updates its partitions directly:
+/// every partition must be a table, and the submitter must have the
+/// privileges PostgreSQL checks on each.  No row moves between partitions:
+/// PostgreSQL makes every unique key of a partitioned table include its
+/// partition keys, and a backfill never assigns its walk's key columns.
+fn check_partitions(relid: pg_sys::Oid, role: &str) {
+    let leaves: Vec<(String, String, bool, bool)> = crate::sys::pinned(|| {
+        Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), c.relkind::pg_catalog.text,
+                            pg_catalog.has_any_column_privilege(c.oid, 'SELECT'),
+                            pg_catalog.has_any_column_privilege(c.oid, 'UPDATE')
+                       FROM pg_catalog.pg_partition_tree($1) t
+                       JOIN pg_catalog.pg_class c ON c.oid = t.relid
+                       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                      WHERE t.isleaf",
+                    None,
+                    &[relid.into()],
+                )?
+                .map(|r| {
+                    Ok((
+                        r.get(1)?.unwrap_or_default(),
+                        r.get(2)?.unwrap_or_default(),
+                        r.get(3)?.unwrap_or(false),
+                        r.get(4)?.unwrap_or(false),
+                    ))
+                })
+                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+        })
+    })
+    .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading partitions: {e}"));
+    for (partition, relkind, select, update) in leaves {
+        if relkind != "r" {
+            MigrateError::CannotBackfill {
+                what: format!("partition {partition}"),
+                why: format!(
+                    "It is a {}; pg_migrate backfills partitions that are ordinary tables.",
+                    relkind_name(relkind.as_bytes().first().copied().unwrap_or(b'?'))
+                ),
+            }
+            .report();
+        }
+        if !select || !update {
+            MigrateError::PartitionPrivilege {
+                partition,
+                privilege: if select { "UPDATE" } else { "SELECT" },
+                role: role.to_string(),
+            }
+            .report();
+        }
     }
 }
 
@@ -292,6 +302,7 @@ pub fn migrate_backfill(
     on_error: default!(Option<&str>, "'fail'"),
     after_jobs: default!(Option<Vec<Option<i64>>>, NULL),
     after_migration: default!(Option<Vec<Option<String>>>, NULL),
+    parallel: default!(Option<i32>, 1),
 ) -> i64 {
     let gates = gate_options(after_jobs, after_migration);
     let rel = relation
@@ -350,6 +361,13 @@ pub fn migrate_backfill(
         100,
         "max_retries from 0 to 100",
     );
+    let parallel = int_arg(
+        "parallel",
+        parallel,
+        1,
+        64,
+        "a parallel from 1 (one batch at a time) to 64",
+    );
     let lock_timeout_ms = interval_ms("lock_timeout", lock_timeout);
     let statement_timeout_ms = interval_ms("statement_timeout", statement_timeout);
     let migration = migration_option(migration);
@@ -369,6 +387,11 @@ pub fn migrate_backfill(
         where_clause,
     };
     validate(&b);
+    let role = current_role_name();
+    let partitioned = unsafe { (*rel.rd_rel).relkind as u8 } == b'p';
+    if partitioned {
+        check_partitions(relid, &role);
+    }
 
     let spec = BackfillSpec {
         set_clause: set_clause.to_string(),
@@ -385,9 +408,9 @@ pub fn migrate_backfill(
         fixed_batch_size: fixed_batch.then_some(batch_size as i64),
         pace,
         on_error,
+        parallel: (parallel > 1).then_some(parallel as i64),
     };
     let owner = unsafe { pg_sys::GetUserId() };
-    let role = current_role_name();
     let command = b.plain_update();
     let link_allowed = migration.is_none() || may_write_history();
     let id = as_owner(|| {
