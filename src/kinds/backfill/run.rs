@@ -349,91 +349,119 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
                 notice,
             }
         }
-        Err(e) => match rules::classify(&e.sqlstate, batch_ms, spec.statement_timeout_ms) {
-            ErrorClass::Retry(reason) => {
-                let attempt = job.retries + 1;
-                if attempt > spec.max_retries {
-                    let mut e = e.clone();
-                    e.detail = Some(format!(
-                        "Gave up after {} retries of the same batch ({reason}).{}",
-                        spec.max_retries,
-                        e.detail.map(|d| format!(" {d}")).unwrap_or_default()
-                    ));
-                    return fail(&job, &e);
-                }
-                // Back off (with jitter, so that jobs do not retry in step)
-                // and narrow the batch: fewer rows, fewer locks.
-                let seed =
-                    (job.id as u64) << 20 ^ attempt as u64 ^ started.elapsed().as_nanos() as u64;
-                let backoff = pace_rules::jittered(rules::backoff_ms(attempt), seed);
-                let narrower = pace_rules::halved(size, pace_rules::MIN_BATCH_SIZE);
-                let why = format!(
-                    "{reason}; retry {attempt} of {} in {} with {} rows",
-                    spec.max_retries,
-                    rules::human_seconds(backoff as f64 / 1000.0),
-                    rules::thousands(narrower)
-                );
-                as_owner(|| jobs::retry_later(job.id, attempt, &why, &e, backoff, narrower));
-                StepReport {
-                    state: JobState::Waiting,
-                    done: false,
-                    sleep_ms: backoff,
-                    notice: None,
-                }
-            }
-            ErrorClass::Interrupted => match driver {
-                Driver::Session => {
-                    // Let CALL migrate_run see the cancel: it pauses the job.
-                    pgrx::pg_sys::panic::ErrorReport::new(
-                        PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
-                        e.message.clone(),
-                        "pg_migrate",
-                    )
-                    .report(PgLogLevel::ERROR);
-                    unreachable!()
-                }
-                Driver::Worker => {
-                    let why = "paused: its batch was cancelled (pg_cancel_backend); migrate_resume() continues it";
-                    as_owner(|| jobs::set_state(job.id, JobState::Paused, Some(why), false));
-                    StepReport::done(JobState::Paused)
-                }
-            },
-            ErrorClass::Fail => {
-                let found = match &spec.walk {
-                    Walk::Key { .. } => failing_key(&job, &spec, &b, &upper, size),
-                    Walk::Ctid => None,
-                };
-                if let (pace_rules::OnError::Skip, Some((index, keys))) = (spec.on_error, &found) {
-                    return skip(&job, &spec, &b, keys, *index, &e);
-                }
-                let mut e = e;
-                let located = match (&spec.walk, &found) {
-                    (Walk::Key { columns }, Some((index, keys))) => {
-                        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-                        Some(format!(
-                            "Failing row: ({})=({}).",
-                            names.join(", "),
-                            keys[*index].join(", ")
-                        ))
+        Err(e) => {
+            match if e.sqlstate == "42P01" && renamed(job.relid, &table.schema, &table.name) {
+                // The table was renamed or moved between reading its name and
+                // the batch: the next try uses its new name.
+                ErrorClass::Retry("the table was renamed")
+            } else {
+                rules::classify(&e.sqlstate, batch_ms, spec.statement_timeout_ms)
+            } {
+                ErrorClass::Retry(reason) => {
+                    let attempt = job.retries + 1;
+                    if attempt > spec.max_retries {
+                        let mut e = e.clone();
+                        e.detail = Some(format!(
+                            "Gave up after {} retries of the same batch ({reason}).{}",
+                            spec.max_retries,
+                            e.detail.map(|d| format!(" {d}")).unwrap_or_default()
+                        ));
+                        return fail(&job, &e);
                     }
-                    (Walk::Key { .. }, None) => None,
-                    (Walk::Ctid, _) => Some(format!(
-                        "Failing batch: blocks {} to {} of the table.",
-                        job.cursor
-                            .as_ref()
-                            .map(|c| c[0].clone())
-                            .unwrap_or_else(|| "0".into()),
-                        ctid_next.unwrap_or(0) - 1
-                    )),
-                };
-                e.detail = match (located, e.detail.take()) {
-                    (Some(l), Some(d)) => Some(format!("{l} {d}")),
-                    (Some(l), None) => Some(l),
-                    (None, d) => d,
-                };
-                fail(&job, &e)
+                    // Back off (with jitter, so that jobs do not retry in step)
+                    // and narrow the batch: fewer rows, fewer locks.
+                    let seed = (job.id as u64) << 20
+                        ^ attempt as u64
+                        ^ started.elapsed().as_nanos() as u64;
+                    let backoff = pace_rules::jittered(rules::backoff_ms(attempt), seed);
+                    let narrower = pace_rules::halved(size, pace_rules::MIN_BATCH_SIZE);
+                    let why = format!(
+                        "{reason}; retry {attempt} of {} in {} with {} rows",
+                        spec.max_retries,
+                        rules::human_seconds(backoff as f64 / 1000.0),
+                        rules::thousands(narrower)
+                    );
+                    as_owner(|| jobs::retry_later(job.id, attempt, &why, &e, backoff, narrower));
+                    StepReport {
+                        state: JobState::Waiting,
+                        done: false,
+                        sleep_ms: backoff,
+                        notice: None,
+                    }
+                }
+                ErrorClass::Interrupted => match driver {
+                    Driver::Session => {
+                        // Let CALL migrate_run see the cancel: it pauses the job.
+                        pgrx::pg_sys::panic::ErrorReport::new(
+                            PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+                            e.message.clone(),
+                            "pg_migrate",
+                        )
+                        .report(PgLogLevel::ERROR);
+                        unreachable!()
+                    }
+                    Driver::Worker => {
+                        let why = "paused: its batch was cancelled (pg_cancel_backend); migrate_resume() continues it";
+                        as_owner(|| jobs::set_state(job.id, JobState::Paused, Some(why), false));
+                        StepReport::done(JobState::Paused)
+                    }
+                },
+                ErrorClass::Fail => {
+                    let found = match &spec.walk {
+                        Walk::Key { .. } => failing_key(&job, &spec, &b, &upper, size),
+                        Walk::Ctid => None,
+                    };
+                    if let (pace_rules::OnError::Skip, Some((index, keys))) =
+                        (spec.on_error, &found)
+                    {
+                        return skip(&job, &spec, &b, keys, *index, &e);
+                    }
+                    let mut e = e;
+                    let located = match (&spec.walk, &found) {
+                        (Walk::Key { columns }, Some((index, keys))) => {
+                            let names: Vec<&str> =
+                                columns.iter().map(|c| c.name.as_str()).collect();
+                            Some(format!(
+                                "Failing row: ({})=({}).",
+                                names.join(", "),
+                                keys[*index].join(", ")
+                            ))
+                        }
+                        (Walk::Key { .. }, None) => None,
+                        (Walk::Ctid, _) => Some(format!(
+                            "Failing batch: blocks {} to {} of the table.",
+                            job.cursor
+                                .as_ref()
+                                .map(|c| c[0].clone())
+                                .unwrap_or_else(|| "0".into()),
+                            ctid_next.unwrap_or(0) - 1
+                        )),
+                    };
+                    e.detail = match (located, e.detail.take()) {
+                        (Some(l), Some(d)) => Some(format!("{l} {d}")),
+                        (Some(l), None) => Some(l),
+                        (None, d) => d,
+                    };
+                    fail(&job, &e)
+                }
             }
-        },
+        }
+    }
+}
+
+/// Does table `relid` still exist under another name than `schema.name`?  Read
+/// from the catalog cache, which the failed lookup has brought up to date
+/// (the step's snapshot still sees the old name).
+fn renamed(relid: pg_sys::Oid, schema: &str, name: &str) -> bool {
+    // SAFETY: catalog cache lookups; NULL when the table is gone.
+    unsafe {
+        let now = pg_sys::get_rel_name(relid);
+        if now.is_null() {
+            return false;
+        }
+        let nsp = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
+        std::ffi::CStr::from_ptr(now).to_string_lossy() != name
+            || (!nsp.is_null() && std::ffi::CStr::from_ptr(nsp).to_string_lossy() != schema)
     }
 }
 
