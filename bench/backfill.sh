@@ -135,7 +135,7 @@ read -r single_s job_s par_s < <($PSQL -d $DB -tA -F' ' -c "
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r >= t ? "met" : "MISSED") }'; }
 echo
-echo "**Parallel:** \\`migrate_backfill(..., parallel => 2)\\` on another identical copy: $par_s s, two slices of the"
+echo '**Parallel:** `migrate_backfill(..., parallel => 2)`'" on another identical copy: $par_s s, two slices of the"
 echo "key range in two workers at once: $(ratio "$single_s" "$par_s")x the single UPDATE (target >= 1.6x:"
 echo "$(verdict "$(ratio "$single_s" "$par_s")" 1.6)). The default migrate_backfill: $(ratio "$single_s" "$job_s")x the single UPDATE"
 echo "(target >= 0.95x: $(verdict "$(ratio "$single_s" "$job_s")" 0.95))."
