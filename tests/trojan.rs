@@ -417,9 +417,14 @@ fn tables(c: &mut Client, prefix: &str) {
          INSERT INTO public.{prefix}_codes (code) SELECT 'k' || g FROM generate_series(1, 300) g;
          CREATE TABLE public.{prefix}_nokey (n int, note text, flag boolean NOT NULL DEFAULT true);
          INSERT INTO public.{prefix}_nokey (n) SELECT g FROM generate_series(1, 300) g;
+         CREATE TABLE public.{prefix}_parts (id bigint NOT NULL, note text, flag boolean NOT NULL DEFAULT true,
+                                             PRIMARY KEY (id)) PARTITION BY RANGE (id);
+         CREATE TABLE public.{prefix}_parts_1 PARTITION OF public.{prefix}_parts FOR VALUES FROM (0) TO (150);
+         CREATE TABLE public.{prefix}_parts_2 PARTITION OF public.{prefix}_parts DEFAULT;
+         INSERT INTO public.{prefix}_parts (id) SELECT g FROM generate_series(1, 300) g;
          CREATE TABLE public.{prefix}_django (id serial, app varchar(255), name varchar(255), applied timestamptz);
          INSERT INTO public.{prefix}_django (app, name, applied) VALUES ('shop', '0001_initial', now());
-         ANALYZE public.{prefix}_items, public.{prefix}_codes, public.{prefix}_nokey;
+         ANALYZE public.{prefix}_items, public.{prefix}_codes, public.{prefix}_nokey, public.{prefix}_parts;
          COMMIT;"
     ))
     .unwrap();
@@ -454,12 +459,21 @@ fn drive(c: &mut Client, admin: &mut Client, prefix: &str, superuser: bool) -> V
             &format!("SELECT migrate_applied('{prefix}', '0001')"),
         );
     }
-    // Backfills: a bigint key, a varchar key, no key; run by workers.
+    // Backfills: a bigint key, a varchar key (cut into slices), no key
+    // (cut into block ranges), a partitioned table in slices; run by
+    // workers.
+    let p = format!("public.{prefix}_parts");
     let mut jobs = vec![];
-    for (table, set, filter) in [
-        (t.as_str(), "note = 'x', flag = false", Some("flag")),
-        (v.as_str(), "note = 'x'", Some("note IS NULL")),
-        (k.as_str(), "note = 'y'", Some("flag")),
+    for (table, set, filter, slices) in [
+        (t.as_str(), "note = 'x', flag = false", Some("flag"), ""),
+        (
+            v.as_str(),
+            "note = 'x'",
+            Some("note IS NULL"),
+            ", parallel => 2",
+        ),
+        (k.as_str(), "note = 'y'", Some("flag"), ", parallel => 2"),
+        (p.as_str(), "note = 'p'", Some("flag"), ", parallel => 2"),
     ] {
         let link = if superuser {
             format!(", migration => ARRAY['{prefix}', 'b_{}']", jobs.len())
@@ -467,7 +481,7 @@ fn drive(c: &mut Client, admin: &mut Client, prefix: &str, superuser: bool) -> V
             String::new()
         };
         match c.query_one(
-            &format!("SELECT migrate_backfill('{table}', $1, $2, batch_size => 50{link})"),
+            &format!("SELECT migrate_backfill('{table}', $1, $2, batch_size => 50{link}{slices})"),
             &[&set, &filter],
         ) {
             Ok(r) => jobs.push(r.get::<_, i64>(0)),

@@ -309,6 +309,16 @@ impl Backfill<'_> {
         s
     }
 
+    /// `ARRAY["a"::pg_catalog.text, ...]`: a row's key as the text[] a
+    /// cursor holds.
+    fn key_texts(columns: &[KeyColumn]) -> String {
+        let texts: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{}::{TEXT}", quote_ident(&c.name)))
+            .collect();
+        format!("ARRAY[{}]", texts.join(", "))
+    }
+
     fn key_list(columns: &[KeyColumn], prefix: &str) -> String {
         columns
             .iter()
@@ -333,10 +343,6 @@ impl Backfill<'_> {
         let Walk::Key { columns } = self.walk else {
             return None;
         };
-        let texts: Vec<String> = columns
-            .iter()
-            .map(|c| format!("{}::{TEXT}", quote_ident(&c.name)))
-            .collect();
         let order: Vec<String> = columns
             .iter()
             .map(|c| {
@@ -348,8 +354,8 @@ impl Backfill<'_> {
             })
             .collect();
         Some(format!(
-            "SELECT ARRAY[{}] FROM {} ORDER BY {} LIMIT 1",
-            texts.join(", "),
+            "SELECT {} FROM {} ORDER BY {} LIMIT 1",
+            Self::key_texts(columns),
             self.relation(),
             order.join(", ")
         ))
@@ -362,13 +368,9 @@ impl Backfill<'_> {
         let Walk::Key { columns } = self.walk else {
             return None;
         };
-        let texts: Vec<String> = columns
-            .iter()
-            .map(|c| format!("{}::{TEXT}", quote_ident(&c.name)))
-            .collect();
         Some(format!(
-            "SELECT ARRAY[{}] FROM {} TABLESAMPLE pg_catalog.system ($1::pg_catalog.float4) ORDER BY {}",
-            texts.join(", "),
+            "SELECT {} FROM {} TABLESAMPLE pg_catalog.system ($1::pg_catalog.float4) ORDER BY {}",
+            Self::key_texts(columns),
             self.relation(),
             Self::key_list(columns, "")
         ))
