@@ -9,19 +9,7 @@ ROWS=${BACKFILL_ROWS:-10000000}
 SMALL=${BACKFILL_SMALL_ROWS:-1000000}
 DB=bench_backfill
 $PSQL -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
-make_table() {   # make_table NAME ROWS
-    $PSQL -d $DB -v ON_ERROR_STOP=1 >/dev/null <<SQL
-CREATE TABLE $1 (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, customer_id bigint NOT NULL, status text NOT NULL,
-    amount numeric(12,2) NOT NULL, note text, created_at timestamptz NOT NULL, amount_cents bigint);
-INSERT INTO $1 (customer_id, status, amount, note, created_at)
-SELECT 1 + (g::bigint * 7919) % 50000, (ARRAY['new','paid','shipped','delivered','cancelled'])[1 + g % 5],
-       round(((g::bigint * 37) % 50000) / 100.0, 2), CASE WHEN g % 5 = 0 THEN 'gift wrap' END,
-       '2025-01-01'::timestamptz + (g % 730) * interval '1 day'
-  FROM generate_series(1, $2) g;
-VACUUM ANALYZE $1;
-SQL
-}
+. "$(dirname "$0")/lib/orders.sh"
 $PSQL -d $DB -c "CREATE EXTENSION pg_migrate" -c "CREATE TABLE timings (what text, seconds float8)" >/dev/null
 for t in orders_single orders_loop orders_job orders_job_where orders_parallel; do make_table $t "$ROWS"; done
 make_table orders_small "$SMALL"

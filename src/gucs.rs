@@ -25,6 +25,8 @@ static MAX_ROWS_PER_SECOND: GucSetting<i32> = GucSetting::<i32>::new(0);
 static MAX_WAL_PER_SECOND: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// Pause while a VACUUM works on the job's table.
 static PAUSE_DURING_VACUUM: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// Batch commits wait for their WAL flush (synchronous_commit as set).
+static SYNCHRONOUS_BATCHES: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Batches kept in each job's history.
 static BATCH_HISTORY: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
@@ -60,6 +62,9 @@ pub fn max_wal_bytes_per_second() -> i64 {
 }
 pub fn pause_during_vacuum() -> bool {
     PAUSE_DURING_VACUUM.get()
+}
+pub fn synchronous_batches() -> bool {
+    SYNCHRONOUS_BATCHES.get()
 }
 pub fn batch_history() -> i64 {
     BATCH_HISTORY.get() as i64
@@ -162,6 +167,14 @@ pub fn init() {
         c"Jobs pause while a VACUUM (autovacuum or manual) works on their table.",
         c"",
         &PAUSE_DURING_VACUUM,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_migrate.synchronous_batches",
+        c"Backfill batches commit with the server's synchronous_commit; off: without waiting for the WAL flush.",
+        c"A batch's rows and its job's cursor commit together, so a crash that loses the last batches loses both, and they are done again.",
+        &SYNCHRONOUS_BATCHES,
         GucContext::Suset,
         GucFlags::default(),
     );

@@ -614,3 +614,39 @@ fn a_job_follows_its_table_when_it_is_renamed_or_moved() {
     wait_state(&mut c, id, "succeeded", LONG);
     assert_exactly_once(&mut c, "archive.items_v2", 20_000);
 }
+
+#[test]
+fn batches_commit_without_waiting_for_the_flush_unless_the_setting_says_so() {
+    let cl = Cluster::start("sync_batches");
+    let mut c = cl.create_db("app");
+    counter_table(&mut c, "t", 3000);
+    let setting = "who = pg_catalog.current_setting('synchronous_commit')";
+    let run = |c: &mut Client| {
+        let id = c
+            .query_one("SELECT migrate_backfill('t', $1)", &[&setting])
+            .unwrap()
+            .get::<_, i64>(0);
+        wait_state(c, id, "succeeded", LONG);
+        let r = c
+            .query_one("SELECT count(DISTINCT who), min(who) FROM t", &[])
+            .unwrap();
+        (r.get::<_, i64>(0), r.get::<_, String>(1))
+    };
+    assert_eq!(run(&mut c), (1, "off".to_string()), "by default");
+    c.batch_execute("ALTER SYSTEM SET pg_migrate.synchronous_batches = on")
+        .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    wait_until("the reload", LONG, || {
+        let mut fresh = cl.connect("app");
+        let on: String = fresh
+            .query_one("SHOW pg_migrate.synchronous_batches", &[])
+            .unwrap()
+            .get(0);
+        (on == "on").then_some(())
+    });
+    assert_eq!(
+        run(&mut c),
+        (1, "on".to_string()),
+        "with pg_migrate.synchronous_batches = on, the server's setting"
+    );
+}

@@ -103,10 +103,18 @@ pub fn run_batch(b: &Backfill<'_>, range: Range<'_>) -> BatchResult {
 }
 
 /// Apply the submitter's session settings and the job's lock timeout for
-/// the rest of this transaction.
+/// the rest of this transaction.  Unless pg_migrate.synchronous_batches is
+/// on, the commit does not wait for its WAL flush: the batch's rows and the
+/// job's cursor are in the same transaction, so a crash loses both or
+/// neither, and the batch is done again.  Any later commit that waits for
+/// its flush (a client's next step after it saw the job end) flushes them
+/// too.
 fn apply_settings(spec: &BackfillSpec) {
     for (name, value) in &spec.settings {
         sys::set_local(name, value);
+    }
+    if !crate::gucs::synchronous_batches() {
+        sys::set_local("synchronous_commit", "off");
     }
     sys::set_local(
         "lock_timeout",
