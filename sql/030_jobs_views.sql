@@ -57,7 +57,9 @@ SELECT j.job_id,
        j.migration_app OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) j.migration_name AS migration,
        j.run_at,
        j.finished_at,
-       coalesce(bp.phase, CASE WHEN o.alive THEN j.phase END) AS phase,
+       CASE WHEN bp.phase IS NOT NULL AND pt.partitioned AND j.phase IS NOT NULL
+            THEN j.phase OPERATOR(pg_catalog.||) ': ' OPERATOR(pg_catalog.||) bp.phase
+            ELSE coalesce(bp.phase, CASE WHEN o.alive THEN j.phase END) END AS phase,
        bp.blocks_done,
        bp.blocks_total,
        bp.tuples_done,
@@ -66,9 +68,13 @@ SELECT j.job_id,
        CASE WHEN k.on_index THEN pg_catalog.format('%I.%I', j.spec OPERATOR(pg_catalog.->>) 'schema', j.spec OPERATOR(pg_catalog.->>) 'name') END AS index_name,
        CASE WHEN pg_catalog.pg_has_role(j.owner, 'MEMBER') THEN j.command END AS command,
        j.parent_id AS parent_job,
-       j.slice
+       j.slice,
+       CASE WHEN pt.partitioned THEN j.rows_done END AS partitions_done,
+       CASE WHEN pt.partitioned THEN j.rows_total END AS partitions_total
   FROM pgmigrate.jobs j
   JOIN pgmigrate.kinds k ON k.kind OPERATOR(pg_catalog.=) j.kind
+ CROSS JOIN LATERAL (
+       SELECT k.on_index AND coalesce((j.spec OPERATOR(pg_catalog.->>) 'partitioned')::boolean, false) AS partitioned) pt
  CROSS JOIN LATERAL (
        SELECT j.driver_pid IS NOT NULL AND pgmigrate.backend_alive(j.driver_pid, j.driver_started) AS alive) d
  CROSS JOIN LATERAL (
@@ -118,7 +124,7 @@ SELECT j.job_id,
               coalesce(sl.throttled_ms, j.throttled_ms) AS throttled_ms,
               coalesce(sl.skipped, j.skipped) AS skipped) e;
 COMMENT ON VIEW migrate_progress IS
-    'pg_migrate: one row per job (backfills and index jobs): state, progress, rate, ETA, build phase and waits; the command and the error only for its owner; a job split into slices shows their progress summed, and each slice has a row of its own';
+    'pg_migrate: one row per job (backfills and index jobs): state, progress, rate, ETA, build phase and waits; the command and the error only for its owner; a job split into slices shows their progress summed, and each slice has a row of its own; an index job on a partitioned table shows its partitions done and in all';
 
 GRANT SELECT ON migrate_progress TO PUBLIC;
 

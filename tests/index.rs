@@ -716,3 +716,352 @@ fn cancelling_migrate_run_of_an_index_job_pauses_it_and_cleans_up() {
         vec![("accounts_pkey".into(), true)]
     );
 }
+
+/// A partitioned table two levels deep: `m` by date into `m_2024` (itself
+/// by id into `m_2024_a` and `m_2024_b`), `m_2025` and a default `m_def`.
+fn partitioned(c: &mut Client, rows: i64) {
+    c.batch_execute(&format!(
+        "CREATE TABLE m (id bigint NOT NULL, at date NOT NULL, v int, note text) PARTITION BY RANGE (at);
+         CREATE TABLE m_2024 PARTITION OF m FOR VALUES FROM ('2024-01-01') TO ('2025-01-01') PARTITION BY RANGE (id);
+         CREATE TABLE m_2024_a PARTITION OF m_2024 FOR VALUES FROM (0) TO (5000);
+         CREATE TABLE m_2024_b PARTITION OF m_2024 FOR VALUES FROM (5000) TO (MAXVALUE);
+         CREATE TABLE m_2025 PARTITION OF m FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+         CREATE TABLE m_def PARTITION OF m DEFAULT;
+         INSERT INTO m SELECT g, date '2024-01-01' + (g % 900)::int, g FROM generate_series(1, {rows}) g;
+         ANALYZE m;"
+    ))
+    .unwrap();
+}
+
+/// Each partition of `m` (at any depth) with the index attached to
+/// `index`'s tree on it, and whether that is valid; and `index`'s validity.
+fn index_tree(c: &mut Client, index: &str) -> (Vec<(String, String, bool)>, bool) {
+    let parts = c
+        .query(
+            "SELECT t.relid::regclass::text, coalesce(x.relid::regclass::text, '-'), coalesce(i.indisvalid, false)
+               FROM pg_partition_tree('m') t
+               LEFT JOIN pg_index i ON i.indrelid = t.relid
+                AND i.indexrelid IN (SELECT relid FROM pg_partition_tree($1::text::regclass))
+               LEFT JOIN pg_partition_tree($1::text::regclass) x ON x.relid = i.indexrelid
+              WHERE t.level > 0 ORDER BY 1",
+            &[&index],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let valid: bool = c
+        .query_one(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = $1::text::regclass",
+            &[&index],
+        )
+        .unwrap()
+        .get(0);
+    (parts, valid)
+}
+
+#[test]
+fn a_partitioned_tables_index_is_built_partition_by_partition_and_ends_valid() {
+    let cluster = Cluster::start("ix-parts");
+    let mut c = cluster.create_db("app");
+    partitioned(&mut c, 20_000);
+    // Unique (with the partition keys), partial, with an expression.
+    let id = submit(
+        &mut c,
+        "SELECT migrate_create_index('CREATE UNIQUE INDEX m_key ON m (id, at, (lower(note))) WHERE v > 0')",
+    );
+    wait_state(&mut c, id, "succeeded");
+    let (parts, valid) = index_tree(&mut c, "m_key");
+    assert!(valid, "the partitioned index ends valid");
+    assert_eq!(
+        parts,
+        vec![
+            ("m_2024".into(), "m_2024_m_key".into(), true),
+            ("m_2024_a".into(), "m_2024_a_m_key".into(), true),
+            ("m_2024_b".into(), "m_2024_b_m_key".into(), true),
+            ("m_2025".into(), "m_2025_m_key".into(), true),
+            ("m_def".into(), "m_def_m_key".into(), true),
+        ]
+    );
+    // One concurrent build per leaf, each attached; the index ON ONLY each
+    // partitioned table.
+    let statements: Vec<String> = c
+        .query(
+            "SELECT statement FROM migrate_index_builds WHERE job_id = $1 AND outcome = 'succeeded' ORDER BY attempt",
+            &[&id],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let count = |p: &str| statements.iter().filter(|s| s.starts_with(p)).count();
+    assert_eq!(
+        count("CREATE UNIQUE INDEX CONCURRENTLY"),
+        4,
+        "{statements:#?}"
+    );
+    assert_eq!(
+        count("CREATE UNIQUE INDEX \"m_2024_m_key\" ON ONLY public.m_2024"),
+        1
+    );
+    assert_eq!(count("ALTER INDEX"), 5, "{statements:#?}");
+    assert_eq!(statements.len(), 11, "{statements:#?}");
+    let r = c
+        .query_one(
+            "SELECT partitions_done, partitions_total FROM migrate_progress WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!(
+        (r.get::<_, Option<i64>>(0), r.get::<_, Option<i64>>(1)),
+        (Some(4), Some(4))
+    );
+    // The index works as a unique index of m.
+    let dup = c
+        .execute(
+            "INSERT INTO m VALUES (6001, '2024-03-01', 1, 'x'), (6001, '2024-03-01', 1, 'X')",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&dup), "23505");
+}
+
+#[test]
+fn a_partitioned_build_resumes_after_kill_9_without_building_a_partition_twice() {
+    let cluster = Cluster::start("ix-parts-kill");
+    let mut c = cluster.create_db("app");
+    partitioned(&mut c, 20_000);
+    c.batch_execute("CREATE TABLE m_2030 (LIKE m INCLUDING ALL); INSERT INTO m_2030 VALUES (1, '2030-02-01', 1)")
+        .unwrap();
+    // m_2024_b comes last: its build waits for this lock (a lock, not a
+    // write: an open transaction that wrote holds up every CONCURRENTLY
+    // build, on any table).
+    let mut b = cluster.connect("app");
+    b.batch_execute("BEGIN; LOCK TABLE m_2024_b IN SHARE MODE;")
+        .unwrap();
+    let id = submit(
+        &mut c,
+        "SELECT migrate_create_index('CREATE INDEX m_v_idx ON m (v)')",
+    );
+    let worker: i32 = wait_until("the build of m_2024_b to wait for its lock", LONG, || {
+        let r = c
+            .query_one(
+                "SELECT p.phase, a.pid FROM migrate_progress p
+                   LEFT JOIN pg_stat_activity a ON a.pid = p.worker_pid AND a.wait_event_type = 'Lock'
+                  WHERE p.job_id = $1",
+                &[&id],
+            )
+            .unwrap();
+        let phase: Option<String> = r.get(0);
+        let waiting: Option<i32> = r.get(1);
+        assert_ne!(state(&mut c, id), "failed");
+        (phase.is_some_and(|p| p.starts_with("partition 4 of 4, public.m_2024_b")))
+            .then_some(waiting)
+            .flatten()
+    });
+    // Partitions created or attached while the job runs.
+    c.batch_execute(
+        "CREATE TABLE m_2031 PARTITION OF m FOR VALUES FROM ('2031-01-01') TO ('2032-01-01');
+         ALTER TABLE m ATTACH PARTITION m_2030 FOR VALUES FROM ('2030-01-01') TO ('2031-01-01');",
+    )
+    .unwrap();
+    // The lock is held until the crash ends every session.
+    drop(c);
+    cluster.kill_9(worker);
+    drop(b);
+    let mut c = cluster.connect("app");
+    wait_state(&mut c, id, "succeeded");
+    let (parts, valid) = index_tree(&mut c, "m_v_idx");
+    assert!(valid);
+    assert!(
+        parts.iter().all(|(_, ix, ok)| ix != "-" && *ok),
+        "{parts:#?}"
+    );
+    assert_eq!(parts.len(), 7, "{parts:#?}");
+    // Every leaf built by the job was built once; the one the kill cut
+    // short was cleaned up and built again.
+    let builds: Vec<(String, String)> = c
+        .query(
+            "SELECT outcome, statement FROM migrate_index_builds
+              WHERE job_id = $1 AND statement LIKE 'CREATE INDEX CONCURRENTLY%' ORDER BY attempt",
+            &[&id],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for leaf in ["m_2024_a", "m_2025", "m_def"] {
+        let n = builds
+            .iter()
+            .filter(|(_, s)| s.contains(&format!(" ON public.{leaf} ")))
+            .count();
+        assert_eq!(n, 1, "{leaf} built once: {builds:#?}");
+    }
+    let b_builds: Vec<&str> = builds
+        .iter()
+        .filter(|(_, s)| s.contains(" ON public.m_2024_b "))
+        .map(|(o, _)| o.as_str())
+        .collect();
+    assert_eq!(b_builds, vec!["interrupted", "succeeded"], "{builds:#?}");
+    assert!(cluster.log().contains("terminated by signal 9"));
+}
+
+#[test]
+fn a_partitioned_tables_index_needs_every_partition_to_be_the_callers() {
+    let cluster = Cluster::start("ix-parts-owner");
+    let mut c = cluster.create_db("app");
+    partitioned(&mut c, 100);
+    c.batch_execute(
+        "CREATE ROLE app_owner LOGIN; CREATE ROLE intruder LOGIN;
+         GRANT CREATE, USAGE ON SCHEMA public TO app_owner;
+         ALTER TABLE m OWNER TO app_owner; ALTER TABLE m_2024 OWNER TO app_owner;
+         ALTER TABLE m_2024_a OWNER TO app_owner; ALTER TABLE m_2025 OWNER TO app_owner;
+         ALTER TABLE m_def OWNER TO app_owner;
+         ALTER TABLE m_2024_b OWNER TO intruder;",
+    )
+    .unwrap();
+    let mut o = postgres::Client::connect(
+        &cluster
+            .url("app")
+            .replace("user=postgres", "user=app_owner"),
+        postgres::NoTls,
+    )
+    .unwrap();
+    let e = o
+        .query_one("SELECT migrate_create_index('CREATE INDEX ON m (v)')", &[])
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&e), "42501", "{}", common::message(&e));
+    assert!(
+        common::message(&e).contains("public.m_2024_b (a partition of public.m)"),
+        "{}",
+        common::message(&e)
+    );
+    // ONLY asks for an index that stays invalid: refused with the way out.
+    c.batch_execute("ALTER TABLE m_2024_b OWNER TO app_owner")
+        .unwrap();
+    let e = o
+        .query_one(
+            "SELECT migrate_create_index('CREATE INDEX ON ONLY m (v)')",
+            &[],
+        )
+        .unwrap_err();
+    assert!(
+        common::detail_and_hint(&e).contains("leave out ONLY"),
+        "{}",
+        common::detail_and_hint(&e)
+    );
+    // The owner's job builds on every partition as the owner.
+    let id: i64 = o
+        .query_one(
+            "SELECT migrate_create_index('CREATE INDEX m_v ON m (v)')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    wait_state(&mut c, id, "succeeded");
+    let owners: Vec<String> = c
+        .query(
+            "SELECT DISTINCT pg_get_userbyid(c.relowner)::text FROM pg_partition_tree('m_v') t JOIN pg_class c ON c.oid = t.relid",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(owners, vec!["app_owner".to_string()]);
+}
+
+#[test]
+fn a_partitioned_index_is_rebuilt_concurrently_and_dropped_without_a_long_wait() {
+    let cluster = Cluster::start("ix-parts-reindex");
+    let mut c = cluster.create_db("app");
+    partitioned(&mut c, 5_000);
+    c.batch_execute("CREATE INDEX m_v ON m (v)").unwrap();
+    let files = |c: &mut Client| -> Vec<(String, u32)> {
+        c.query(
+            "SELECT c.relname::text, c.relfilenode::oid::int8::int4 FROM pg_partition_tree('m_v') t
+               JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, i32>(1) as u32))
+        .collect()
+    };
+    let before = files(&mut c);
+    assert_eq!(before.len(), 4);
+    let id = submit(&mut c, "SELECT migrate_reindex('m_v')");
+    wait_state(&mut c, id, "succeeded");
+    let after = files(&mut c);
+    assert_eq!(after.len(), 4, "{after:?}");
+    for ((n0, f0), (n1, f1)) in before.iter().zip(&after) {
+        assert_eq!(n0, n1);
+        assert_ne!(f0, f1, "{n0} was rebuilt");
+    }
+    let (_, valid) = index_tree(&mut c, "m_v");
+    assert!(valid);
+    let copies: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE '%\\_cc%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(copies, 0, "no copy left behind");
+
+    // The drop needs ACCESS EXCLUSIVE on every partition: a reader of one
+    // holds it off; the job gives up after 2 s and tries again.
+    let mut reader = cluster.connect("app");
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM m_2025;")
+        .unwrap();
+    let id = submit(
+        &mut c,
+        "SELECT migrate_drop_index('m_v', retry_delay => '1s')",
+    );
+    let spec_wait: i64 = c
+        .query_one(
+            "SELECT (spec->>'max_wait_ms')::int8 FROM pgmigrate.jobs WHERE job_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(spec_wait, 2000);
+    wait_until("the drop to give up waiting once", LONG, || {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM migrate_index_builds WHERE job_id = $1 AND outcome = 'retrying'",
+                &[&id],
+            )
+            .unwrap()
+            .get(0);
+        (n >= 1).then_some(())
+    });
+    // Between its tries the job holds no lock: a write goes through.
+    let t = Instant::now();
+    c.execute("INSERT INTO m VALUES (1, '2024-02-01', 1)", &[])
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
+    reader.batch_execute("COMMIT").unwrap();
+    wait_state(&mut c, id, "succeeded");
+    let left: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE '%m\\_v'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the index and its partitions' indexes are gone");
+    let statement: String = c
+        .query_one(
+            "SELECT statement FROM migrate_index_builds WHERE job_id = $1 AND outcome = 'succeeded'",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(statement, "DROP INDEX IF EXISTS public.m_v");
+}

@@ -370,3 +370,167 @@ pub fn progress(job_id: i64) -> BuildProgress {
     })
     .or_bug("reading a build's progress")
 }
+
+/// A partition of a partitioned table whose index a job builds.
+#[derive(Debug, Clone)]
+pub struct PartNow {
+    pub oid: pg_sys::Oid,
+    pub schema: String,
+    pub name: String,
+    /// A table with rows (not itself partitioned).
+    pub leaf: bool,
+    /// The index of the job's index tree on the partition's parent, if
+    /// that exists yet.
+    pub parent_index: Option<pg_sys::Oid>,
+    /// The partition has an index attached to the job's index tree.
+    pub attached: bool,
+}
+
+/// Every partition of `table` at any depth, parents before their
+/// partitions, and how each stands against the partitioned index `index`
+/// (its tree: the index and the partitions' indexes attached to it).
+pub fn partitions(table: pg_sys::Oid, index: pg_sys::Oid) -> Vec<PartNow> {
+    Spi::connect(|c| {
+        let rows = c.select(
+            "WITH ix AS (
+                 SELECT x.relid AS index, i.indrelid AS tab
+                   FROM pg_catalog.pg_partition_tree($2) x
+                   JOIN pg_catalog.pg_index i ON i.indexrelid OPERATOR(pg_catalog.=) x.relid)
+             SELECT t.relid, n.nspname::text, c.relname::text, c.relkind OPERATOR(pg_catalog.<>) 'p',
+                    (SELECT ix.index FROM ix WHERE ix.tab OPERATOR(pg_catalog.=) t.parentrelid LIMIT 1),
+                    EXISTS (SELECT FROM ix WHERE ix.tab OPERATOR(pg_catalog.=) t.relid)
+               FROM pg_catalog.pg_partition_tree($1) t
+               JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid
+               JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+              WHERE t.level OPERATOR(pg_catalog.>) 0
+              ORDER BY t.level, n.nspname, c.relname",
+            None,
+            &[table.into(), index.into()],
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(PartNow {
+                oid: r.get(1)?.unwrap_or(pg_sys::Oid::INVALID),
+                schema: r.get(2)?.unwrap_or_default(),
+                name: r.get(3)?.unwrap_or_default(),
+                leaf: r.get(4)?.unwrap_or(true),
+                parent_index: r.get(5)?,
+                attached: r.get(6)?.unwrap_or(false),
+            });
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .or_bug("reading the partitions of a table")
+}
+
+/// What a partition's index is made from: the partitioned index's
+/// definition (`pg_get_indexdef`, under the worker's pinned search_path,
+/// so every name outside pg_catalog is qualified), the head of it that
+/// names the index and its table, whether it is unique, and its
+/// tablespace, if not the default.
+pub struct PartitionedIndex {
+    pub definition: String,
+    pub head: String,
+    pub unique: bool,
+    pub tablespace: Option<String>,
+}
+
+pub fn partitioned_index(index: pg_sys::Oid) -> Option<PartitionedIndex> {
+    Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT pg_catalog.pg_get_indexdef(i.indexrelid),
+                    pg_catalog.format('CREATE %sINDEX %s ON ONLY %s.%s ',
+                                      CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END,
+                                      pg_catalog.quote_ident(ic.relname), pg_catalog.quote_ident(tn.nspname),
+                                      pg_catalog.quote_ident(tc.relname)),
+                    i.indisunique, ts.spcname::text
+               FROM pg_catalog.pg_index i
+               JOIN pg_catalog.pg_class ic ON ic.oid OPERATOR(pg_catalog.=) i.indexrelid
+               JOIN pg_catalog.pg_class tc ON tc.oid OPERATOR(pg_catalog.=) i.indrelid
+               JOIN pg_catalog.pg_namespace tn ON tn.oid OPERATOR(pg_catalog.=) tc.relnamespace
+               LEFT JOIN pg_catalog.pg_tablespace ts ON ts.oid OPERATOR(pg_catalog.=) ic.reltablespace
+              WHERE i.indexrelid OPERATOR(pg_catalog.=) $1 AND ic.relkind OPERATOR(pg_catalog.=) 'I'",
+            None,
+            &[index.into()],
+        )?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let r = rows.first();
+        Ok::<_, pgrx::spi::SpiError>(Some(PartitionedIndex {
+            definition: r.get(1)?.unwrap_or_default(),
+            head: r.get(2)?.unwrap_or_default(),
+            unique: r.get(3)?.unwrap_or(false),
+            tablespace: r.get(4)?,
+        }))
+    })
+    .or_bug("reading a partitioned index")
+}
+
+/// A job on a partitioned table: partitions whose index is attached, of
+/// all (shown as partitions_done and partitions_total).
+pub fn set_partition_counts(job_id: i64, done: i64, total: i64) {
+    write(
+        "UPDATE pgmigrate.jobs SET rows_done = $2, rows_total = $3 WHERE job_id = $1",
+        &[job_id.into(), done.into(), total.into()],
+        "counting a job's partitions",
+    );
+}
+
+/// A step of the job succeeded: the next one gets all its retries.
+pub fn reset_retries(job_id: i64) {
+    write(
+        "UPDATE pgmigrate.jobs SET retries = 0 WHERE job_id = $1",
+        &[job_id.into()],
+        "resetting a job's retries",
+    );
+}
+
+/// The size of a partitioned index: its partitions' indexes, at any depth
+/// (pretty).
+pub fn tree_size(index: pg_sys::Oid) -> Option<String> {
+    Spi::connect(|c| {
+        c.select(
+            "SELECT pg_catalog.pg_size_pretty(pg_catalog.sum(pg_catalog.pg_relation_size(t.relid)))
+               FROM pg_catalog.pg_partition_tree($1) t",
+            None,
+            &[index.into()],
+        )?
+        .first()
+        .get_one::<String>()
+    })
+    .or_bug("measuring a partitioned index")
+}
+
+/// Every index of a partitioned table and of its partitions, at any depth.
+pub fn indexes_of_tree(table: pg_sys::Oid) -> Vec<IndexNow> {
+    index_rows(
+        &format!(
+            "SELECT {INDEX_COLUMNS}
+               FROM pg_catalog.pg_index i
+               JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE i.indrelid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree($1) t)
+              ORDER BY c.oid"
+        ),
+        &[table.into()],
+    )
+}
+
+/// The names of a partitioned index and of its partitions' indexes.
+pub fn index_tree_names(index: pg_sys::Oid) -> Vec<String> {
+    Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT c.relname::text FROM pg_catalog.pg_partition_tree($1) t
+               JOIN pg_catalog.pg_class c ON c.oid = t.relid",
+            None,
+            &[index.into()],
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r.get::<String>(1)?.unwrap_or_default());
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .or_bug("reading a partitioned index's names")
+}

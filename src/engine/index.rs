@@ -58,6 +58,10 @@ pub struct IndexSpec {
     /// CALL migrate_run asked for the next run now, whatever the window.
     #[serde(default)]
     pub run_now: bool,
+    /// Create on a partitioned table: `statement` creates the index ON ONLY
+    /// the table, and each partition gets its own, attached to it.
+    #[serde(default)]
+    pub partitioned: bool,
 }
 
 /// The statement that runs a drop or reindex job, from the index's current
@@ -79,14 +83,121 @@ pub fn statement_for(
 /// The start of a CREATE INDEX statement up to its table name: every
 /// clause the parser read before the table, written out again, with
 /// CONCURRENTLY and the index name always present.
-pub fn create_prefix(unique: bool, if_not_exists: bool, name: &str, only: bool) -> String {
+pub fn create_prefix(
+    unique: bool,
+    concurrently: bool,
+    if_not_exists: bool,
+    name: &str,
+    only: bool,
+) -> String {
     format!(
-        "CREATE {}INDEX CONCURRENTLY {}{} ON {}",
+        "CREATE {}INDEX {}{}{} ON {}",
         if unique { "UNIQUE " } else { "" },
+        if concurrently { "CONCURRENTLY " } else { "" },
         if if_not_exists { "IF NOT EXISTS " } else { "" },
         quote_ident(name),
         if only { "ONLY " } else { "" }
     )
+}
+
+/// How long a drop of a partitioned index waits for any one of its locks
+/// unless the job says (ACCESS EXCLUSIVE on the table and each partition:
+/// a drop that waits holds up every query behind it).
+pub const PARTITIONED_DROP_WAIT_MS: i64 = 2000;
+
+/// The statement of a drop job: CONCURRENTLY, unless the index is a
+/// partitioned table's, which PostgreSQL 15 drops only without it.
+pub fn drop_statement(schema: &str, name: &str, partitioned: bool) -> String {
+    if partitioned {
+        format!("DROP INDEX IF EXISTS {}", display_qualified(schema, name))
+    } else {
+        statement_for(IndexAction::Drop, schema, name, "")
+    }
+}
+
+/// The name of the index a job on a partitioned table gives partition
+/// `table` (oid `oid`) for its index `index`: `{table}_{index}`, or, when
+/// that is longer than PostgreSQL's 63 bytes, cut and ended with the
+/// partition's oid, so that the same partition always gets the same name
+/// (a job that resumes finds what it built) and two cut names differ.
+pub fn partition_index_name(table: &str, index: &str, oid: u32) -> String {
+    const LIMIT: usize = 63;
+    let full = format!("{table}_{index}");
+    if full.len() <= LIMIT {
+        return full;
+    }
+    let tail = format!("_{oid}");
+    let mut cut = LIMIT - tail.len();
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{tail}", &full[..cut])
+}
+
+/// The statement that gives a partition (`table`, written qualified) the
+/// index `name` matching a partitioned index, from the partitioned index's
+/// `pg_get_indexdef` and the head of it that names that index and its table
+/// (`CREATE [UNIQUE ]INDEX name ON ONLY schema.table `).  A leaf gets
+/// CONCURRENTLY; a partitioned partition gets its own index ON ONLY it.
+/// None if the definition does not start with `head`.
+pub fn partition_statement(
+    definition: &str,
+    head: &str,
+    unique: bool,
+    name: &str,
+    table: &str,
+    leaf: bool,
+) -> Option<String> {
+    let rest = definition.strip_prefix(head)?;
+    Some(format!(
+        "{}{table} {rest}",
+        create_prefix(unique, leaf, false, name, !leaf)
+    ))
+}
+
+/// Where one partition stands, for `next_partition_step`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionState {
+    pub leaf: bool,
+    /// Its parent's index in the job's tree exists.
+    pub parent_indexed: bool,
+    /// It has an index attached to the tree.
+    pub attached: bool,
+    /// The index the job names for it exists, not attached: valid or not.
+    pub named: Option<bool>,
+}
+
+/// What a job on a partitioned table does next, for the partition at the
+/// index given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionStep {
+    /// A partitioned partition: create its index ON ONLY it.
+    CreateOnly(usize),
+    /// Its index is there (a leaf's valid; a partitioned partition's
+    /// always, valid once its own partitions' are attached): attach it.
+    Attach(usize),
+    /// A leaf: build its index concurrently (dropping an invalid one an
+    /// interrupted build left first).
+    Build(usize),
+    /// Every partition's index is attached.
+    Done,
+}
+
+/// The next step, partitions taken parents first: nothing is built twice
+/// (a leaf whose index is there is only attached), and a partition whose
+/// parent has no index yet waits for its parent's step.
+pub fn next_partition_step(parts: &[PartitionState]) -> PartitionStep {
+    for (i, p) in parts.iter().enumerate() {
+        if p.attached || !p.parent_indexed {
+            continue;
+        }
+        return match (p.leaf, p.named) {
+            (false, Some(_)) | (true, Some(true)) => PartitionStep::Attach(i),
+            (false, None) => PartitionStep::CreateOnly(i),
+            (true, _) => PartitionStep::Build(i),
+        };
+    }
+    PartitionStep::Done
 }
 
 /// The middle part of a default index name, as PostgreSQL writes it: the
@@ -269,6 +380,7 @@ mod tests {
             schedule: None,
             settings: vec![("search_path".into(), "public".into())],
             run_now: false,
+            partitioned: false,
         }
     }
 
@@ -294,13 +406,84 @@ mod tests {
     }
 
     #[test]
+    fn partition_steps_go_parents_first_and_never_build_twice() {
+        let p = |leaf, parent_indexed, attached, named| PartitionState {
+            leaf,
+            parent_indexed,
+            attached,
+            named,
+        };
+        // A sub-partitioned partition without its index, and its leaf.
+        let tree = [p(false, true, false, None), p(true, false, false, None)];
+        assert_eq!(next_partition_step(&tree), PartitionStep::CreateOnly(0));
+        let tree = [
+            p(false, true, false, Some(false)),
+            p(true, false, false, None),
+        ];
+        assert_eq!(next_partition_step(&tree), PartitionStep::Attach(0));
+        let tree = [p(false, true, true, None), p(true, true, false, None)];
+        assert_eq!(next_partition_step(&tree), PartitionStep::Build(1));
+        // Built before a restart, not attached yet: attach, do not build.
+        let tree = [p(true, true, true, None), p(true, true, false, Some(true))];
+        assert_eq!(next_partition_step(&tree), PartitionStep::Attach(1));
+        // An interrupted build left it invalid: build again.
+        let tree = [p(true, true, false, Some(false))];
+        assert_eq!(next_partition_step(&tree), PartitionStep::Build(0));
+        let tree = [p(false, true, true, None), p(true, true, true, None)];
+        assert_eq!(next_partition_step(&tree), PartitionStep::Done);
+        assert_eq!(next_partition_step(&[]), PartitionStep::Done);
+    }
+
+    #[test]
+    fn partitions_get_stable_names_within_63_bytes() {
+        assert_eq!(
+            partition_index_name("m_2024_01", "m_created_idx", 16384),
+            "m_2024_01_m_created_idx"
+        );
+        let long = "x".repeat(40);
+        let a = partition_index_name(&long, &"i".repeat(30), 16384);
+        assert_eq!(a.len(), 63);
+        assert!(a.ends_with("_16384"), "{a}");
+        assert_eq!(a, partition_index_name(&long, &"i".repeat(30), 16384));
+        assert_ne!(a, partition_index_name(&long, &"i".repeat(30), 16385));
+        // Cut at a character boundary.
+        let b = partition_index_name(&"é".repeat(40), "i", 7);
+        assert!(b.len() <= 63 && b.ends_with("_7"), "{b}");
+    }
+
+    #[test]
+    fn partition_statements_follow_the_partitioned_index() {
+        let def = "CREATE UNIQUE INDEX m_key ON ONLY public.m USING btree (id, at) WHERE (id > 0)";
+        let head = "CREATE UNIQUE INDEX m_key ON ONLY public.m ";
+        assert_eq!(
+            partition_statement(def, head, true, "m_1_m_key", "public.m_1", true).as_deref(),
+            Some("CREATE UNIQUE INDEX CONCURRENTLY \"m_1_m_key\" ON public.m_1 USING btree (id, at) WHERE (id > 0)")
+        );
+        assert_eq!(
+            partition_statement(def, head, true, "m_2_m_key", "public.m_2", false).as_deref(),
+            Some("CREATE UNIQUE INDEX \"m_2_m_key\" ON ONLY public.m_2 USING btree (id, at) WHERE (id > 0)")
+        );
+        assert_eq!(
+            partition_statement(
+                def,
+                "CREATE INDEX other ON ONLY public.m ",
+                false,
+                "x",
+                "public.m_1",
+                true
+            ),
+            None
+        );
+    }
+
+    #[test]
     fn prefix_keeps_every_clause_before_the_table() {
         assert_eq!(
-            create_prefix(false, false, "t_a_idx", false),
+            create_prefix(false, true, false, "t_a_idx", false),
             "CREATE INDEX CONCURRENTLY \"t_a_idx\" ON "
         );
         assert_eq!(
-            create_prefix(true, true, "u", true),
+            create_prefix(true, true, true, "u", true),
             "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS \"u\" ON ONLY "
         );
     }

@@ -82,6 +82,18 @@ impl JobKind for IndexKind {
             j.spec["schema"].as_str().unwrap_or_default(),
             j.spec["name"].as_str().unwrap_or_default()
         );
+        if j.spec["partitioned"].as_bool() == Some(true) {
+            let size = j
+                .index_oid
+                .and_then(|oid| as_owner(|| builds::tree_size(oid)));
+            return format!(
+                "job {} succeeded: {done} index {index} and the index of each of its {} partitions, attached, in {} steps{}",
+                j.id,
+                j.rows_done,
+                attempts,
+                size.map(|s| format!(", index size {s}")).unwrap_or_default()
+            );
+        }
         format!(
             "job {} succeeded: {done} index {index} in {} attempt{}{}",
             j.id,

@@ -12,7 +12,9 @@ use crate::catalog::as_owner;
 use crate::catalog::builds::{self, AttemptEnd, IndexNow};
 use crate::catalog::jobs::{self, Job};
 use crate::engine::cron::Cron;
-use crate::engine::index::{self as rules, AfterSuccess, IndexAction, IndexSpec};
+use crate::engine::index::{
+    self as rules, AfterSuccess, IndexAction, IndexSpec, PartitionState, PartitionStep,
+};
 use crate::engine::jobs::{human_seconds, JobState};
 use crate::engine::pace::jittered;
 use crate::runner::outcome::{fail, give_up, succeed};
@@ -40,6 +42,28 @@ struct Attempt {
     before: Vec<pg_sys::Oid>,
     /// Invalid indexes an earlier attempt of this job left: dropped first.
     leftovers: Vec<IndexNow>,
+    /// The settings the statement runs under.
+    settings: Vec<(String, String)>,
+    /// Which step of the job this is.
+    step: Step,
+    /// A step of a job on a partitioned table: which partition, shown as
+    /// the job's phase.
+    label: Option<String>,
+}
+
+/// What an attempt does for its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// All the job does (a table's index, a drop, a rebuild).
+    Whole,
+    /// A partitioned table: its index, ON ONLY it.
+    Top,
+    /// A partitioned partition's index, ON ONLY it.
+    Inner,
+    /// Attach a partition's index to its parent's.
+    Attach,
+    /// Build a leaf partition's index concurrently.
+    Leaf,
 }
 
 enum Prepared {
@@ -67,14 +91,25 @@ fn time_zone(spec: &IndexSpec) -> &str {
         .map_or("UTC", |(_, v)| v.as_str())
 }
 
-/// Drive index job `id`, claimed by this worker, through one attempt.
+/// Drive index job `id`, claimed by this worker, through one attempt (a
+/// job on a partitioned table: through its steps, one attempt each, until
+/// one fails or the job ends).
 pub fn drive(id: i64) {
     let _hold = HoldCancels::new();
-    match in_transaction(|| prepare(id)) {
-        Ok(Prepared::Run(a)) => run(&a),
-        Ok(Prepared::Stop) => {}
-        // An error outside the statement: the job cannot go on.
-        Err(e) => give_up(id, &e),
+    loop {
+        match in_transaction(|| prepare(id)) {
+            Ok(Prepared::Run(a)) => {
+                if !run(&a) {
+                    break;
+                }
+            }
+            Ok(Prepared::Stop) => break,
+            // An error outside the statement: the job cannot go on.
+            Err(e) => {
+                give_up(id, &e);
+                break;
+            }
+        }
     }
 }
 
@@ -135,7 +170,14 @@ fn prepare(id: i64) -> Prepared {
         }
     }
     let (earlier, unfinished) = as_owner(|| builds::earlier_attempts(id));
-    let indexes = as_owner(|| builds::indexes_of(job.relid));
+    if spec.action == IndexAction::Create && spec.partitioned {
+        return prepare_partitioned(&job, spec, earlier);
+    }
+    let indexes = if spec.partitioned {
+        as_owner(|| builds::indexes_of_tree(job.relid))
+    } else {
+        as_owner(|| builds::indexes_of(job.relid))
+    };
     let mut leftovers: Vec<IndexNow> = Vec::new();
     let mut size_before = None;
     let (schema, name, statement) = match spec.action {
@@ -234,16 +276,19 @@ fn prepare(id: i64) -> Prepared {
                 return Prepared::Stop;
             };
             if spec.action == IndexAction::Reindex && earlier > 0 {
-                let prefix = format!("{}_cc", ix.name);
+                let prefixes = copy_prefixes(&ix, spec.partitioned);
                 leftovers.extend(
                     indexes
                         .iter()
-                        .filter(|i| !i.valid && i.name.starts_with(&prefix))
+                        .filter(|i| !i.valid && prefixes.iter().any(|p| i.name.starts_with(p)))
                         .cloned(),
                 );
             }
             size_before = Some(ix.size);
-            let statement = rules::statement_for(spec.action, &ix.schema, &ix.name, "");
+            let statement = match spec.action {
+                IndexAction::Drop => rules::drop_statement(&ix.schema, &ix.name, spec.partitioned),
+                _ => rules::statement_for(spec.action, &ix.schema, &ix.name, ""),
+            };
             (ix.schema, ix.name, statement)
         }
     };
@@ -253,6 +298,7 @@ fn prepare(id: i64) -> Prepared {
         .map(|i| i.oid)
         .collect();
     let attempt = as_owner(|| builds::start_attempt(id, &statement, "starting"));
+    let settings = spec.settings.clone();
     Prepared::Run(Box::new(Attempt {
         job_id: id,
         attempt,
@@ -265,6 +311,290 @@ fn prepare(id: i64) -> Prepared {
         size_before,
         before,
         leftovers,
+        settings,
+        step: Step::Whole,
+        label: None,
+    }))
+}
+
+/// How the copies REINDEX CONCURRENTLY makes of an index begin (`{name}_cc`,
+/// then `new` or `old`): of a partitioned index, of each of its
+/// partitions' indexes.
+fn copy_prefixes(ix: &IndexNow, partitioned: bool) -> Vec<String> {
+    let names = if partitioned {
+        as_owner(|| builds::index_tree_names(ix.oid))
+    } else {
+        vec![ix.name.clone()]
+    };
+    names.into_iter().map(|n| format!("{n}_cc")).collect()
+}
+
+/// The next step of a job on a partitioned table: create its index ON ONLY
+/// the table; then, parents first, each partitioned partition's index ON
+/// ONLY it and each leaf's index concurrently, each attached to its
+/// parent's as soon as it is there.  What the catalogs show decides, so a
+/// job that resumes builds nothing twice, and a partition attached or
+/// created meanwhile is covered.  When every partition's index is attached,
+/// PostgreSQL has made the index valid and the job ends.
+fn prepare_partitioned(job: &Job, spec: IndexSpec, earlier: i32) -> Prepared {
+    let id = job.id;
+    let target = qualified(&spec.schema, &spec.name);
+    let top = match as_owner(|| builds::index_named(&spec.schema, &spec.name)) {
+        None => {
+            let statement = spec.statement.clone();
+            let (schema, name) = (spec.schema.clone(), spec.name.clone());
+            let label = format!("creating {target} ON ONLY the table");
+            let settings = spec.settings.clone();
+            return start(
+                job,
+                spec,
+                Step::Top,
+                statement,
+                job.relid,
+                (schema, name),
+                settings,
+                label,
+                None,
+            );
+        }
+        // This job's: it recorded the index, or created it just before its
+        // worker stopped (an invalid partitioned index on its table, and
+        // the job has run before).
+        Some(ix)
+            if job.index_oid == Some(ix.oid)
+                || (job.index_oid.is_none()
+                    && earlier > 0
+                    && ix.table == job.relid
+                    && !ix.valid
+                    && as_owner(|| builds::partitioned_index(ix.oid)).is_some()) =>
+        {
+            ix
+        }
+        Some(ix) if ix.valid && spec.if_not_exists => {
+            done_already(
+                job,
+                &spec,
+                &spec.statement,
+                Some(ix.size),
+                "the index already existed (IF NOT EXISTS): nothing to build",
+            );
+            return Prepared::Stop;
+        }
+        Some(ix) => {
+            let e = if ix.valid {
+                caught(
+                    "42P07",
+                    format!("relation {target} already exists"),
+                    Some("It was created after the job was queued.".into()),
+                    None,
+                )
+            } else {
+                caught(
+                    "55000",
+                    format!("an invalid index {target} exists"),
+                    Some("It is not this job's.".into()),
+                    Some(&format!(
+                        "Drop it with DROP INDEX {target}; then SELECT migrate_retry({id})."
+                    )),
+                )
+            };
+            fail(job, &e);
+            return Prepared::Stop;
+        }
+    };
+    if job.index_oid != Some(top.oid) {
+        as_owner(|| builds::set_index_oid(id, top.oid));
+    }
+    let parts = as_owner(|| builds::partitions(job.relid, top.oid));
+    let planned: Vec<String> = parts
+        .iter()
+        .map(|p| rules::partition_index_name(&p.name, &spec.name, p.oid.to_u32()))
+        .collect();
+    let named: Vec<Option<IndexNow>> = parts
+        .iter()
+        .zip(&planned)
+        .map(|(p, n)| as_owner(|| builds::index_named(&p.schema, n)).filter(|ix| ix.table == p.oid))
+        .collect();
+    let states: Vec<PartitionState> = parts
+        .iter()
+        .zip(&named)
+        .map(|(p, n)| PartitionState {
+            leaf: p.leaf,
+            parent_indexed: p.parent_index.is_some(),
+            attached: p.attached,
+            named: n.as_ref().map(|ix| ix.valid),
+        })
+        .collect();
+    let leaves = parts.iter().filter(|p| p.leaf).count() as i64;
+    let done = parts.iter().filter(|p| p.leaf && p.attached).count() as i64;
+    as_owner(|| builds::set_partition_counts(id, done, leaves));
+    let i = match rules::next_partition_step(&states) {
+        PartitionStep::Done => {
+            match as_owner(|| builds::index_by_oid(top.oid)) {
+                Some(ix) if ix.valid => {
+                    as_owner(|| builds::reset_retries(id));
+                    after_success(job, &spec, Some(ix.oid));
+                }
+                _ => {
+                    fail(
+                        job,
+                        &caught(
+                            "55000",
+                            format!(
+                                "index {target} is still invalid with every partition's index attached"
+                            ),
+                            Some("A partition was attached or detached while the job ended.".into()),
+                            Some(&format!("SELECT migrate_retry({id}) looks again.")),
+                        ),
+                    );
+                }
+            }
+            return Prepared::Stop;
+        }
+        PartitionStep::CreateOnly(i) | PartitionStep::Attach(i) | PartitionStep::Build(i) => i,
+    };
+    let step = rules::next_partition_step(&states);
+    let p = &parts[i];
+    let table = qualified(&p.schema, &p.name);
+    let index = qualified(&p.schema, &planned[i]);
+    let place = if p.leaf {
+        format!("partition {} of {leaves}, {table}", done + 1)
+    } else {
+        format!("partitioned partition {table}")
+    };
+    // Statements pg_migrate writes run with the pinned search_path their
+    // names were written under.
+    let mut settings: Vec<(String, String)> = spec
+        .settings
+        .iter()
+        .filter(|(n, _)| n != "search_path")
+        .cloned()
+        .collect();
+    settings.push(("search_path".into(), "pg_catalog, pg_temp".into()));
+    if let PartitionStep::Attach(_) = step {
+        let Some(parent) = p
+            .parent_index
+            .and_then(|o| as_owner(|| builds::index_by_oid(o)))
+        else {
+            return Prepared::Stop;
+        };
+        let statement = format!(
+            "ALTER INDEX {} ATTACH PARTITION {index}",
+            qualified(&parent.schema, &parent.name)
+        );
+        let label = format!("{place}: attaching {index}");
+        return start(
+            job,
+            spec,
+            Step::Attach,
+            statement,
+            p.oid,
+            (p.schema.clone(), planned[i].clone()),
+            settings,
+            label,
+            None,
+        );
+    }
+    let Some(def) = as_owner(|| builds::partitioned_index(top.oid)) else {
+        return Prepared::Stop;
+    };
+    let Some(statement) = rules::partition_statement(
+        &def.definition,
+        &def.head,
+        def.unique,
+        &planned[i],
+        &table,
+        p.leaf,
+    ) else {
+        fail(
+            job,
+            &caught(
+                "XX000",
+                format!("could not write the index of partition {table} from that of {target}"),
+                Some(format!("pg_get_indexdef said: {}", def.definition)),
+                None,
+            ),
+        );
+        return Prepared::Stop;
+    };
+    if let Some(space) = &def.tablespace {
+        settings.push(("default_tablespace".into(), space.clone()));
+    }
+    if !p.leaf {
+        let label = format!("{place}: creating {index} ON ONLY it");
+        return start(
+            job,
+            spec,
+            Step::Inner,
+            statement,
+            p.oid,
+            (p.schema.clone(), planned[i].clone()),
+            settings,
+            label,
+            None,
+        );
+    }
+    // A leaf: an invalid index of that name is what an interrupted build
+    // left (unless somebody builds on the leaf now).
+    let leftover = named[i].clone().filter(|ix| !ix.valid);
+    if leftover.is_some() {
+        if let Some(pid) = as_owner(|| builds::other_build_on(p.oid)) {
+            let why = format!(
+                "invalid index {index} exists while pid {pid} builds an index on partition {table}; looking again in a minute"
+            );
+            let e = caught("55006", why.clone(), None, None);
+            as_owner(|| builds::retry_later(id, job.retries, &why, &e, 60_000));
+            return Prepared::Stop;
+        }
+    }
+    start(
+        job,
+        spec,
+        Step::Leaf,
+        statement,
+        p.oid,
+        (p.schema.clone(), planned[i].clone()),
+        settings,
+        place,
+        leftover,
+    )
+}
+
+/// Open an attempt of a step of a job on a partitioned table.
+#[allow(clippy::too_many_arguments)]
+fn start(
+    job: &Job,
+    spec: IndexSpec,
+    step: Step,
+    statement: String,
+    relid: pg_sys::Oid,
+    (schema, name): (String, String),
+    settings: Vec<(String, String)>,
+    label: String,
+    leftover: Option<IndexNow>,
+) -> Prepared {
+    let leftovers: Vec<IndexNow> = leftover.into_iter().collect();
+    let before = as_owner(|| builds::indexes_of(relid))
+        .into_iter()
+        .filter(|i| !leftovers.iter().any(|l| l.oid == i.oid))
+        .map(|i| i.oid)
+        .collect();
+    let attempt = as_owner(|| builds::start_attempt(job.id, &statement, &label));
+    Prepared::Run(Box::new(Attempt {
+        job_id: job.id,
+        attempt,
+        owner: job.owner,
+        relid,
+        spec,
+        statement,
+        schema,
+        name,
+        size_before: None,
+        before,
+        leftovers,
+        settings,
+        step,
+        label: Some(label),
     }))
 }
 
@@ -297,7 +627,8 @@ fn go_on_or_stop(id: i64) -> Result<(), Failure> {
     })
 }
 
-fn run(a: &Attempt) {
+/// Run an attempt; true if the job goes on with its next step now.
+fn run(a: &Attempt) -> bool {
     let id = a.job_id;
     // From here a pause or cancel interrupts the statement (the signal
     // waits while pg_migrate's own steps run).
@@ -334,11 +665,14 @@ fn run(a: &Attempt) {
         result = go_on_or_stop(id);
     }
     if result.is_ok() {
-        set_phase(id, facts::of(a.spec.action).name);
+        set_phase(
+            id,
+            a.label.as_deref().unwrap_or(facts::of(a.spec.action).name),
+        );
         result = toplevel::run(&Statement {
             sql: &a.statement,
             role: a.owner,
-            settings: &a.spec.settings,
+            settings: &a.settings,
             lock_timeout_ms: a.spec.max_wait_ms,
             table: (a.spec.action == IndexAction::Create).then_some(a.relid),
         });
@@ -354,12 +688,13 @@ fn run(a: &Attempt) {
                 .waiting_for
                 .and_then(|pid| in_transaction(|| as_owner(|| builds::describe_backend(pid))).ok());
             let note = clean_up(a);
-            in_transaction(|| failed(a, &f, waited.as_deref(), note.as_deref()))
+            in_transaction(|| failed(a, &f, waited.as_deref(), note.as_deref())).map(|()| false)
         }
     };
-    if let Err(e) = ended {
+    ended.unwrap_or_else(|e| {
         give_up(id, &e);
-    }
+        false
+    })
 }
 
 /// Drop what a failed attempt left invalid: the index it was building, or
@@ -373,11 +708,19 @@ fn clean_up(a: &Attempt) -> Option<String> {
                 .into_iter()
                 .collect(),
             IndexAction::Reindex => {
-                let prefix = format!("{}_cc", a.name);
-                builds::indexes_of(a.relid)
-                    .into_iter()
+                let prefixes = builds::index_named(&a.schema, &a.name)
+                    .map(|ix| copy_prefixes(&ix, a.spec.partitioned))
+                    .unwrap_or_else(|| vec![format!("{}_cc", a.name)]);
+                let all = if a.spec.partitioned {
+                    builds::indexes_of_tree(a.relid)
+                } else {
+                    builds::indexes_of(a.relid)
+                };
+                all.into_iter()
                     .filter(|i| {
-                        !i.valid && !a.before.contains(&i.oid) && i.name.starts_with(&prefix)
+                        !i.valid
+                            && !a.before.contains(&i.oid)
+                            && prefixes.iter().any(|p| i.name.starts_with(p))
                     })
                     .collect()
             }
@@ -407,8 +750,8 @@ fn clean_up(a: &Attempt) -> Option<String> {
     (!notes.is_empty()).then(|| notes.join("; "))
 }
 
-/// The statement succeeded.
-fn succeeded(a: &Attempt) {
+/// The statement succeeded; true if the job goes on with its next step.
+fn succeeded(a: &Attempt) -> bool {
     let id = a.job_id;
     let job = as_owner(|| jobs::get(id, true));
     let now = match a.spec.action {
@@ -419,9 +762,11 @@ fn succeeded(a: &Attempt) {
     };
     let mut end = AttemptEnd {
         outcome: "succeeded",
-        index_size: match a.spec.action {
-            IndexAction::Drop => a.size_before,
-            _ => now.as_ref().map(|i| i.size),
+        index_size: match (a.spec.action, a.step) {
+            (IndexAction::Drop, _) => a.size_before,
+            (_, Step::Whole | Step::Leaf) => now.as_ref().map(|i| i.size),
+            // An index ON ONLY a table is empty; an attach builds nothing.
+            _ => None,
         },
         waited_for: None,
         error: None,
@@ -429,7 +774,11 @@ fn succeeded(a: &Attempt) {
     };
     // CREATE INDEX IF NOT EXISTS says nothing when it skips an invalid
     // index of that name: the job did not build what it was asked for.
-    let invalid = a.spec.action == IndexAction::Create && !now.as_ref().is_some_and(|i| i.valid);
+    // (An index ON ONLY a partitioned table is invalid until its
+    // partitions' are attached.)
+    let invalid = a.spec.action == IndexAction::Create
+        && matches!(a.step, Step::Whole | Step::Leaf)
+        && !now.as_ref().is_some_and(|i| i.valid);
     let error = invalid.then(|| {
         let target = qualified(&a.schema, &a.name);
         caught(
@@ -446,20 +795,35 @@ fn succeeded(a: &Attempt) {
         end.error = Some(e);
     }
     as_owner(|| builds::end_attempt(id, a.attempt, &end));
-    let Some(job) = job else { return };
+    let Some(job) = job else { return false };
+    if a.step == Step::Top {
+        if let Some(ix) = &now {
+            as_owner(|| builds::set_index_oid(id, ix.oid));
+        }
+    }
     if !still_mine(&Some(job.clone())) {
         // Paused or cancelled while it finished: the work is done all the
         // same (the attempt says so); the job keeps its new state.
         if job.mine {
             as_owner(|| builds::release(id));
         }
-        return;
+        return false;
     }
     match error {
         Some(e) => {
             fail(&job, &e);
+            false
         }
-        None => after_success(&job, &a.spec, now.map(|i| i.oid)),
+        None if a.step == Step::Whole => {
+            after_success(&job, &a.spec, now.map(|i| i.oid));
+            false
+        }
+        // A step of a job on a partitioned table: a failure of the next
+        // step gets its own retries.
+        None => {
+            as_owner(|| builds::reset_retries(id));
+            true
+        }
     }
 }
 

@@ -154,6 +154,7 @@ fn queue_create(sql: &str, c: Common) -> i64 {
         checked.statement,
         checked.if_not_exists,
         None,
+        checked.partitioned,
         c,
     )
 }
@@ -170,6 +171,8 @@ struct Checked {
     name: String,
     if_not_exists: bool,
     statement: String,
+    /// A partitioned table: the statement creates the index ON ONLY it.
+    partitioned: bool,
 }
 
 /// May the caller act as the owner of `relid` (owner, member of the
@@ -263,13 +266,15 @@ unsafe fn check_create_inner(sql: &str, csql: &CString) -> Checked {
         let table_schema = rel.namespace().to_string();
         let table = rel.name().to_string();
         let display = qualified_display(&table_schema, &table);
+        let partitioned = relkind == b'p';
         match relkind {
             b'r' | b'm' => {}
-            b'p' => MigrateError::CannotIndex {
-                what: format!("partitioned table {display}"),
-                why: "PostgreSQL builds indexes CONCURRENTLY on each partition, not on a partitioned table. Build the index on each partition with migrate_create_index(), then CREATE INDEX ... ON ONLY the parent and ALTER INDEX ... ATTACH PARTITION each one.".into(),
+            b'p' if !(*rv).inh => MigrateError::CannotIndex {
+                what: format!("ONLY the partitioned table {display}"),
+                why: "An index ON ONLY a partitioned table stays invalid until each partition's index is attached to it: leave out ONLY, and the job builds each partition's index concurrently and attaches it.".into(),
             }
             .report(),
+            b'p' => check_partitions(relid, &display, false),
             other => MigrateError::CannotIndex {
                 what: format!("{} {display}", relkind_name(other)),
                 why: "Indexes are built on tables and materialized views.".into(),
@@ -444,14 +449,25 @@ unsafe fn check_create_inner(sql: &str, csql: &CString) -> Checked {
             sql.len()
         };
         let rest = sql.get(start..end.min(sql.len())).unwrap_or("");
+        // On a partitioned table: the index ON ONLY it, without
+        // CONCURRENTLY (it has no rows of its own).
         let statement = format!(
             "{}{}",
-            rules::create_prefix((*stmt).unique, (*stmt).if_not_exists, &name, !(*rv).inh),
+            rules::create_prefix(
+                (*stmt).unique,
+                !partitioned,
+                (*stmt).if_not_exists,
+                &name,
+                !(*rv).inh || partitioned
+            ),
             rest.trim_end()
         );
         let again = CString::new(statement.clone()).unwrap_or_default();
         let (raw2, n2) = parse(&again);
-        (*original).concurrent = true;
+        (*original).concurrent = !partitioned;
+        if partitioned {
+            (*(*original).relation).inh = false;
+        }
         (*original).idxname = pg_sys::pstrdup(cname.as_ptr());
         if n2 != 1 || !pg_sys::equal(original.cast(), (*raw2).stmt.cast()) {
             pgrx::error!(
@@ -465,6 +481,52 @@ unsafe fn check_create_inner(sql: &str, csql: &CString) -> Checked {
             name,
             if_not_exists: (*stmt).if_not_exists,
             statement,
+            partitioned,
+        }
+    }
+}
+
+/// A partitioned table's index is built (dropped, rebuilt) on every
+/// partition as its owner: every partition must be one the caller may
+/// index, and for a build one that can have an index (not a foreign table).
+fn check_partitions(relid: pg_sys::Oid, display: &str, foreign_ok: bool) {
+    let parts: Vec<(String, String, bool)> = Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), c.relkind::text,
+                    pg_catalog.pg_has_role(c.relowner, 'USAGE')
+               FROM pg_catalog.pg_partition_tree($1) t
+               JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid
+               JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+              WHERE t.level OPERATOR(pg_catalog.>) 0
+              ORDER BY t.level, c.relname",
+            None,
+            &[relid.into()],
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<bool>(3)?.unwrap_or(false),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .unwrap_or_else(|e| pgrx::error!("pg_migrate: reading the partitions of {display}: {e}"));
+    for (part, kind, owned) in parts {
+        if kind == "f" && !foreign_ok {
+            MigrateError::CannotIndex {
+                what: format!("partitioned table {display}, whose partition {part} is a foreign table,"),
+                why: "A foreign table has no index, so the index of the partitioned table could never become valid. Create that index with a plain CREATE INDEX, or detach the foreign partition first.".into(),
+            }
+            .report();
+        }
+        if !owned {
+            MigrateError::NotTableOwner {
+                relation: format!("{part} (a partition of {display})"),
+                to: "index it",
+            }
+            .report();
         }
     }
 }
@@ -507,6 +569,7 @@ fn queue(
     statement: String,
     if_not_exists: bool,
     schedule: Option<String>,
+    partitioned: bool,
     c: Common,
 ) -> i64 {
     let spec = IndexSpec {
@@ -526,6 +589,7 @@ fn queue(
         schedule,
         settings: c.settings,
         run_now: false,
+        partitioned,
     };
     let owner = unsafe { pg_sys::GetUserId() };
     let role = current_role_name();
@@ -603,6 +667,8 @@ struct IndexTarget {
     table_name: String,
     schema: String,
     name: String,
+    /// A partitioned index: the index of a partitioned table.
+    partitioned: bool,
 }
 
 fn check_index(index: &PgRelation, to: &'static str) -> IndexTarget {
@@ -611,12 +677,7 @@ fn check_index(index: &PgRelation, to: &'static str) -> IndexTarget {
         unsafe { ((*index.rd_rel).relkind as u8, (*index.rd_rel).relnamespace) };
     let display = qualified_display(index.namespace(), index.name());
     match relkind {
-        b'i' => {}
-        b'I' => MigrateError::CannotIndex {
-            what: format!("partitioned index {display}"),
-            why: "Work on the index of each partition instead.".into(),
-        }
-        .report(),
+        b'i' | b'I' => {}
         other => MigrateError::NotAnIndex {
             relation: display,
             kind: relkind_name(other),
@@ -664,12 +725,17 @@ fn check_index(index: &PgRelation, to: &'static str) -> IndexTarget {
         }
         .report();
     }
+    let partitioned = relkind == b'I';
+    if partitioned {
+        check_partitions(table, &qualified_display(&table_schema, &table_name), true);
+    }
     IndexTarget {
         table,
         table_schema,
         table_name,
         schema: index.namespace().to_string(),
         name: index.name().to_string(),
+        partitioned,
     }
 }
 
@@ -705,6 +771,12 @@ fn migrate_drop_index(
     );
     check_common_target();
     let t = check_index(&index, "drop its indexes");
+    // PostgreSQL 15 drops a partitioned index only with ACCESS EXCLUSIVE
+    // on the table and every partition: never wait long for those.
+    let mut c = c;
+    if t.partitioned && c.max_wait_ms == 0 {
+        c.max_wait_ms = rules::PARTITIONED_DROP_WAIT_MS;
+    }
     let constraint = crate::sys::pinned(|| {
         Spi::connect(|c| {
             c.select(
@@ -739,7 +811,7 @@ fn migrate_drop_index(
         }
         .report();
     }
-    let statement = rules::statement_for(IndexAction::Drop, &t.schema, &t.name, "");
+    let statement = rules::drop_statement(&t.schema, &t.name, t.partitioned);
     queue(
         IndexAction::Drop,
         t.table,
@@ -751,6 +823,7 @@ fn migrate_drop_index(
         statement,
         false,
         None,
+        t.partitioned,
         c,
     )
 }
@@ -840,6 +913,7 @@ fn migrate_reindex(
         statement,
         false,
         schedule.map(String::from),
+        t.partitioned,
         c,
     )
 }

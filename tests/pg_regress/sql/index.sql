@@ -19,7 +19,7 @@ SELECT regress.expect_error($$SELECT migrate_create_index('CREATE INDEX ON custo
 SELECT regress.expect_error($$SELECT migrate_create_index('CREATE INDEX ON customers (country) WHERE created > current_date - 30')$$);
 SELECT regress.expect_error($$SELECT migrate_create_index('CREATE UNIQUE INDEX ON customers USING hash (email)')$$);
 CREATE TABLE events (id bigint, at date) PARTITION BY RANGE (at);
-SELECT regress.expect_error($$SELECT migrate_create_index('CREATE INDEX ON events (at)')$$);
+SELECT regress.expect_error($$SELECT migrate_create_index('CREATE INDEX ON ONLY events (at)')$$);
 SELECT regress.expect_error($$SELECT migrate_create_index('CREATE INDEX ON customers (created)', retry_delay => '10 ms')$$);
 SELECT regress.expect_error($$SELECT migrate_drop_index('customers')$$);
 SELECT regress.expect_error($$SELECT migrate_drop_index('customers_email_key')$$);
