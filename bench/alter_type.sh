@@ -71,10 +71,7 @@ INSERT INTO lock_samples SELECT clock_timestamp(), l.pid, l.relation::regclass::
 SQL
     $PGBENCH -n -c 1 -R 100 -T "$2" -h 127.0.0.1 -p "$BENCH_PORT" -U postgres -f "$WORK/s_$1.sql" "$DB" >/dev/null 2>&1 || true
 }
-latencies() {   # latencies PREFIX FROM TO: ms of writes that ended in [FROM, TO], sorted
-    cat "$WORK"/"$1".[0-9]* | awk -v from="$2" -v to="$3" '{ end = $5 + $6 / 1e6; if (end >= from && end <= to) printf "%.3f\n", $3 / 1000 }' | sort -n
-}
-pct() { awk -v p="$1" '{ v[NR] = $1 } END { if (NR == 0) { print "n/a"; exit } i = int(NR * p / 100 + 0.999999); if (i < 1) i = 1; printf "%.1f", v[i] }'; }
+. "$(dirname "$0")/lib/latency.sh"
 writes() { cat "$WORK"/"$1".[0-9]* | wc -l; }
 failed() {   # failed PREFIX: transactions that failed or clients that aborted
     local f a

@@ -31,10 +31,7 @@ SQL
 }
 
 # Latencies (ms) of writes that ended between two epochs, sorted.
-latencies() {   # latencies PREFIX FROM TO
-    cat "$WORK"/"$1".* | awk -v from="$2" -v to="$3" '{ end = $5 + $6 / 1e6; if (end >= from && end <= to) printf "%.3f\n", $3 / 1000 }' | sort -n
-}
-pct() { awk -v p="$1" '{ v[NR] = $1 } END { if (NR == 0) { print "n/a"; exit } i = int(NR * p / 100 + 0.999999); if (i < 1) i = 1; printf "%.1f", v[i] }'; }
+. "$(dirname "$0")/lib/latency.sh"
 
 # Each writer runs a fixed time and ends by itself (its per-write log is
 # only complete then), long enough to outlast the backfill it watches.

@@ -96,7 +96,7 @@ fn bad_create_index_statements_are_refused_before_anything_is_queued() {
         ("CREATE INDEX ON ix (email COLLATE \"nosuch\")", "42704"),
         ("CREATE INDEX ON ix (n) TABLESPACE nosuch", "42704"),
         ("CREATE INDEX ix_taken ON ix (id)", "42P07"),
-        ("CREATE INDEX ON ix_parted (id)", "0A000"),
+        ("CREATE INDEX ON ONLY ix_parted (id)", "0A000"),
         ("CREATE INDEX ON ix_temp (id)", "0A000"),
         ("CREATE INDEX ON ix_view (id)", "0A000"),
         ("CREATE INDEX ON pg_class (relname)", "0A000"),

@@ -354,7 +354,7 @@ fn a_batch_never_scans_the_whole_table() {
 }
 
 #[pg_test]
-fn adaptive_batches_grow_by_at_most_half_and_a_fixed_size_stays() {
+fn adaptive_batches_grow_at_most_fourfold_and_a_fixed_size_stays() {
     run("CREATE TABLE ta (id int PRIMARY KEY, n int NOT NULL DEFAULT 0)");
     run("INSERT INTO ta (id) SELECT g FROM generate_series(1, 60000) g");
     let id = submit("SELECT migrate_backfill('ta', 'n = n + 1', target_batch_ms => 1000)");
@@ -369,7 +369,7 @@ fn adaptive_batches_grow_by_at_most_half_and_a_fixed_size_stays() {
     assert_eq!(sizes[0], 1000, "the first batch of an adaptive job");
     assert!(sizes.len() >= 3, "{sizes:?}");
     for w in sizes.windows(2) {
-        assert!(w[1] as f64 <= (w[0] as f64 * 1.5).ceil(), "grew too fast: {sizes:?}");
+        assert!(w[1] as f64 <= (w[0] as f64 * 4.0).ceil(), "grew too fast: {sizes:?}");
         assert!(w[1] >= w[0] / 2, "shrank too fast: {sizes:?}");
     }
     assert!(sizes.iter().skip(1).any(|s| *s > 1000), "it grew: {sizes:?}");

@@ -25,6 +25,7 @@ CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO (
 CREATE TABLE events_default PARTITION OF events DEFAULT;
 INSERT INTO events SELECT g, date '2025-01-01' + g, 'x' FROM generate_series(1, 600) g;
 CREATE TABLE events_2027 (id bigint, at date, payload text);
+CREATE INDEX events_at_idx ON events (at);
 CREATE TABLE base_t (id int, x int);
 CREATE TABLE inh_t (y int) INHERITS (base_t);
 CREATE TABLE lonely (id int, x int);
@@ -169,6 +170,7 @@ pub const CORPUS: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS plain_a_idx ON plain (a)",
     "DROP INDEX plain_a_idx",
     "DROP INDEX CONCURRENTLY plain_a_idx",
+    "DROP INDEX events_at_idx",
     "REINDEX INDEX plain_a_idx",
     "REINDEX TABLE plain",
     "REINDEX INDEX CONCURRENTLY plain_a_idx",

@@ -697,6 +697,16 @@ unsafe fn drop_stmt(script: &mut Script, a: &mut Analysis, s: *mut pg_sys::DropS
                                 .unwrap_or(0);
                             let t = a.targets.remove(i);
                             a.targets.insert(0, t);
+                            // A partitioned index goes with its partitions'
+                            // indexes: each partition is locked as well.
+                            if relkind(idx) == b'I' {
+                                for c in children(heap) {
+                                    a.lock(c, mode).why = Some(
+                                        "a partition: its index goes with the partitioned index"
+                                            .into(),
+                                    );
+                                }
+                            }
                         }
                         if !(*s).concurrent {
                             a.recipe.push(format!(
