@@ -181,7 +181,7 @@ echo "- Longest write during the job: ${max_job:-0} ms (target <= 1000 ms: $(und
 echo
 echo "**kill -9 half-way:** the same build of another index, its worker killed after $killed_at of $leaves"
 echo "partitions: the index ends valid: $kvalid ($(verdict "$kvalid" t)); $kbuilds successful leaf builds for $leaves leaves,"
-echo "$kinterrupted cut short by the kill (its leftover dropped and built again), $krebuilt leaves built twice"
+echo "$kinterrupted leaf build(s) cut short by the kill (and built again), $krebuilt leaves built twice"
 echo "($(verdict "$krebuilt" 0)); $(secs "$k0" "$k1") s from submit to finish."
 echo
 echo "**Backfill \`n = n + 1\`** of the whole table, its worker killed by kill -9 half-way:"
