@@ -831,6 +831,13 @@ fn a_partitioned_build_resumes_after_kill_9_without_building_a_partition_twice()
     let cluster = Cluster::start("ix-parts-kill");
     let mut c = cluster.create_db("app");
     partitioned(&mut c, 20_000);
+    // A partition whose name needs quoting, in a schema of its own.
+    c.batch_execute(
+        "CREATE SCHEMA \"Odd s\"; CREATE TABLE \"Odd s\".\"M 2029 \"\"x\"\"; --\" PARTITION OF m
+           FOR VALUES FROM ('2029-01-01') TO ('2030-01-01');
+         INSERT INTO m VALUES (7, '2029-05-01', 7);",
+    )
+    .unwrap();
     c.batch_execute("CREATE TABLE m_2030 (LIKE m INCLUDING ALL); INSERT INTO m_2030 VALUES (1, '2030-02-01', 1)")
         .unwrap();
     // m_2024_b comes last: its build waits for this lock (a lock, not a
@@ -855,7 +862,7 @@ fn a_partitioned_build_resumes_after_kill_9_without_building_a_partition_twice()
         let phase: Option<String> = r.get(0);
         let waiting: Option<i32> = r.get(1);
         assert_ne!(state(&mut c, id), "failed");
-        (phase.is_some_and(|p| p.starts_with("partition 4 of 4, public.m_2024_b")))
+        (phase.is_some_and(|p| p.starts_with("partition 5 of 5, public.m_2024_b")))
             .then_some(waiting)
             .flatten()
     });
@@ -877,7 +884,7 @@ fn a_partitioned_build_resumes_after_kill_9_without_building_a_partition_twice()
         parts.iter().all(|(_, ix, ok)| ix != "-" && *ok),
         "{parts:#?}"
     );
-    assert_eq!(parts.len(), 7, "{parts:#?}");
+    assert_eq!(parts.len(), 8, "{parts:#?}");
     // Every leaf built by the job was built once; the one the kill cut
     // short was cleaned up and built again.
     let builds: Vec<(String, String)> = c

@@ -667,6 +667,10 @@ fn drive(c: &mut Client, admin: &mut Client, prefix: &str, superuser: bool) -> V
         format!("SELECT migrate_create_index('CREATE INDEX {prefix}_code_idx ON {t} (code) WHERE code IS NOT NULL')"),
         format!("SELECT migrate_reindex('public.{prefix}_code_idx')"),
         format!("SELECT migrate_drop_index('public.{prefix}_code_idx')"),
+        // A partitioned table's: statements pg_migrate writes itself.
+        format!("SELECT migrate_create_index('CREATE INDEX {prefix}_parts_idx ON public.{prefix}_parts (lower(note), id) WHERE note IS NOT NULL')"),
+        format!("SELECT migrate_reindex('public.{prefix}_parts_idx')"),
+        format!("SELECT migrate_drop_index('public.{prefix}_parts_idx')"),
     ] {
         match c.query_one(&sql, &[]) {
             Ok(r) => {
