@@ -2,11 +2,12 @@
 //! with the job's cursor.  `submit` checks and queues it
 //! (`migrate_backfill`), `clause` parses its clauses, `run` is its step,
 //! `estimate` tries it on samples (`migrate_estimate`), `slices` splits a
-//! parallel or partitioned one.
+//! parallel or partitioned one, `owner` runs its statements as its owner.
 
 pub mod clause;
 pub mod estimate;
 pub mod key;
+pub mod owner;
 pub mod run;
 pub mod slices;
 pub mod submit;

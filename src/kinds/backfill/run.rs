@@ -7,6 +7,7 @@
 //! the next batch.
 
 use super::clause;
+use super::owner::as_job_owner;
 use crate::catalog::as_owner;
 use crate::catalog::jobs::{self, BatchDone, Job};
 use crate::engine::jobs::{self as rules, ErrorClass, JobState};
@@ -15,7 +16,7 @@ use crate::engine::pace as pace_rules;
 use crate::kinds::model::{Driver, StepReport};
 use crate::runner::outcome::{fail, succeed};
 use crate::runner::pace;
-use crate::sys::{self, Caught, Identity, StatementTimeout};
+use crate::sys::{self, Caught};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -27,21 +28,6 @@ const NOTICE_EVERY_SECS: u64 = 5;
 
 thread_local! {
     static LAST_NOTICE: RefCell<HashMap<i64, Instant>> = RefCell::new(HashMap::new());
-}
-
-/// Run `f` as the job's owner with the job's statement timeout, in a
-/// subtransaction kept on success (or always rolled back for probes).
-fn as_job_owner<R>(
-    job: &Job,
-    spec: &BackfillSpec,
-    keep: bool,
-    f: impl FnOnce() -> R,
-) -> Result<R, Caught> {
-    sys::subtransaction(keep, || {
-        let _identity = Identity::become_role(job.owner, true);
-        let _timeout = StatementTimeout::arm(spec.statement_timeout_ms);
-        f()
-    })
 }
 
 fn texts(values: &[String]) -> Vec<DatumWithOid<'static>> {

@@ -10,13 +10,14 @@
 //! run (`run`).
 
 use super::key::choose_key;
+use super::owner::as_job_owner;
 use crate::catalog::as_owner;
 use crate::catalog::jobs::{self, Job, NewSlice, Table};
 use crate::engine::jobs::{self as rules, JobState};
 use crate::engine::keyset::{display_qualified, Backfill, BackfillSpec, Walk};
 use crate::kinds::model::{Driver, StepReport};
 use crate::runner::outcome::{fail, succeed};
-use crate::sys::{self, Caught, Identity};
+use crate::sys::Caught;
 use pgrx::prelude::*;
 
 /// Keys read from a sample of the table to cut its key range.
@@ -134,15 +135,6 @@ fn caught(sqlstate: &str, message: String, hint: Option<String>) -> Caught {
         detail: None,
         hint,
     }
-}
-
-/// Read as the job's owner, under the submitter's settings (set by the
-/// step), in a subtransaction kept on success.
-fn as_job_owner<R>(job: &Job, f: impl FnOnce() -> R) -> Result<R, Caught> {
-    sys::subtransaction(true, || {
-        let _identity = Identity::become_role(job.owner, true);
-        f()
-    })
 }
 
 fn plan(job: &Job, spec: &BackfillSpec, table: &Table) -> Result<Vec<Planned>, Caught> {
@@ -277,7 +269,9 @@ fn ranges(job: &Job, spec: &BackfillSpec, table: &Table) -> Result<Vec<Planned>,
             let lower_sql = b.bound_sql(false).expect("key walk");
             let sample_sql = b.sample_keys_sql().expect("key walk");
             let percent = (100.0 * SAMPLE_ROWS / estimate.max(1) as f64).clamp(0.01, 100.0);
-            let found = as_job_owner(job, || {
+            // Read as the job's owner, under the submitter's settings (set
+            // by the step) and the job's statement timeout.
+            let found = as_job_owner(job, spec, true, || {
                 Spi::connect(|client| {
                     let upper: Option<Vec<String>> =
                         client.select(&upper_sql, None, &[])?.first().get_one()?;
