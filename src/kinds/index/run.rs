@@ -216,13 +216,7 @@ fn prepare(id: i64) -> Prepared {
                     return Prepared::Stop;
                 }
                 Some(ix) => {
-                    if let Some(pid) = as_owner(|| builds::other_build_on(job.relid)) {
-                        // Not ours to drop while somebody builds on the table.
-                        let why = format!(
-                            "invalid index {target} exists while pid {pid} builds an index on the table; looking again in a minute"
-                        );
-                        let e = caught("55006", why.clone(), None, None);
-                        as_owner(|| builds::retry_later(id, job.retries, &why, &e, 60_000));
+                    if another_build_on(&job, job.relid, &target, "the table") {
                         return Prepared::Stop;
                     }
                     if earlier == 0 {
@@ -315,6 +309,20 @@ fn prepare(id: i64) -> Prepared {
         step: Step::Whole,
         label: None,
     }))
+}
+
+/// Somebody else builds an index on `table` now: an invalid index there
+/// is not ours to drop.  True if so; the job looks again in a minute.
+fn another_build_on(job: &Job, table: pg_sys::Oid, index: &str, on: &str) -> bool {
+    let Some(pid) = as_owner(|| builds::other_build_on(table)) else {
+        return false;
+    };
+    let why = format!(
+        "invalid index {index} exists while pid {pid} builds an index on {on}; looking again in a minute"
+    );
+    let e = caught("55006", why.clone(), None, None);
+    as_owner(|| builds::retry_later(job.id, job.retries, &why, &e, 60_000));
+    true
 }
 
 /// How the copies REINDEX CONCURRENTLY makes of an index begin (`{name}_cc`,
@@ -537,15 +545,8 @@ fn prepare_partitioned(job: &Job, spec: IndexSpec, earlier: i32) -> Prepared {
     // A leaf: an invalid index of that name is what an interrupted build
     // left (unless somebody builds on the leaf now).
     let leftover = named[i].clone().filter(|ix| !ix.valid);
-    if leftover.is_some() {
-        if let Some(pid) = as_owner(|| builds::other_build_on(p.oid)) {
-            let why = format!(
-                "invalid index {index} exists while pid {pid} builds an index on partition {table}; looking again in a minute"
-            );
-            let e = caught("55006", why.clone(), None, None);
-            as_owner(|| builds::retry_later(id, job.retries, &why, &e, 60_000));
-            return Prepared::Stop;
-        }
+    if leftover.is_some() && another_build_on(job, p.oid, &index, &format!("partition {table}")) {
+        return Prepared::Stop;
     }
     start(
         job,
