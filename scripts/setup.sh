@@ -13,7 +13,7 @@ say() { printf '==> %s\n' "$*"; }
 # 1. Debian packages: the server (ships pgbench and contrib), its headers and
 #    pg_regress, libclang for bindgen, sudo to run PostgreSQL as "postgres".
 packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR
-          clang libclang-dev sudo make gcc libc6-dev pkg-config ca-certificates)
+          clang libclang-dev sudo make gcc libc6-dev pkg-config ca-certificates python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed' || missing+=("$p")
@@ -48,3 +48,14 @@ fi
 
 # 4. The "postgres" OS user runs every cluster we start (PostgreSQL refuses root).
 id postgres >/dev/null 2>&1 || { echo "OS user postgres is missing (it comes with postgresql-$PG_MAJOR)" >&2; exit 1; }
+
+# 5. A Python venv for the Django package's tests (clients/django): Django 5.2
+#    LTS (the last for Python 3.11) and psycopg 3, from PyPI.
+VENV=$(cd "$(dirname "$0")/.." && pwd)/.venv
+if "$VENV/bin/python" -c 'import django, psycopg; assert django.VERSION[:2] == (5, 2)' 2>/dev/null; then
+    say "Python venv with Django and psycopg present"
+else
+    say "creating $VENV with Django 5.2 and psycopg 3"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "Django>=5.2,<5.3" "psycopg[binary]>=3.1,<4"
+fi

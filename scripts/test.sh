@@ -6,6 +6,7 @@
 #   pgrx         cargo pgrx test (#[pg_test])  in-process, each test rolled back
 #   regress      pg_regress golden files       SQL-visible behaviour and errors
 #   integration  cargo test --test ...         real server: sessions, crashes, workers
+#   django       python -m unittest            the Django package against a real server
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -23,6 +24,10 @@ overall=0
 cargo_counts() {
     awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
          END { printf "%d %d\n", p, f }' "$1"
+}
+# unittest -v's "name ... ok|FAIL|ERROR" lines.
+unittest_counts() {
+    awk '/ \.\.\. ok$/ { p++ } / \.\.\. (FAIL|ERROR)$/ { f++ } END { printf "%d %d\n", p, f }' "$1"
 }
 # pg_regress's "test name ... ok|FAILED" lines.
 regress_counts() {
@@ -59,6 +64,13 @@ tier regress regress_counts scripts/regress.sh
 integration=()
 for f in tests/*.rs; do integration+=(--test "$(basename "$f" .rs)"); done
 tier integration cargo_counts cargo test --no-fail-fast "${integration[@]}"
+
+# The Django package, installed as users install it, against real servers.
+django_tests() {
+    .venv/bin/pip install -q --force-reinstall --no-deps ./clients/django &&
+        .venv/bin/python -m unittest discover -s clients/django/tests -t clients/django -v
+}
+tier django unittest_counts django_tests
 
 echo; echo "=== lint: cargo fmt --check, cargo clippy"
 lint="ok"

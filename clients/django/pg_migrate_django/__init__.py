@@ -1,0 +1,1 @@
+"""pg_migrate for Django: `manage.py migrate` recorded in pg_migrate's history."""

@@ -1,0 +1,154 @@
+"""Every migration `manage.py migrate` applies or unapplies, recorded in
+pg_migrate's history.
+
+A run is opened (`migrate_start`) when Django starts a migration, and closed
+(`migrate_finish`) where Django records it as applied: inside the
+migration's own transaction when it has one, so the migration, Django's row
+and pg_migrate's history commit or roll back together.  A migration that
+raises has its run closed as failed, with the error.  An unapplied migration
+is recorded with `migrate_unapply`.
+
+Every call names the extension's schema, found in the catalog, so nothing on
+the connection's search_path can stand in for pg_migrate's functions.
+"""
+
+import hashlib
+import sys
+
+from django.db.migrations.recorder import MigrationRecorder
+
+_installed = False
+# Open runs: (database alias, app, name) -> run id.
+_runs = {}
+# Database alias -> the extension's schema (None: not installed there).
+_schemas = {}
+_warned = set()
+
+
+class PgMigrateDenied(Exception):
+    """The database role may not write pg_migrate's history."""
+
+
+def _quote(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+def schema(connection):
+    """The schema pg_migrate is installed in, or None (once warned)."""
+    if connection.vendor != "postgresql":
+        return None
+    alias = connection.alias
+    if alias not in _schemas:
+        with connection.cursor() as c:
+            c.execute(
+                "SELECT n.nspname FROM pg_catalog.pg_extension e"
+                " JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace"
+                " WHERE e.extname OPERATOR(pg_catalog.=) 'pg_migrate'"
+            )
+            row = c.fetchone()
+        _schemas[alias] = row[0] if row else None
+    if _schemas[alias] is None and alias not in _warned:
+        _warned.add(alias)
+        sys.stderr.write(
+            f"pg_migrate: the extension is not installed in database {alias!r} "
+            f"({connection.settings_dict.get('NAME')}): migrations are not recorded in its history. "
+            "Run CREATE EXTENSION pg_migrate there (the server needs shared_preload_libraries = 'pg_migrate').\n"
+        )
+    return _schemas[alias]
+
+
+def call(connection, function, args, params):
+    """SELECT schema.function(args) with params; its one value, or None if
+    pg_migrate is not installed in that database."""
+    ns = schema(connection)
+    if ns is None:
+        return None
+    try:
+        with connection.cursor() as c:
+            c.execute(f"SELECT {_quote(ns)}.{function}({args})", params)
+            row = c.fetchone()
+    except Exception as e:
+        if getattr(getattr(e, "__cause__", None), "sqlstate", None) == "42501":
+            raise PgMigrateDenied(
+                f"pg_migrate: role {connection.settings_dict.get('USER')!r} may not record migrations "
+                f"in pg_migrate's history ({e}). Grant it, as the extension's owner: GRANT EXECUTE ON FUNCTION "
+                f"{_quote(ns)}.migrate_start, {_quote(ns)}.migrate_finish, {_quote(ns)}.migrate_record, "
+                f"{_quote(ns)}.migrate_unapply TO {_quote(connection.settings_dict.get('USER') or '')};"
+            ) from e
+        raise
+    return row[0] if row else None
+
+
+def checksum(migration):
+    """sha256 of the migration's file, as pg_migrate keeps it."""
+    module = sys.modules.get(type(migration).__module__)
+    path = getattr(module, "__file__", None)
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        return "sha256:" + hashlib.sha256(f.read()).hexdigest()
+
+
+def description(migration):
+    ops = [op.describe() for op in migration.operations]
+    text = "; ".join(ops)
+    return text[:500] if text else None
+
+
+def started(connection, migration):
+    """Django starts applying `migration`: open its run."""
+    app, name = migration.app_label, migration.name
+    if schema(connection) is None:
+        return
+    applied = call(connection, "migrate_applied", "%s, %s", [app, name])
+    run = call(
+        connection,
+        "migrate_start",
+        "%s, %s, checksum => %s, description => %s, force => %s",
+        [app, name, checksum(migration), description(migration), bool(applied)],
+    )
+    _runs[(connection.alias, app, name)] = run
+
+
+def failed(connection, error):
+    """The migrate command raised: close every run still open as failed."""
+    for key in [k for k in _runs if k[0] == connection.alias]:
+        run = _runs.pop(key)
+        try:
+            call(connection, "migrate_finish", "%s, 'failed', %s", [run, str(error)[:2000]])
+        except Exception as e:  # the original error matters more
+            sys.stderr.write(f"pg_migrate: could not record run {run} as failed: {e}\n")
+
+
+def _record_applied(self, app, name):
+    _original_applied(self, app, name)
+    run = _runs.pop((self.connection.alias, app, name), None)
+    if run is not None:
+        call(self.connection, "migrate_finish", "%s", [run])
+    elif schema(self.connection) is not None:
+        # Recorded without a start Django announced (a replaced migration
+        # of a squash, or a caller of its own).
+        if not call(self.connection, "migrate_applied", "%s, %s", [app, name]):
+            call(self.connection, "migrate_record", "%s, %s", [app, name])
+
+
+def _record_unapplied(self, app, name):
+    _original_unapplied(self, app, name)
+    if schema(self.connection) is not None and call(
+        self.connection, "migrate_applied", "%s, %s", [app, name]
+    ):
+        call(self.connection, "migrate_unapply", "%s, %s, reason => %s", [app, name, "manage.py migrate"])
+
+
+_original_applied = MigrationRecorder.record_applied
+_original_unapplied = MigrationRecorder.record_unapplied
+
+
+def install():
+    """Hook Django's recorder (once)."""
+    global _installed
+    if _installed:
+        return
+    MigrationRecorder.record_applied = _record_applied
+    MigrationRecorder.record_unapplied = _record_unapplied
+    _installed = True
