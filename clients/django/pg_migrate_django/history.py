@@ -98,14 +98,31 @@ def description(migration):
 def started(connection, migration):
     """Django starts applying `migration`: open its run."""
     app, name = migration.app_label, migration.name
-    if schema(connection) is None:
+    ns = schema(connection)
+    if ns is None:
         return
-    applied = call(connection, "migrate_applied", "%s, %s", [app, name])
+    sha = checksum(migration)
+    with connection.cursor() as c:
+        c.execute(
+            f"SELECT status, checksum FROM {_quote(ns)}.migrate_history"
+            " WHERE app OPERATOR(pg_catalog.=) %s AND name OPERATOR(pg_catalog.=) %s",
+            [app, name],
+        )
+        row = c.fetchone()
+    status, recorded = row if row else (None, None)
+    # Django decides what to apply.  pg_migrate refuses a migration it has
+    # as applied, or whose file changed since its last run; when Django
+    # runs it all the same (its row was deleted by hand; the file was fixed
+    # after a failure or a rollback, as one does), the run goes ahead and
+    # the history marks it as forced.
+    force = status == "applied" or (
+        status in ("failed", "unapplied") and recorded is not None and recorded != sha
+    )
     run = call(
         connection,
         "migrate_start",
         "%s, %s, checksum => %s, description => %s, force => %s",
-        [app, name, checksum(migration), description(migration), bool(applied)],
+        [app, name, sha, description(migration), force],
     )
     _runs[(connection.alias, app, name)] = run
 

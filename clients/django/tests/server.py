@@ -42,12 +42,13 @@ class Server:
             with self.connect(db) as c:
                 c.execute("CREATE EXTENSION pg_migrate")
 
-    def manage(self, db, *args, env=None, user="postgres"):
-        """Run the sample project's manage.py; (exit code, stdout + stderr)."""
+    def manage(self, db, *args, env=None, user="postgres", project=SAMPLE):
+        """Run the sample project's manage.py (or that of a copy of it);
+        (exit code, stdout + stderr)."""
         e = dict(os.environ, PGM_DB=db, PGM_PORT=str(self.port), PGM_USER=user, PYTHONUNBUFFERED="1")
         e.pop("PGM_SAMPLE_FAIL", None)
         e.update(env or {})
-        p = subprocess.run([sys.executable, "manage.py", *args], cwd=SAMPLE, env=e,
+        p = subprocess.run([sys.executable, "manage.py", *args], cwd=project, env=e,
                            capture_output=True, text=True, timeout=300)
         return p.returncode, p.stdout + p.stderr
 

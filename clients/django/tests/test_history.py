@@ -2,9 +2,12 @@
 history: applied, failed and rolled back, always agreeing with
 django_migrations."""
 
+import os
+import shutil
+import tempfile
 import unittest
 
-from .server import Server
+from .server import SAMPLE, Server
 
 
 class History(unittest.TestCase):
@@ -62,6 +65,30 @@ class History(unittest.TestCase):
         django, pgm = self.applied("agree")
         self.assertEqual(django, pgm)
         self.assertIn(("articles", "0003_check"), pgm)
+
+    def test_a_migration_fixed_after_it_failed_runs_again_and_the_history_says_forced(self):
+        s = self.server
+        s.create_db("fixed")
+        with tempfile.TemporaryDirectory() as tmp:
+            project = os.path.join(tmp, "sample")
+            shutil.copytree(SAMPLE, project)
+            check = os.path.join(project, "articles", "migrations", "0003_check.py")
+            with open(check) as f:
+                text = f.read()
+            with open(check, "w") as f:
+                f.write(text.replace('os.environ.get("PGM_SAMPLE_FAIL")', "True"))
+            rc, out = s.manage("fixed", "migrate", project=project)
+            self.assertNotEqual(rc, 0, out)
+            with open(check, "w") as f:
+                f.write(text)
+            rc, out = s.manage("fixed", "migrate", project=project)
+            self.assertEqual(rc, 0, out)
+        django, pgm = self.applied("fixed")
+        self.assertEqual(django, pgm)
+        self.assertEqual(
+            s.rows("fixed", "SELECT event, forced FROM migrate_events WHERE app = 'articles' AND name = '0003_check' ORDER BY event_id"),
+            [("started", False), ("failed", False), ("started", True), ("applied", False)],
+        )
 
     def test_a_database_without_the_extension_migrates_and_says_how_to_record(self):
         s = self.server
