@@ -14,6 +14,7 @@ the connection's search_path can stand in for pg_migrate's functions.
 
 import hashlib
 import sys
+import time
 
 from django.db.migrations.recorder import MigrationRecorder
 
@@ -25,8 +26,17 @@ _schemas = {}
 _warned = set()
 
 
-class PgMigrateDenied(Exception):
+class PgMigrateError(Exception):
+    """What pg_migrate cannot do here, and what to do instead."""
+
+
+class PgMigrateDenied(PgMigrateError):
     """The database role may not write pg_migrate's history."""
+
+
+# The migration Django is applying or unapplying now, per database alias:
+# (app, name, {kind: operations of that kind so far}).
+_current = {}
 
 
 def _quote(name):
@@ -57,11 +67,17 @@ def schema(connection):
     return _schemas[alias]
 
 
-def call(connection, function, args, params):
+def call(connection, function, args, params, required=False):
     """SELECT schema.function(args) with params; its one value, or None if
-    pg_migrate is not installed in that database."""
+    pg_migrate is not installed in that database (an error if `required`)."""
     ns = schema(connection)
     if ns is None:
+        if required:
+            raise PgMigrateError(
+                f"pg_migrate is not installed in database {connection.alias!r} "
+                f"({connection.settings_dict.get('NAME')}), and {function} needs it: "
+                "run CREATE EXTENSION pg_migrate there (the server needs shared_preload_libraries = 'pg_migrate')."
+            )
         return None
     try:
         with connection.cursor() as c:
@@ -125,6 +141,120 @@ def started(connection, migration):
         [app, name, sha, description(migration), force],
     )
     _runs[(connection.alias, app, name)] = run
+    _current[connection.alias] = (app, name, {})
+
+
+def require(connection, what):
+    """Raise the way out if pg_migrate is not installed in that database."""
+    if schema(connection) is None:
+        raise PgMigrateError(
+            f"{what} needs pg_migrate, which is not installed in database {connection.alias!r} "
+            f"({connection.settings_dict.get('NAME')}): run CREATE EXTENSION pg_migrate there "
+            "(the server needs shared_preload_libraries = 'pg_migrate')."
+        )
+
+
+def unapplying(connection, migration):
+    """Django starts reversing `migration`."""
+    _current[connection.alias] = (migration.app_label, migration.name, {})
+
+
+def next_link(connection, kind):
+    """The history entry (app, name) of the next operation of this `kind`
+    in the migration Django runs now: `<migration>.<kind><n>`."""
+    current = _current.get(connection.alias)
+    if current is None:
+        raise PgMigrateError(
+            "pg_migrate's operations run inside manage.py migrate, with pg_migrate_django in INSTALLED_APPS "
+            "(its migrate command knows which migration runs)."
+        )
+    app, name, counts = current
+    counts[kind] = counts.get(kind, 0) + 1
+    return (app, f"{name}.{kind}{counts[kind]}")
+
+
+def note_job(connection, job):
+    sys.stdout.write(f"\n  pg_migrate job {job} queued; manage.py pgmigrate_wait {job} follows it")
+    sys.stdout.flush()
+
+
+def undo_link(connection, kind):
+    """Reverse the next operation of this kind: cancel its job if it has
+    not ended, and record its history entry as reversed."""
+    app, link = next_link(connection, kind)
+    ns = schema(connection)
+    if ns is None:
+        return
+    with connection.cursor() as c:
+        c.execute(
+            f"SELECT job_id FROM {_quote(ns)}.migrate_progress"
+            " WHERE migration OPERATOR(pg_catalog.=) %s AND parent_job IS NULL"
+            " AND state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'running', 'waiting', 'paused'])",
+            [f"{app}.{link}"],
+        )
+        jobs = [r[0] for r in c.fetchall()]
+    for job in jobs:
+        call(connection, "migrate_cancel", "%s", [job])
+    with connection.cursor() as c:
+        c.execute(
+            f"SELECT status FROM {_quote(ns)}.migrate_history"
+            " WHERE app OPERATOR(pg_catalog.=) %s AND name OPERATOR(pg_catalog.=) %s",
+            [app, link],
+        )
+        row = c.fetchone()
+    if row and row[0] in ("applied", "failed"):
+        call(connection, "migrate_unapply", "%s, %s, reason => %s", [app, link, "manage.py migrate"])
+
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def progress(connection, jobs):
+    """{job: (state, percent, eta, wait_reason, error)} of the jobs."""
+    ns = schema(connection)
+    with connection.cursor() as c:
+        c.execute(
+            f"SELECT job_id, state, percent, eta::text, wait_reason, error, relation, kind"
+            f" FROM {_quote(ns)}.migrate_progress WHERE job_id OPERATOR(pg_catalog.=) ANY (%s)",
+            [list(jobs)],
+        )
+        return {r[0]: r[1:] for r in c.fetchall()}
+
+
+def wait(connection, jobs, out=sys.stdout, every=1.0, timeout=None):
+    """Follow the jobs until each has ended, a line per job and second;
+    the jobs that did not succeed (an unknown job counts as not)."""
+    jobs = [jobs] if isinstance(jobs, int) else list(jobs)
+    if schema(connection) is None:
+        call(connection, "migrate_progress", "", [], required=True)
+    start = time.monotonic()
+    shown = {}
+    while True:
+        now = progress(connection, jobs)
+        for job in jobs:
+            row = now.get(job)
+            if row is None:
+                line = f"job {job}: no such job (or not yours to see)"
+            else:
+                state, percent, eta, reason, error, relation, kind = row
+                line = f"job {job} ({kind} of {relation}): {state}"
+                if percent is not None and state not in FINAL:
+                    line += f" {percent}%"
+                if eta and state not in FINAL:
+                    line += f", about {eta} left"
+                if reason and state not in FINAL:
+                    line += f"; {reason}"
+                if error and state != "succeeded":
+                    line += f": {error}"
+            if shown.get(job) != line:
+                out.write(line + "\n")
+                out.flush()
+                shown[job] = line
+        if all(now.get(j) is None or now[j][0] in FINAL for j in jobs):
+            return [j for j in jobs if now.get(j) is None or now[j][0] != "succeeded"]
+        if timeout is not None and time.monotonic() - start > timeout:
+            return [j for j in jobs if now.get(j) is None or now[j][0] != "succeeded"]
+        time.sleep(every)
 
 
 def failed(connection, error):

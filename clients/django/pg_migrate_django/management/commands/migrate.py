@@ -19,4 +19,6 @@ class Command(DjangoMigrate):
     def migration_progress_callback(self, action, migration=None, fake=False):
         if action == "apply_start":
             history.started(self._pgm_connection, migration)
+        elif action == "unapply_start":
+            history.unapplying(self._pgm_connection, migration)
         super().migration_progress_callback(action, migration, fake)
