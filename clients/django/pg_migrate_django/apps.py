@@ -7,6 +7,6 @@ class PgMigrateConfig(AppConfig):
     verbose_name = "pg_migrate"
 
     def ready(self):
-        from . import history
+        from . import checks, history  # noqa: F401 (checks registers the startup check)
 
         history.install()

@@ -19,6 +19,8 @@ import time
 from django.db.migrations.recorder import MigrationRecorder
 
 _installed = False
+# True while this process runs `manage.py migrate`.
+migrating = False
 # Open runs: (database alias, app, name) -> run id.
 _runs = {}
 # Database alias -> the extension's schema (None: not installed there).

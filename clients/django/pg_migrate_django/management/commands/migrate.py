@@ -16,6 +16,15 @@ class Command(DjangoMigrate):
             history.failed(self._pgm_connection, e)
             raise
 
+    def execute(self, *args, **options):
+        # Django runs the system checks, the database ones included, before
+        # handle(): pg_migrate's startup check is not for migrate itself.
+        history.migrating = True
+        try:
+            return super().execute(*args, **options)
+        finally:
+            history.migrating = False
+
     def migration_progress_callback(self, action, migration=None, fake=False):
         if action == "apply_start":
             history.started(self._pgm_connection, migration)

@@ -1,0 +1,42 @@
+"""The startup check: `manage.py check --database default` fails with
+pg_migrate.E001 while a migration on disk is not applied according to
+pg_migrate, and passes once it is; require_applied() for wsgi.py too."""
+
+import unittest
+
+from .server import Server
+
+
+class StartupCheck(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server("check")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def test_the_check_fails_with_its_id_until_every_migration_is_applied(self):
+        s = self.server
+        s.create_db("chk")
+        rc, out = s.manage("chk", "migrate", "articles", "0002")
+        self.assertEqual(rc, 0, out)
+        rc, out = s.manage("chk", "check", "--database", "default")
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("pg_migrate.E001", out)
+        self.assertIn("articles.0003_check", out)
+        # require_applied(), for wsgi.py, says the same.
+        code = "import django; django.setup(); from pg_migrate_django.checks import require_applied; require_applied()"
+        rc, out = s.manage("chk", "shell", "-c", code)
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("pg_migrate.E001", out)
+        rc, out = s.manage("chk", "migrate")
+        self.assertEqual(rc, 0, out)
+        rc, out = s.manage("chk", "check", "--database", "default")
+        self.assertEqual(rc, 0, out)
+        rc, out = s.manage("chk", "shell", "-c", code)
+        self.assertEqual(rc, 0, out)
+
+
+if __name__ == "__main__":
+    unittest.main()
