@@ -87,11 +87,14 @@ def call(connection, function, args, params, required=False):
             row = c.fetchone()
     except Exception as e:
         if getattr(getattr(e, "__cause__", None), "sqlstate", None) == "42501":
+            functions = ["migrate_start", "migrate_finish", "migrate_record", "migrate_unapply"]
+            if function not in functions:
+                functions.append(function)
             raise PgMigrateDenied(
                 f"pg_migrate: role {connection.settings_dict.get('USER')!r} may not record migrations "
                 f"in pg_migrate's history ({e}). Grant it, as the extension's owner: GRANT EXECUTE ON FUNCTION "
-                f"{_quote(ns)}.migrate_start, {_quote(ns)}.migrate_finish, {_quote(ns)}.migrate_record, "
-                f"{_quote(ns)}.migrate_unapply TO {_quote(connection.settings_dict.get('USER') or '')};"
+                + ", ".join(f"{_quote(ns)}.{f}" for f in functions)
+                + f" TO {_quote(connection.settings_dict.get('USER') or '')};"
             ) from e
         raise
     return row[0] if row else None
