@@ -160,13 +160,21 @@ def require(connection, what):
 
 
 def unapplying(connection, migration):
-    """Django starts reversing `migration`."""
-    _current[connection.alias] = (migration.app_label, migration.name, {})
+    """Django starts reversing `migration`: its operations run last to
+    first, so each kind counts down from how many it has."""
+    counts = {}
+    for op in migration.operations:
+        kind = getattr(op, "pg_migrate_kind", None)
+        if kind:
+            counts[kind] = counts.get(kind, 0) + 1
+    _current[connection.alias] = (migration.app_label, migration.name, {k: -(n + 1) for k, n in counts.items()})
 
 
 def next_link(connection, kind):
     """The history entry (app, name) of the next operation of this `kind`
-    in the migration Django runs now: `<migration>.<kind><n>`."""
+    in the migration Django runs now: `<migration>.<kind><n>`, n counting
+    the operations of that kind from the first (backwards: from the
+    last)."""
     current = _current.get(connection.alias)
     if current is None:
         raise PgMigrateError(
@@ -174,8 +182,28 @@ def next_link(connection, kind):
             "(its migrate command knows which migration runs)."
         )
     app, name, counts = current
-    counts[kind] = counts.get(kind, 0) + 1
-    return (app, f"{name}.{kind}{counts[kind]}")
+    n = counts.get(kind, 0)
+    # Forwards: 1, 2, ...; backwards (stored negative): n, n - 1, ...
+    counts[kind] = n + 1
+    return (app, f"{name}.{kind}{n + 1 if n >= 0 else -(n + 1)}")
+
+
+def drop_index_if_there(connection, index, link=None):
+    """Queue a drop of the index named `index` (found on the connection's
+    search_path) if it exists."""
+    ns = schema(connection)
+    with connection.cursor() as c:
+        c.execute("SELECT pg_catalog.to_regclass(pg_catalog.quote_ident(%s))::pg_catalog.oid", [index])
+        oid = c.fetchone()[0]
+    if oid is None:
+        return None
+    args, params = "%s::pg_catalog.oid::pg_catalog.regclass", [oid]
+    if link is not None:
+        args += ", migration => %s"
+        params.append(list(link))
+    job = call(connection, "migrate_drop_index", args, params, required=True)
+    note_job(connection, job)
+    return job
 
 
 def note_job(connection, job):

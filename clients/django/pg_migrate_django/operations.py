@@ -1,6 +1,7 @@
 """Operations for migration files that hand work to pg_migrate's jobs."""
 
 from django.db.migrations.operations.base import Operation
+from django.db.migrations.operations.models import AddIndex, RemoveIndex
 
 from . import history
 
@@ -27,6 +28,7 @@ class Backfill(Operation):
 
     reversible = True
     reduces_to_sql = False
+    pg_migrate_kind = "backfill"
 
     def __init__(self, model_name, set, where=None, wait=False, **options):
         unknown = sorted(k for k in options if k not in BACKFILL_OPTIONS)
@@ -63,7 +65,7 @@ class Backfill(Operation):
         connection = schema_editor.connection
         model = to_state.apps.get_model(app_label, self.model_name)
         history.require(connection, "Backfill")
-        link = history.next_link(connection, "backfill")
+        link = history.next_link(connection, self.pg_migrate_kind)
         if self.wait and connection.in_atomic_block:
             raise history.PgMigrateError(
                 f"Backfill of {model._meta.db_table} with wait=True: the job starts only when the migration commits, "
@@ -91,4 +93,69 @@ class Backfill(Operation):
                 )
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        history.undo_link(schema_editor.connection, "backfill")
+        history.undo_link(schema_editor.connection, self.pg_migrate_kind)
+
+
+class AddIndexConcurrently(AddIndex):
+    """AddIndex, built by pg_migrate's worker with CREATE INDEX
+    CONCURRENTLY (`migrate_create_index`): no `atomic = False` needed, no
+    lock that blocks writes.  The job is queued in the migration's
+    transaction and builds after it commits; its history entry
+    `<migration>.index<n>` is applied when the index is built (what the
+    application or a later step can wait for).  Reversing cancels the build
+    if it has not ended, and queues a drop of the index if it exists."""
+
+    pg_migrate_kind = "index"
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        connection = schema_editor.connection
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if not self.allow_migrate_model(connection.alias, model):
+            return
+        history.require(connection, "AddIndexConcurrently")
+        link = history.next_link(connection, self.pg_migrate_kind)
+        sql = str(self.index.create_sql(model, schema_editor))
+        job = history.call(connection, "migrate_create_index", "%s, migration => %s", [sql, list(link)], required=True)
+        history.note_job(connection, job)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        connection = schema_editor.connection
+        model = from_state.apps.get_model(app_label, self.model_name)
+        if not self.allow_migrate_model(connection.alias, model):
+            return
+        history.undo_link(connection, self.pg_migrate_kind)
+        history.drop_index_if_there(connection, self.index.name)
+
+    def describe(self):
+        return super().describe() + " (CONCURRENTLY, by pg_migrate)"
+
+
+class RemoveIndexConcurrently(RemoveIndex):
+    """RemoveIndex, dropped by pg_migrate's worker with DROP INDEX
+    CONCURRENTLY (`migrate_drop_index`).  Reversing queues the build of the
+    index again (CONCURRENTLY)."""
+
+    pg_migrate_kind = "dropindex"
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        connection = schema_editor.connection
+        model = from_state.apps.get_model(app_label, self.model_name)
+        if not self.allow_migrate_model(connection.alias, model):
+            return
+        history.require(connection, "RemoveIndexConcurrently")
+        link = history.next_link(connection, self.pg_migrate_kind)
+        history.drop_index_if_there(connection, self.name, link=link)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        connection = schema_editor.connection
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if not self.allow_migrate_model(connection.alias, model):
+            return
+        history.undo_link(connection, self.pg_migrate_kind)
+        index = to_state.models[app_label, self.model_name_lower].get_index_by_name(self.name)
+        sql = str(index.create_sql(model, schema_editor))
+        job = history.call(connection, "migrate_create_index", "%s", [sql], required=True)
+        history.note_job(connection, job)
+
+    def describe(self):
+        return super().describe() + " (CONCURRENTLY, by pg_migrate)"
