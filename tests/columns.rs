@@ -171,6 +171,12 @@ fn set_not_null_retries_behind_a_lock_and_resumes_at_its_step_after_a_restart() 
         );
         (cursor.as_deref() == Some(&["1".to_string()][..])).then_some(())
     });
+    // A new reader at once: the validation goes on beside it, but the
+    // third step cannot begin before the pause lands (on a fast day the
+    // validation is over in a moment).
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM items;")
+        .unwrap();
     c.execute("SELECT migrate_pause($1)", &[&id]).unwrap();
     wait_state(&mut c, id, "paused");
     // Paused at a step boundary: after the validation, or (when the pause
@@ -180,10 +186,7 @@ fn set_not_null_retries_behind_a_lock_and_resumes_at_its_step_after_a_restart() 
         cursor == Some(vec!["2".to_string()]) || cursor == Some(vec!["1".to_string()]),
         "paused between steps, at {cursor:?}"
     );
-    // Resumed behind a new reader, its third step waits for its lock.
-    reader
-        .batch_execute("BEGIN; SELECT count(*) FROM items;")
-        .unwrap();
+    // Resumed behind the reader, its third step waits for its lock.
     c.execute("SELECT migrate_resume($1)", &[&id]).unwrap();
     let reason = wait_until("the third step to wait for its lock", LONG, || {
         let (state, reason, _, _) = job(&mut c, id);
