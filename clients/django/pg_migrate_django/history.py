@@ -116,13 +116,9 @@ def description(migration):
     return text[:500] if text else None
 
 
-def started(connection, migration):
-    """Django starts applying `migration`: open its run."""
-    app, name = migration.app_label, migration.name
-    ns = schema(connection)
-    if ns is None:
-        return
-    sha = checksum(migration)
+def entry(connection, ns, app, name):
+    """(status, checksum) of a migration in pg_migrate's history, or
+    (None, None)."""
     with connection.cursor() as c:
         c.execute(
             f"SELECT status, checksum FROM {_quote(ns)}.migrate_history"
@@ -130,7 +126,17 @@ def started(connection, migration):
             [app, name],
         )
         row = c.fetchone()
-    status, recorded = row if row else (None, None)
+    return row if row else (None, None)
+
+
+def started(connection, migration):
+    """Django starts applying `migration`: open its run."""
+    app, name = migration.app_label, migration.name
+    ns = schema(connection)
+    if ns is None:
+        return
+    sha = checksum(migration)
+    status, recorded = entry(connection, ns, app, name)
     # Django decides what to apply.  pg_migrate refuses a migration it has
     # as applied, or whose file changed since its last run; when Django
     # runs it all the same (its row was deleted by hand; the file was fixed
@@ -228,14 +234,7 @@ def undo_link(connection, kind):
         jobs = [r[0] for r in c.fetchall()]
     for job in jobs:
         call(connection, "migrate_cancel", "%s", [job])
-    with connection.cursor() as c:
-        c.execute(
-            f"SELECT status FROM {_quote(ns)}.migrate_history"
-            " WHERE app OPERATOR(pg_catalog.=) %s AND name OPERATOR(pg_catalog.=) %s",
-            [app, link],
-        )
-        row = c.fetchone()
-    if row and row[0] in ("applied", "failed"):
+    if entry(connection, ns, app, link)[0] in ("applied", "failed"):
         call(connection, "migrate_unapply", "%s, %s, reason => %s", [app, link, "manage.py migrate"])
 
 
@@ -258,8 +257,7 @@ def wait(connection, jobs, out=sys.stdout, every=1.0, timeout=None):
     """Follow the jobs until each has ended, a line per job and second;
     the jobs that did not succeed (an unknown job counts as not)."""
     jobs = [jobs] if isinstance(jobs, int) else list(jobs)
-    if schema(connection) is None:
-        call(connection, "migrate_progress", "", [], required=True)
+    require(connection, "pgmigrate_wait")
     start = time.monotonic()
     shown = {}
     while True:

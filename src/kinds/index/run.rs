@@ -436,7 +436,8 @@ fn prepare_partitioned(job: &Job, spec: IndexSpec, earlier: i32) -> Prepared {
     let leaves = parts.iter().filter(|p| p.leaf).count() as i64;
     let done = parts.iter().filter(|p| p.leaf && p.attached).count() as i64;
     as_owner(|| builds::set_partition_counts(id, done, leaves));
-    let i = match rules::next_partition_step(&states) {
+    let step = rules::next_partition_step(&states);
+    let i = match step {
         PartitionStep::Done => {
             match as_owner(|| builds::index_by_oid(top.oid)) {
                 Some(ix) if ix.valid => {
@@ -461,7 +462,6 @@ fn prepare_partitioned(job: &Job, spec: IndexSpec, earlier: i32) -> Prepared {
         }
         PartitionStep::CreateOnly(i) | PartitionStep::Attach(i) | PartitionStep::Build(i) => i,
     };
-    let step = rules::next_partition_step(&states);
     let p = &parts[i];
     let table = qualified(&p.schema, &p.name);
     let index = qualified(&p.schema, &planned[i]);

@@ -23,9 +23,8 @@ class Command(BaseCommand):
         jobs = options["jobs"]
         try:
             if not jobs:
+                history.require(connection, "pgmigrate_wait")
                 ns = history.schema(connection)
-                if ns is None:
-                    history.call(connection, "migrate_progress", "", [], required=True)
                 with connection.cursor() as c:
                     c.execute(
                         f"SELECT job_id FROM {history._quote(ns)}.migrate_progress WHERE parent_job IS NULL"
