@@ -758,3 +758,24 @@ fn gates_hold_a_job_until_the_job_and_the_migration_it_waits_for() {
     assert_eq!(sqlstate_of("SELECT * FROM pgmigrate.gates"), Some("42501".into()));
     run("RESET ROLE");
 }
+
+#[pg_test]
+fn a_type_change_rolled_back_before_it_ran_closes_its_history_entry() {
+    run("CREATE TABLE rb (id bigint PRIMARY KEY, score int)");
+    let id = submit("SELECT migrate_alter_type('rb', 'score', 'bigint', migration => ARRAY['app', '0007_score.altertype1'])");
+    assert_eq!(
+        one::<String>("SELECT status FROM migrate_history WHERE app = 'app' AND name = '0007_score.altertype1'"),
+        Some("running".into())
+    );
+    run(&format!("SELECT migrate_rollback({id})"));
+    assert_eq!(job_field(id, "state"), Some("cancelled".into()));
+    assert_eq!(
+        one::<String>(&format!(
+            "SELECT status || ': ' || (error LIKE 'job {id} was rolled back by %')::text \
+               FROM migrate_history WHERE app = 'app' AND name = '0007_score.altertype1'"
+        )),
+        Some("failed: true".into())
+    );
+    // So the migration that queued it can be reversed in the history too.
+    run("SELECT migrate_unapply('app', '0007_score.altertype1')");
+}

@@ -40,11 +40,12 @@ use super::model::{Driver, Facts, JobKind, StepReport, Work};
 use crate::api::args::{gate_options, interval_ms, migration_option, run_at_option};
 use crate::catalog::jobs::{self, Job};
 use crate::catalog::{as_owner, builds, SpiOrBug};
+use crate::engine::history::Outcome;
 use crate::engine::jobs::JobState;
 use crate::engine::keyset::{display_ident, display_qualified, quote_ident};
 use crate::engine::locks::LockMode;
 use crate::error::{MigrateError, OrReport};
-use crate::runner::outcome::{fail, succeed};
+use crate::runner::outcome::{fail, finish_linked_run, succeed};
 use crate::sys::{self, Caught, Identity};
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
@@ -1074,16 +1075,15 @@ pub fn rollback(job: &Job) {
     if n > EXPAND {
         owner_runs(job, &sql);
     }
+    let message = format!("rolled back by {}", crate::catalog::current_role_name());
     as_owner(|| {
-        jobs::finish(
-            job.id,
-            JobState::Cancelled,
-            Some((
-                &format!("rolled back by {}", crate::catalog::current_role_name()),
-                "57014",
-                None,
-            )),
-        )
+        jobs::finish(job.id, JobState::Cancelled, Some((&message, "57014", None)));
+        // Its history entry closes too, as for a cancelled job.
+        finish_linked_run(
+            job,
+            Outcome::Failed,
+            Some(&format!("job {} was {message}", job.id)),
+        );
     });
 }
 
