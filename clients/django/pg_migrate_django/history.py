@@ -13,6 +13,7 @@ the connection's search_path can stand in for pg_migrate's functions.
 """
 
 import hashlib
+import re
 import sys
 import time
 
@@ -37,8 +38,19 @@ class PgMigrateDenied(PgMigrateError):
 
 
 # The migration Django is applying or unapplying now, per database alias:
-# (app, name, {kind: operations of that kind so far}).
+# (app, name, {kind: operations of that kind so far}, gate or None).
 _current = {}
+
+# The history entry that opens the gate of a post-deploy migration's jobs.
+DEPLOYED = "{name}.deployed"
+
+
+def deploy_gate(migration):
+    """(app, name) of the history entry a post-deploy migration's jobs wait
+    for, or None for a migration that is not post-deploy."""
+    if getattr(migration, "post_deploy", False):
+        return (migration.app_label, DEPLOYED.format(name=migration.name))
+    return None
 
 
 def _quote(name):
@@ -86,7 +98,7 @@ def call(connection, function, args, params, required=False):
             c.execute(f"SELECT {_quote(ns)}.{function}({args})", params)
             row = c.fetchone()
     except Exception as e:
-        if getattr(getattr(e, "__cause__", None), "sqlstate", None) == "42501":
+        if sqlstate(e) == "42501":
             functions = ["migrate_start", "migrate_finish", "migrate_record", "migrate_unapply"]
             if function not in functions:
                 functions.append(function)
@@ -152,7 +164,7 @@ def started(connection, migration):
         [app, name, sha, description(migration), force],
     )
     _runs[(connection.alias, app, name)] = run
-    _current[connection.alias] = (app, name, {})
+    _current[connection.alias] = (app, name, {}, deploy_gate(migration))
 
 
 def require(connection, what):
@@ -173,7 +185,7 @@ def unapplying(connection, migration):
         kind = getattr(op, "pg_migrate_kind", None)
         if kind:
             counts[kind] = counts.get(kind, 0) + 1
-    _current[connection.alias] = (migration.app_label, migration.name, {k: -(n + 1) for k, n in counts.items()})
+    _current[connection.alias] = (migration.app_label, migration.name, {k: -(n + 1) for k, n in counts.items()}, None)
 
 
 def next_link(connection, kind):
@@ -187,29 +199,116 @@ def next_link(connection, kind):
             "pg_migrate's operations run inside manage.py migrate, with pg_migrate_django in INSTALLED_APPS "
             "(its migrate command knows which migration runs)."
         )
-    app, name, counts = current
+    app, name, counts, _ = current
     n = counts.get(kind, 0)
     # Forwards: 1, 2, ...; backwards (stored negative): n, n - 1, ...
     counts[kind] = n + 1
     return (app, f"{name}.{kind}{n + 1 if n >= 0 else -(n + 1)}")
 
 
-def drop_index_if_there(connection, index, link=None):
-    """Queue a drop of the index named `index` (found on the connection's
-    search_path) if it exists."""
+# The jobs a migration may wait for, cancel or roll back: those of roles the
+# connection's role is a member of.  Another role's job (on the same table,
+# or linked to a look-alike history entry) neither holds nor is touched.
+MINE = "pg_catalog.pg_has_role({p}owner::pg_catalog.oid, 'MEMBER')"
+
+
+def gate(connection):
+    """The history entry the jobs of the migration Django applies now wait
+    for (a post-deploy migration's), or None."""
+    current = _current.get(connection.alias)
+    return current[3] if current else None
+
+
+def pending_jobs(connection, table):
+    """Jobs that migrations queued on `table` and that have not ended, in
+    the order they were queued: a later step on the table waits for them."""
     ns = schema(connection)
     with connection.cursor() as c:
-        c.execute("SELECT pg_catalog.to_regclass(pg_catalog.quote_ident(%s))::pg_catalog.oid", [index])
-        oid = c.fetchone()[0]
+        c.execute(
+            f"SELECT p.job_id FROM {_quote(ns)}.migrate_progress p"
+            " WHERE p.parent_job IS NULL AND p.migration IS NOT NULL AND " + MINE.format(p="p.") +
+            " AND p.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'running', 'waiting', 'paused'])"
+            " AND p.relation OPERATOR(pg_catalog.=) ("
+            "   SELECT pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||) '.'"
+            "          OPERATOR(pg_catalog.||) pg_catalog.quote_ident(r.relname)"
+            "     FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) r.relnamespace"
+            "    WHERE r.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(%s))"
+            " ORDER BY p.job_id",
+            [table],
+        )
+        return [r[0] for r in c.fetchall()]
+
+
+def index_oid(connection, index):
+    """The oid of the index named `index` (found on the connection's
+    search_path), or None."""
+    with connection.cursor() as c:
+        c.execute(
+            "SELECT i.oid FROM pg_catalog.pg_class i"
+            " WHERE i.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(pg_catalog.quote_ident(%s))"
+            " AND i.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['i', 'I']::pg_catalog.\"char\"[])",
+            [index],
+        )
+        row = c.fetchone()
+    return row[0] if row else None
+
+
+def drop_index_if_there(connection, index):
+    """Queue a drop of the index named `index` if it exists."""
+    oid = index_oid(connection, index)
     if oid is None:
         return None
-    args, params = "%s::pg_catalog.oid::pg_catalog.regclass", [oid]
-    if link is not None:
-        args += ", migration => %s"
-        params.append(list(link))
-    job = call(connection, "migrate_drop_index", args, params, required=True)
+    job = call(connection, "migrate_drop_index", "%s::pg_catalog.oid::pg_catalog.regclass", [oid], required=True)
     note_job(connection, job)
     return job
+
+
+def has_constraint(connection, table, name):
+    with connection.cursor() as c:
+        c.execute(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_constraint"
+            " WHERE conrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(pg_catalog.quote_ident(%s))"
+            " AND conname OPERATOR(pg_catalog.=) %s)",
+            [table, name],
+        )
+        return c.fetchone()[0]
+
+
+def column_type(connection, table, column):
+    """The type of the column (its name, as format_type writes it)."""
+    with connection.cursor() as c:
+        c.execute(
+            "SELECT pg_catalog.format_type(a.atttypid, NULL) FROM pg_catalog.pg_attribute a"
+            " WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(pg_catalog.quote_ident(%s))"
+            " AND a.attname OPERATOR(pg_catalog.=) %s AND NOT a.attisdropped",
+            [table, column],
+        )
+        row = c.fetchone()
+    return row[0] if row else None
+
+
+def type_name(connection, type_sql):
+    """A type written in SQL (varchar(20)) as column_type names it."""
+    with connection.cursor() as c:
+        c.execute("SELECT pg_catalog.format_type(pg_catalog.to_regtype(%s), NULL)", [type_sql])
+        return c.fetchone()[0]
+
+
+def sqlstate(error):
+    """The SQLSTATE of a database error Django raised, or None."""
+    return getattr(getattr(error, "__cause__", None), "sqlstate", None)
+
+
+def last_job(connection, migration):
+    """The last job queued with this history entry (`app.name`), or None."""
+    ns = schema(connection)
+    with connection.cursor() as c:
+        c.execute(
+            f"SELECT pg_catalog.max(job_id) FROM {_quote(ns)}.migrate_progress"
+            " WHERE migration OPERATOR(pg_catalog.=) %s AND parent_job IS NULL AND " + MINE.format(p=""),
+            [migration],
+        )
+        return c.fetchone()[0]
 
 
 def note_job(connection, job):
@@ -227,14 +326,20 @@ def undo_link(connection, kind):
     with connection.cursor() as c:
         c.execute(
             f"SELECT job_id FROM {_quote(ns)}.migrate_progress"
-            " WHERE migration OPERATOR(pg_catalog.=) %s AND parent_job IS NULL"
+            " WHERE migration OPERATOR(pg_catalog.=) %s AND parent_job IS NULL AND " + MINE.format(p="") +
             " AND state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'running', 'waiting', 'paused'])",
             [f"{app}.{link}"],
         )
         jobs = [r[0] for r in c.fetchall()]
     for job in jobs:
         call(connection, "migrate_cancel", "%s", [job])
-    if entry(connection, ns, app, link)[0] in ("applied", "failed"):
+    unapply_link(connection, app, link)
+
+
+def unapply_link(connection, app, link):
+    """Record an operation's history entry as reversed (if it has one)."""
+    ns = schema(connection)
+    if ns is not None and entry(connection, ns, app, link)[0] in ("applied", "failed"):
         call(connection, "migrate_unapply", "%s, %s, reason => %s", [app, link, "manage.py migrate"])
 
 
@@ -246,20 +351,39 @@ def progress(connection, jobs):
     ns = schema(connection)
     with connection.cursor() as c:
         c.execute(
-            f"SELECT job_id, state, percent, eta::text, wait_reason, error, relation, kind"
+            f"SELECT job_id, state, percent, eta::pg_catalog.text, wait_reason, error, relation, kind"
             f" FROM {_quote(ns)}.migrate_progress WHERE job_id OPERATOR(pg_catalog.=) ANY (%s)",
             [list(jobs)],
         )
         return {r[0]: r[1:] for r in c.fetchall()}
 
 
-def wait(connection, jobs, out=sys.stdout, every=1.0, timeout=None):
+# How migrate_progress.wait_reason begins for a job held by a migration gate
+# (a post-deploy migration's jobs, before the deploy).
+GATED = "waits for migration "
+
+
+def wait(connection, jobs, out=sys.stdout, every=1.0, timeout=None, held_ok=False):
     """Follow the jobs until each has ended, a line per job and second;
-    the jobs that did not succeed (an unknown job counts as not)."""
+    the jobs that did not succeed (an unknown job counts as not).  With
+    `held_ok`, a job that waits for a migration (a deploy's gate) is not
+    waited for, and does not count as not succeeded."""
     jobs = [jobs] if isinstance(jobs, int) else list(jobs)
     require(connection, "pgmigrate_wait")
     start = time.monotonic()
     shown = {}
+
+    def held(row, seen=()):
+        # Held by a migration gate, or queued behind a job that is.
+        if not held_ok or row is None or row[0] != "queued":
+            return False
+        reason = row[3] or ""
+        if reason.startswith(GATED):
+            return True
+        m = re.match(r"waits for job (\d+) ", reason)
+        behind = int(m.group(1)) if m else None
+        return behind in now and behind not in seen and held(now[behind], seen + (behind,))
+
     while True:
         now = progress(connection, jobs)
         for job in jobs:
@@ -277,14 +401,15 @@ def wait(connection, jobs, out=sys.stdout, every=1.0, timeout=None):
                     line += f"; {reason}"
                 if error and state != "succeeded":
                     line += f": {error}"
+                if held(row):
+                    line += " (held for a post-deploy gate: not waited for; manage.py pgmigrate_deployed opens it)"
             if shown.get(job) != line:
                 out.write(line + "\n")
                 out.flush()
                 shown[job] = line
-        if all(now.get(j) is None or now[j][0] in FINAL for j in jobs):
-            return [j for j in jobs if now.get(j) is None or now[j][0] != "succeeded"]
-        if timeout is not None and time.monotonic() - start > timeout:
-            return [j for j in jobs if now.get(j) is None or now[j][0] != "succeeded"]
+        done = [j for j in jobs if now.get(j) is None or now[j][0] in FINAL or held(now[j])]
+        if len(done) == len(jobs) or (timeout is not None and time.monotonic() - start > timeout):
+            return [j for j in jobs if now.get(j) is None or (now[j][0] != "succeeded" and not held(now[j]))]
         time.sleep(every)
 
 
@@ -312,10 +437,14 @@ def _record_applied(self, app, name):
 
 def _record_unapplied(self, app, name):
     _original_unapplied(self, app, name)
-    if schema(self.connection) is not None and call(
-        self.connection, "migrate_applied", "%s, %s", [app, name]
-    ):
+    if schema(self.connection) is None:
+        return
+    if call(self.connection, "migrate_applied", "%s, %s", [app, name]):
         call(self.connection, "migrate_unapply", "%s, %s, reason => %s", [app, name, "manage.py migrate"])
+    # A post-deploy migration reversed: its gate closes again.
+    deployed = DEPLOYED.format(name=name)
+    if call(self.connection, "migrate_applied", "%s, %s", [app, deployed]):
+        call(self.connection, "migrate_unapply", "%s, %s, reason => %s", [app, deployed, "manage.py migrate"])
 
 
 _original_applied = MigrationRecorder.record_applied

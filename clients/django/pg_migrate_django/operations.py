@@ -1,17 +1,105 @@
-"""Operations for migration files that hand work to pg_migrate's jobs."""
+"""Operations for migration files that hand work to pg_migrate's jobs.
 
+Each one queues a job in the migration's transaction (it starts when the
+migration commits) with a history entry `<migration>.<kind><n>` that is
+applied when the job ends.  A job waits for the jobs earlier migrations
+queued on the same table and have not ended, and, in a post-deploy migration
+(`post_deploy = True`), for the deploy's gate: one `migrate` queues the whole
+plan, and the server runs it in order.  Under `sqlmigrate` (and
+`pgmigrate_lint`) each writes the call that queues its job instead.
+"""
+
+from django.db import router, transaction
 from django.db.migrations.operations.base import Operation
-from django.db.migrations.operations.models import AddIndex, RemoveIndex
+from django.db.migrations.operations.fields import AlterField
+from django.db.migrations.operations.models import AddConstraint, AddIndex, RemoveIndex
+from django.db.migrations.operations.special import RunSQL
+from django.db.models import CheckConstraint, UniqueConstraint
 
 from . import history
 
+# The gates every job function takes.
+GATES = {"after_jobs", "after_migration"}
+# The options of migrate_set_not_null and migrate_add_constraint.
+STEP_OPTIONS = {"lock_timeout", "max_retries", "run_at"} | GATES
 # migrate_backfill's options a Backfill passes on, by name.
 BACKFILL_OPTIONS = {
     "batch_size", "sleep_ms", "lock_timeout", "statement_timeout", "max_retries", "run_at",
     "target_batch_ms", "max_batch_size", "max_replay_lag", "max_slot_wal", "max_rows_per_second",
     "max_wal_per_second", "pause_during_vacuum", "window_start", "window_length", "on_error",
-    "after_jobs", "after_migration", "parallel",
-}
+    "parallel",
+} | GATES
+# migrate_create_index's and migrate_drop_index's.
+INDEX_OPTIONS = {"run_at", "window_start", "window_length", "max_wait", "max_retries", "retry_delay"} | GATES
+# migrate_alter_type's.
+ALTER_TYPE_OPTIONS = {
+    "complete", "target_batch_ms", "max_rows_per_second", "max_replay_lag", "max_wal_per_second",
+} | STEP_OPTIONS
+# CALL migrate_exec's.
+EXEC_OPTIONS = {"lock_timeout", "attempts", "retry_delay"}
+# Casts for the options that are arrays.
+CASTS = {"after_jobs": "::pg_catalog.int8[]", "after_migration": "::pg_catalog.text[]"}
+
+
+def _check_options(what, options, allowed):
+    unknown = sorted(k for k in options if k not in allowed)
+    if unknown:
+        raise TypeError(f"{what}: unknown option(s) {', '.join(unknown)}; it takes {', '.join(sorted(allowed))}")
+
+
+def _named(options):
+    """`name => %s` for each option, and their values."""
+    names, params = [], []
+    for k, v in sorted(options.items()):
+        names.append(f"{k} => %s{CASTS.get(k, '')}")
+        params.append(list(v) if isinstance(v, (list, tuple)) else v)
+    return names, params
+
+
+def _queue(op, schema_editor, function, args, params, table, options):
+    """Queue the job of `op` (function(args, options...)) and return its id.
+
+    Its history entry is the next `<migration>.<kind><n>`; it waits for the
+    jobs migrations queued on `table` that have not ended and, in a
+    post-deploy migration, for the deploy's gate.  Under sqlmigrate the call
+    is written out instead (without them) and None returned."""
+    connection = schema_editor.connection
+    options = dict(options)
+    if schema_editor.collect_sql:
+        ns = history.schema(connection)
+        simple = {k: v for k, v in options.items() if k not in GATES}
+        names, extra = _named(simple)
+        schema_editor.collected_sql.append(
+            "-- pg_migrate runs this as a job, in the background; migrate queues it"
+            " (with its history entry, and after earlier jobs on the table) with:"
+        )
+        prefix = f"{history._quote(ns)}." if ns else ""
+        schema_editor.execute(f"SELECT {prefix}{function}({', '.join([args] + names)})", params + extra)
+        return None
+    history.require(connection, type(op).__name__)
+    link = history.next_link(connection, op.pg_migrate_kind)
+    after = list(options.pop("after_jobs", None) or [])
+    after += [j for j in history.pending_jobs(connection, table) if j not in after]
+    if after:
+        options["after_jobs"] = after
+    gate = history.gate(connection)
+    if gate is not None and "after_migration" not in options:
+        options["after_migration"] = list(gate)
+    names, extra = _named(options)
+    job = history.call(
+        connection,
+        function,
+        ", ".join([args, "migration => %s::pg_catalog.text[]"] + names),
+        params + [list(link)] + extra,
+        required=True,
+    )
+    history.note_job(connection, job)
+    return job
+
+
+def _backwards_sql(schema_editor, what):
+    """Under `sqlmigrate --backwards`: say what reversing does."""
+    schema_editor.collected_sql.append(f"-- pg_migrate: {what}")
 
 
 class Backfill(Operation):
@@ -27,15 +115,11 @@ class Backfill(Operation):
     """
 
     reversible = True
-    reduces_to_sql = False
+    reduces_to_sql = True
     pg_migrate_kind = "backfill"
 
     def __init__(self, model_name, set, where=None, wait=False, **options):
-        unknown = sorted(k for k in options if k not in BACKFILL_OPTIONS)
-        if unknown:
-            raise TypeError(
-                f"Backfill: unknown option(s) {', '.join(unknown)}; migrate_backfill takes {', '.join(sorted(BACKFILL_OPTIONS))}"
-            )
+        _check_options("Backfill", options, BACKFILL_OPTIONS)
         self.model_name = model_name
         self.set = set
         self.where = where
@@ -64,35 +148,30 @@ class Backfill(Operation):
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
         connection = schema_editor.connection
         model = to_state.apps.get_model(app_label, self.model_name)
-        history.require(connection, "Backfill")
-        link = history.next_link(connection, self.pg_migrate_kind)
-        if self.wait and connection.in_atomic_block:
+        if not self.allow_migrate_model(connection.alias, model):
+            return
+        table = model._meta.db_table
+        if self.wait and connection.in_atomic_block and not schema_editor.collect_sql:
             raise history.PgMigrateError(
-                f"Backfill of {model._meta.db_table} with wait=True: the job starts only when the migration commits, "
+                f"Backfill of {table} with wait=True: the job starts only when the migration commits, "
                 "so it cannot be waited for inside it. Set atomic = False on the migration, or leave out wait=True "
                 "and wait with manage.py pgmigrate_wait."
             )
-        names = ["set_clause => %s", "where_clause => %s", "migration => %s"]
-        params = [self.set, self.where, list(link)]
-        for k, v in sorted(self.options.items()):
-            names.append(f"{k} => %s")
-            params.append(v)
-        job = history.call(
-            connection,
-            "migrate_backfill",
-            "%s::pg_catalog.regclass, " + ", ".join(names),
-            [model._meta.db_table] + params,
-            required=True,
+        job = _queue(
+            self, schema_editor, "migrate_backfill",
+            "%s::pg_catalog.regclass, set_clause => %s, where_clause => %s",
+            [table, self.set, self.where], table, self.options,
         )
-        history.note_job(connection, job)
-        if self.wait:
+        if self.wait and job is not None:
             if history.wait(connection, job):
                 raise history.PgMigrateError(
-                    f"pg_migrate job {job} (backfill of {model._meta.db_table}) did not succeed: "
+                    f"pg_migrate job {job} (backfill of {table}) did not succeed: "
                     f"SELECT * FROM migrate_progress WHERE job_id = {job} says why."
                 )
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.collect_sql:
+            return _backwards_sql(schema_editor, "cancel the backfill job if it has not ended")
         history.undo_link(schema_editor.connection, self.pg_migrate_kind)
 
 
@@ -107,22 +186,31 @@ class AddIndexConcurrently(AddIndex):
 
     pg_migrate_kind = "index"
 
+    def __init__(self, model_name, index, **options):
+        _check_options("AddIndexConcurrently", options, INDEX_OPTIONS | {"maintenance_work_mem"})
+        super().__init__(model_name, index)
+        self.options = options
+
+    def deconstruct(self):
+        name, args, kwargs = super().deconstruct()
+        kwargs.update(self.options)
+        return name, args, kwargs
+
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
         connection = schema_editor.connection
         model = to_state.apps.get_model(app_label, self.model_name)
         if not self.allow_migrate_model(connection.alias, model):
             return
-        history.require(connection, "AddIndexConcurrently")
-        link = history.next_link(connection, self.pg_migrate_kind)
         sql = str(self.index.create_sql(model, schema_editor))
-        job = history.call(connection, "migrate_create_index", "%s, migration => %s", [sql, list(link)], required=True)
-        history.note_job(connection, job)
+        _queue(self, schema_editor, "migrate_create_index", "%s", [sql], model._meta.db_table, self.options)
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
         connection = schema_editor.connection
         model = from_state.apps.get_model(app_label, self.model_name)
         if not self.allow_migrate_model(connection.alias, model):
             return
+        if schema_editor.collect_sql:
+            return _backwards_sql(schema_editor, f"cancel the build if it has not ended; drop index {self.index.name} (CONCURRENTLY)")
         history.undo_link(connection, self.pg_migrate_kind)
         history.drop_index_if_there(connection, self.index.name)
 
@@ -137,25 +225,321 @@ class RemoveIndexConcurrently(RemoveIndex):
 
     pg_migrate_kind = "dropindex"
 
+    def __init__(self, model_name, name, **options):
+        _check_options("RemoveIndexConcurrently", options, INDEX_OPTIONS)
+        super().__init__(model_name, name)
+        self.options = options
+
+    def deconstruct(self):
+        name, args, kwargs = super().deconstruct()
+        kwargs.update(self.options)
+        return name, args, kwargs
+
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
         connection = schema_editor.connection
         model = from_state.apps.get_model(app_label, self.model_name)
         if not self.allow_migrate_model(connection.alias, model):
             return
-        history.require(connection, "RemoveIndexConcurrently")
-        link = history.next_link(connection, self.pg_migrate_kind)
-        history.drop_index_if_there(connection, self.name, link=link)
+        if not schema_editor.collect_sql and history.index_oid(connection, self.name) is None:
+            # Already gone: nothing to queue, but the entry counts.
+            history.next_link(connection, self.pg_migrate_kind)
+            return
+        _queue(
+            self, schema_editor, "migrate_drop_index",
+            "pg_catalog.to_regclass(pg_catalog.quote_ident(%s))", [self.name], model._meta.db_table, self.options,
+        )
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
         connection = schema_editor.connection
         model = to_state.apps.get_model(app_label, self.model_name)
         if not self.allow_migrate_model(connection.alias, model):
             return
-        history.undo_link(connection, self.pg_migrate_kind)
         index = to_state.models[app_label, self.model_name_lower].get_index_by_name(self.name)
         sql = str(index.create_sql(model, schema_editor))
+        if schema_editor.collect_sql:
+            return _backwards_sql(schema_editor, f"cancel the drop if it has not ended; build again: {sql}")
+        history.undo_link(connection, self.pg_migrate_kind)
         job = history.call(connection, "migrate_create_index", "%s", [sql], required=True)
         history.note_job(connection, job)
 
     def describe(self):
         return super().describe() + " (CONCURRENTLY, by pg_migrate)"
+
+
+def _fields(op, app_label, from_state, to_state):
+    """(model, old field, new field) of an AlterField-like operation."""
+    model = to_state.apps.get_model(app_label, op.model_name)
+    old = from_state.apps.get_model(app_label, op.model_name)._meta.get_field(op.name)
+    new = model._meta.get_field(op.name)
+    return model, old, new
+
+
+class SetNotNull(AlterField):
+    """AlterField that makes a nullable column NOT NULL without a blocking
+    scan: `migrate_set_not_null` (a NOT VALID check, validated under SHARE
+    UPDATE EXCLUSIVE, then SET NOT NULL with no scan).  Written as the
+    AlterField makemigrations writes, with the class name changed:
+    `SetNotNull("article", "summary", models.TextField())`.  It waits for
+    the jobs queued on the table before it (the Backfill that fills the
+    column).  Reversing cancels the job if it has not ended and drops NOT
+    NULL (a moment's lock)."""
+
+    pg_migrate_kind = "notnull"
+
+    def __init__(self, model_name, name, field, preserve_default=True, **options):
+        _check_options("SetNotNull", options, STEP_OPTIONS)
+        super().__init__(model_name, name, field, preserve_default)
+        self.options = options
+
+    def deconstruct(self):
+        name, args, kwargs = super().deconstruct()
+        kwargs.update(self.options)
+        return name, args, kwargs
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        connection = schema_editor.connection
+        model, old, new = _fields(self, app_label, from_state, to_state)
+        if not self.allow_migrate_model(connection.alias, model):
+            return
+        same = old.column == new.column and old.db_parameters(connection)["type"] == new.db_parameters(connection)["type"]
+        if not (old.null and not new.null and same):
+            raise history.PgMigrateError(
+                f"SetNotNull on {model._meta.label}.{self.name} only turns a nullable column NOT NULL, "
+                "keeping its name and type; this change "
+                + ("does not make it NOT NULL" if not (old.null and not new.null) else "also changes its name or type")
+                + ". Split it: AlterField (or AlterTypeSafely) for the rest, then SetNotNull."
+            )
+        _queue(
+            self, schema_editor, "migrate_set_not_null", "%s::pg_catalog.regclass, %s",
+            [model._meta.db_table, new.column], model._meta.db_table, self.options,
+        )
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        connection = schema_editor.connection
+        model = from_state.apps.get_model(app_label, self.model_name)
+        if not self.allow_migrate_model(connection.alias, model):
+            return
+        column = model._meta.get_field(self.name).column
+        q = schema_editor.quote_name
+        if not schema_editor.collect_sql:
+            history.undo_link(connection, self.pg_migrate_kind)
+        schema_editor.execute(f"ALTER TABLE {q(model._meta.db_table)} ALTER COLUMN {q(column)} DROP NOT NULL")
+
+    def describe(self):
+        return f"Set NOT NULL on {self.model_name}.{self.name} (by pg_migrate, without a blocking scan)"
+
+
+class AlterTypeSafely(AlterField):
+    """AlterField that changes a column's type the expand/contract way:
+    `migrate_alter_type` (a shadow column kept in step by a trigger, filled
+    by a backfill, its indexes and constraints built concurrently, one short
+    cut-over).  Written as makemigrations' AlterField with the class name
+    changed, plus `using=` (an SQL expression of the old column) when
+    PostgreSQL's cast is not the one you want.  Reversing rolls the change
+    back (`migrate_rollback`, no write lost) while the old column is kept,
+    and after that queues the change back to the old type."""
+
+    pg_migrate_kind = "altertype"
+
+    def __init__(self, model_name, name, field, preserve_default=True, using=None, **options):
+        _check_options("AlterTypeSafely", options, ALTER_TYPE_OPTIONS)
+        super().__init__(model_name, name, field, preserve_default)
+        self.using = using
+        self.options = options
+
+    def deconstruct(self):
+        name, args, kwargs = super().deconstruct()
+        if self.using is not None:
+            kwargs["using"] = self.using
+        kwargs.update(self.options)
+        return name, args, kwargs
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        connection = schema_editor.connection
+        model, old, new = _fields(self, app_label, from_state, to_state)
+        if not self.allow_migrate_model(connection.alias, model):
+            return
+        old_type = old.db_parameters(connection)["type"]
+        new_type = new.db_parameters(connection)["type"]
+        if old.column != new.column or old.null != new.null or old_type == new_type or new_type is None:
+            raise history.PgMigrateError(
+                f"AlterTypeSafely on {model._meta.label}.{self.name} changes only the column's type "
+                f"(now {old_type}, in this migration {new_type}); a new name or NULL-ness goes in its own "
+                "operation (RenameField, SetNotNull), and an unchanged type needs no AlterTypeSafely."
+            )
+        _queue(
+            self, schema_editor, "migrate_alter_type", "%s::pg_catalog.regclass, %s, %s, using_expr => %s",
+            [model._meta.db_table, new.column, new_type, self.using], model._meta.db_table, self.options,
+        )
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        connection = schema_editor.connection
+        # Backwards, to_state has the type to go back to.
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if not self.allow_migrate_model(connection.alias, model):
+            return
+        back_to = model._meta.get_field(self.name)
+        old_type = back_to.db_parameters(connection)["type"]
+        if schema_editor.collect_sql:
+            return _backwards_sql(
+                schema_editor, f"migrate_rollback of the job while the old column is kept; after that, back to {old_type}"
+            )
+        app, link = history.next_link(connection, self.pg_migrate_kind)
+        job = history.last_job(connection, f"{app}.{link}")
+        back = job is None
+        if job is not None:
+            try:
+                with transaction.atomic(using=connection.alias):
+                    history.call(connection, "migrate_rollback", "%s", [job], required=True)
+            except Exception as e:
+                if history.sqlstate(e) != "55000":
+                    raise
+                back = True  # the old column is gone: change the type back
+        now = history.column_type(connection, model._meta.db_table, back_to.column)
+        if back and now != history.type_name(connection, old_type):
+            job = history.call(
+                connection, "migrate_alter_type", "%s::pg_catalog.regclass, %s, %s",
+                [model._meta.db_table, back_to.column, old_type], required=True,
+            )
+            history.note_job(connection, job)
+        history.unapply_link(connection, app, link)
+
+    def describe(self):
+        return f"Alter the type of {self.model_name}.{self.name} (by pg_migrate, expand/contract)"
+
+
+class AddConstraintSafely(AddConstraint):
+    """AddConstraint without a blocking scan or index build:
+    `migrate_add_constraint` (CHECK: NOT VALID, then VALIDATE; UNIQUE: a
+    concurrent unique index, then ADD CONSTRAINT ... USING INDEX).  A
+    UniqueConstraint with a condition, expressions or INCLUDE is a unique
+    index in PostgreSQL, built concurrently by an index job.  Reversing
+    cancels the job if it has not ended and drops the constraint."""
+
+    pg_migrate_kind = "constraint"
+
+    def __init__(self, model_name, constraint, **options):
+        _check_options("AddConstraintSafely", options, STEP_OPTIONS)
+        super().__init__(model_name, constraint)
+        self.options = options
+
+    def deconstruct(self):
+        name, args, kwargs = super().deconstruct()
+        kwargs.update(self.options)
+        return name, args, kwargs
+
+    def _as_index(self):
+        c = self.constraint
+        return isinstance(c, UniqueConstraint) and bool(c.condition or c.include or c.expressions or c.opclasses)
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        connection = schema_editor.connection
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if not self.allow_migrate_model(connection.alias, model):
+            return
+        table = model._meta.db_table
+        c = self.constraint
+        if not isinstance(c, (CheckConstraint, UniqueConstraint)) or getattr(c, "deferrable", None):
+            raise history.PgMigrateError(
+                f"AddConstraintSafely takes a CheckConstraint or a UniqueConstraint that is not deferrable, "
+                f"not {c!r}: use AddConstraint for it (it takes a blocking lock while it builds or scans)."
+            )
+        if self._as_index():
+            sql = str(c.create_sql(model, schema_editor))
+            options = {k: v for k, v in self.options.items() if k in INDEX_OPTIONS}
+            _queue(self, schema_editor, "migrate_create_index", "%s", [sql], table, options)
+        else:
+            definition = str(c.constraint_sql(model, schema_editor))
+            _queue(self, schema_editor, "migrate_add_constraint", "%s::pg_catalog.regclass, %s",
+                   [table, definition], table, self.options)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        connection = schema_editor.connection
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if not self.allow_migrate_model(connection.alias, model):
+            return
+        name = self.constraint.name
+        if schema_editor.collect_sql:
+            return _backwards_sql(schema_editor, f"cancel the job if it has not ended; drop {name}")
+        history.undo_link(connection, self.pg_migrate_kind)
+        q = schema_editor.quote_name
+        if history.has_constraint(connection, model._meta.db_table, name):
+            schema_editor.execute(f"ALTER TABLE {q(model._meta.db_table)} DROP CONSTRAINT {q(name)}")
+        history.drop_index_if_there(connection, name)
+
+    def describe(self):
+        return super().describe() + " (by pg_migrate, without a blocking scan)"
+
+
+class SafeRunSQL(RunSQL):
+    """RunSQL through `CALL migrate_exec`: each statement with a short
+    lock_timeout, retried with backoff, so that a statement waiting for its
+    lock never queues the traffic behind it; every attempt is in
+    `migrate_exec_log`, the whole is the history entry `<migration>.sql<n>`.
+    migrate_exec commits after each statement, so the migration needs
+    `atomic = False`.  It runs while `migrate` runs: a post-deploy migration
+    (whose jobs wait for the deploy) cannot hold it."""
+
+    pg_migrate_kind = "sql"
+
+    def __init__(self, sql, reverse_sql=None, state_operations=None, hints=None, elidable=False, **options):
+        _check_options("SafeRunSQL", options, EXEC_OPTIONS)
+        for script in (sql, reverse_sql):
+            if script is not None and not isinstance(script, str):
+                raise TypeError("SafeRunSQL takes its sql and reverse_sql as one string each (a script), without params")
+        super().__init__(sql, reverse_sql, state_operations, hints, elidable)
+        self.options = options
+
+    def deconstruct(self):
+        name, args, kwargs = super().deconstruct()
+        kwargs.update(self.options)
+        return name, args, kwargs
+
+    def _exec(self, schema_editor, script, link):
+        connection = schema_editor.connection
+        if connection.in_atomic_block:
+            raise history.PgMigrateError(
+                "SafeRunSQL runs its statements with CALL migrate_exec, which commits after each one and cannot run "
+                "inside the migration's transaction: set atomic = False on the migration."
+            )
+        options = dict(self.options)
+        names, params = _named(options)
+        if link is not None:
+            names.insert(0, "migration => %s::pg_catalog.text[]")
+            params.insert(0, list(link))
+        ns = history.schema(connection)
+        with connection.cursor() as c:
+            c.execute(f"CALL {history._quote(ns)}.migrate_exec({', '.join(['%s'] + names)})", [script] + params)
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if not router.allow_migrate(schema_editor.connection.alias, app_label, **self.hints):
+            return
+        if schema_editor.collect_sql:
+            schema_editor.collected_sql.append("-- pg_migrate runs this with CALL migrate_exec (short lock_timeout, retries):")
+            return self._run_sql(schema_editor, self.sql)
+        connection = schema_editor.connection
+        history.require(connection, "SafeRunSQL")
+        if history.gate(connection) is not None:
+            raise history.PgMigrateError(
+                "SafeRunSQL runs while migrate runs, but this migration is post-deploy: its jobs wait for the deploy, "
+                "and a statement cannot. Put the statement in a migration of the next release, or queue it as a job."
+            )
+        link = history.next_link(connection, self.pg_migrate_kind)
+        self._exec(schema_editor, self.sql, link)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if self.reverse_sql is None:
+            raise NotImplementedError("You cannot reverse this operation")
+        if not router.allow_migrate(schema_editor.connection.alias, app_label, **self.hints):
+            return
+        if schema_editor.collect_sql:
+            schema_editor.collected_sql.append("-- pg_migrate runs this with CALL migrate_exec (short lock_timeout, retries):")
+            return self._run_sql(schema_editor, self.reverse_sql)
+        connection = schema_editor.connection
+        history.require(connection, "SafeRunSQL")
+        app, link = history.next_link(connection, self.pg_migrate_kind)
+        self._exec(schema_editor, self.reverse_sql, None)
+        history.unapply_link(connection, app, link)
+
+    def describe(self):
+        return "SQL by CALL migrate_exec"

@@ -54,6 +54,8 @@ class History(unittest.TestCase):
                 ("0003_check", "unapplied"),
                 ("0004_backfill_summary", "unapplied"),
                 ("0004_backfill_summary.backfill1", "unapplied"),
+                ("0005_summary_not_null", "unapplied"),
+                ("0005_summary_not_null.notnull1", "unapplied"),
             ],
         )
 
@@ -133,7 +135,7 @@ class History(unittest.TestCase):
                 "nogrant",
                 "SELECT count(*), min(applied_by) FROM migrate_history WHERE status = 'applied' AND name NOT LIKE '%.%'",
             ),
-            [(4, "app")],
+            [(5, "app")],
         )
 
 

@@ -36,7 +36,7 @@ class Command(BaseCommand):
         )
         with connection.cursor() as c:
             c.execute(
-                "SELECT job_id, kind, relation, state, percent, rows_per_second, eta::text, wait_reason, error,"
+                "SELECT job_id, kind, relation, state, percent, rows_per_second, eta::pg_catalog.text, wait_reason, error,"
                 f" migration, parent_job FROM {ns}.migrate_progress{where} ORDER BY job_id"
             )
             rows = c.fetchall()

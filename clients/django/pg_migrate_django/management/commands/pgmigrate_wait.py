@@ -1,6 +1,7 @@
 """`manage.py pgmigrate_wait [job ...]`: follow pg_migrate's jobs until they
 end; exit 0 only when every one succeeded.  Without ids: every job not
-ended yet that the role may see."""
+ended yet that the role may see, except those a post-deploy migration's gate
+holds (they wait for the deploy, not for time)."""
 
 import sys
 
@@ -27,15 +28,18 @@ class Command(BaseCommand):
                 ns = history.schema(connection)
                 with connection.cursor() as c:
                     c.execute(
-                        f"SELECT job_id FROM {history._quote(ns)}.migrate_progress WHERE parent_job IS NULL"
-                        " AND state OPERATOR(pg_catalog.<>) ALL (ARRAY['succeeded', 'failed', 'cancelled'])"
+                        f"SELECT job_id FROM {history._quote(ns)}.migrate_progress WHERE parent_job IS NULL AND "
+                        + history.MINE.format(p="")
+                        + " AND state OPERATOR(pg_catalog.<>) ALL (ARRAY['succeeded', 'failed', 'cancelled'])"
                         " ORDER BY job_id"
                     )
                     jobs = [r[0] for r in c.fetchall()]
                 if not jobs:
                     self.stdout.write("no pg_migrate job is waiting or running")
                     return
-            failed = history.wait(connection, jobs, out=self.stdout, timeout=options["timeout"])
+            failed = history.wait(
+                connection, jobs, out=self.stdout, timeout=options["timeout"], held_ok=not options["jobs"]
+            )
         except history.PgMigrateError as e:
             raise CommandError(str(e))
         if failed:
