@@ -23,9 +23,21 @@ def free_port():
 
 
 class Server:
-    def __init__(self, name):
+    def __init__(self, name, primary=None):
+        """A new server; with `primary`, a streaming hot standby of it
+        (pg_basebackup)."""
         self.dir = os.path.join(ROOT, "target", "django-clusters", f"{name}-{os.getpid()}")
         self.port = free_port()
+        if primary is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            os.makedirs(self.dir)
+            shutil.chown(self.dir, "postgres")
+            subprocess.run(
+                ["sudo", "-u", "postgres", "/usr/lib/postgresql/15/bin/pg_basebackup", "-h", "127.0.0.1",
+                 "-p", str(primary.port), "-U", "postgres", "-D", os.path.join(self.dir, "data"),
+                 "-R", "-X", "stream", "-c", "fast"],
+                check=True, capture_output=True,
+            )
         subprocess.run([CLUSTER, "start", self.dir, str(self.port)], check=True, capture_output=True)
 
     def stop(self):

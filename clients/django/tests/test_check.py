@@ -1,10 +1,11 @@
 """The startup check: `manage.py check --database default` fails with
 pg_migrate.E001 while a migration on disk is not applied according to
-pg_migrate, and passes once it is; require_applied() for wsgi.py too."""
+pg_migrate, and passes once it is; require_applied() for wsgi.py too; both
+on a hot standby as well (they only read)."""
 
 import unittest
 
-from .server import Server
+from .server import Server, wait_until
 
 
 class StartupCheck(unittest.TestCase):
@@ -36,6 +37,31 @@ class StartupCheck(unittest.TestCase):
         self.assertEqual(rc, 0, out)
         rc, out = s.manage("chk", "shell", "-c", code)
         self.assertEqual(rc, 0, out)
+
+    def test_the_check_works_on_a_hot_standby(self):
+        s = self.server
+        s.create_db("rep")
+        rc, out = s.manage("rep", "migrate", "articles", "0002")
+        self.assertEqual(rc, 0, out)
+        standby = Server("check-standby", primary=s)
+        try:
+            self.assertEqual(standby.rows("rep", "SELECT pg_is_in_recovery()"), [(True,)])
+            rc, out = standby.manage("rep", "check", "--database", "default")
+            self.assertNotEqual(rc, 0, out)
+            self.assertIn("pg_migrate.E001", out)
+            self.assertIn("articles.0003_check", out)
+            rc, out = s.manage("rep", "migrate")
+            self.assertEqual(rc, 0, out)
+            lsn = s.rows("rep", "SELECT pg_current_wal_lsn()::text")[0][0]
+            wait_until("the standby to replay the migrations", 60, lambda: standby.rows(
+                "rep", "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn])[0][0])
+            rc, out = standby.manage("rep", "check", "--database", "default")
+            self.assertEqual(rc, 0, out)
+            code = "import django; django.setup(); from pg_migrate_django.checks import require_applied; require_applied()"
+            rc, out = standby.manage("rep", "shell", "-c", code)
+            self.assertEqual(rc, 0, out)
+        finally:
+            standby.stop()
 
 
 if __name__ == "__main__":
