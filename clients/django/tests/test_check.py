@@ -3,9 +3,12 @@ pg_migrate.E001 while a migration on disk is not applied according to
 pg_migrate, and passes once it is; require_applied() for wsgi.py too; both
 on a hot standby as well (they only read)."""
 
+import os
+import shutil
+import tempfile
 import unittest
 
-from .server import Server, wait_until
+from .server import SAMPLE, Server, wait_until
 
 
 class StartupCheck(unittest.TestCase):
@@ -37,6 +40,35 @@ class StartupCheck(unittest.TestCase):
         self.assertEqual(rc, 0, out)
         rc, out = s.manage("chk", "shell", "-c", code)
         self.assertEqual(rc, 0, out)
+
+    def test_a_squashed_migration_counts_as_applied_either_way(self):
+        s = self.server
+        with tempfile.TemporaryDirectory() as tmp:
+            project = os.path.join(tmp, "sample")
+            shutil.copytree(SAMPLE, project)
+            # A database migrated before the squash.
+            s.create_db("before")
+            rc, out = s.manage("before", "migrate", project=project)
+            self.assertEqual(rc, 0, out)
+            rc, out = s.manage("before", "squashmigrations", "articles", "0002", "--noinput", project=project)
+            self.assertEqual(rc, 0, out)
+            rc, out = s.manage("before", "check", "--database", "default", project=project)
+            self.assertEqual(rc, 0, out)
+            # A new database, migrated with the squash: Django records it and
+            # what it replaces, and so does pg_migrate.
+            s.create_db("after")
+            rc, out = s.manage("after", "migrate", project=project)
+            self.assertEqual(rc, 0, out)
+            self.assertIn("Applying articles.0001_squashed_0002_article_summary... OK", out)
+            django = set(s.rows("after", "SELECT app, name FROM django_migrations"))
+            pgm = set(s.rows("after", "SELECT app, name FROM migrate_history WHERE status = 'applied' AND name NOT LIKE '%.%'"))
+            self.assertEqual(django, pgm)
+            self.assertIn(("articles", "0001_squashed_0002_article_summary"), pgm)
+            self.assertEqual(
+                s.rows("after", "SELECT count(*) FROM migrate_history WHERE status = 'running' AND name NOT LIKE '%.%'"), [(0,)]
+            )
+            rc, out = s.manage("after", "check", "--database", "default", project=project)
+            self.assertEqual(rc, 0, out)
 
     def test_the_check_works_on_a_hot_standby(self):
         s = self.server
