@@ -9,6 +9,8 @@ plan, and the server runs it in order.  Under `sqlmigrate` (and
 `pgmigrate_lint`) each writes the call that queues its job instead.
 """
 
+import inspect
+
 from django.db import router, transaction
 from django.db.migrations.operations.base import Operation
 from django.db.migrations.operations.fields import AlterField
@@ -102,7 +104,35 @@ def _backwards_sql(schema_editor, what):
     schema_editor.collected_sql.append(f"-- pg_migrate: {what}")
 
 
-class Backfill(Operation):
+class _Options:
+    """An operation whose keyword options go to its job function (and stay
+    in the migration file); an unknown one is a TypeError when it loads.
+
+    Django's migration writer (makemigrations, squashmigrations) writes only
+    the arguments __init__ names, so its signature names each option."""
+
+    allowed = frozenset()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            sig = inspect.signature(cls.__init__)
+            params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+            params += [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
+                       for n in sorted(cls.allowed)]
+            cls.__init__.__signature__ = sig.replace(parameters=params)
+
+    def _take(self, options):
+        _check_options(type(self).__name__, options, self.allowed)
+        self.options = options
+
+    def deconstruct(self):
+        name, args, kwargs = super().deconstruct()
+        kwargs.update(self.options)
+        return name, args, kwargs
+
+
+class Backfill(_Options, Operation):
     """UPDATE a model's table in batches, in the server: `migrate_backfill`.
 
     The job is queued in the migration's transaction and starts when it
@@ -117,14 +147,14 @@ class Backfill(Operation):
     reversible = True
     reduces_to_sql = True
     pg_migrate_kind = "backfill"
+    allowed = BACKFILL_OPTIONS
 
     def __init__(self, model_name, set, where=None, wait=False, **options):
-        _check_options("Backfill", options, BACKFILL_OPTIONS)
+        self._take(options)
         self.model_name = model_name
         self.set = set
         self.where = where
         self.wait = wait
-        self.options = options
 
     def deconstruct(self):
         kwargs = {"model_name": self.model_name, "set": self.set}
@@ -175,7 +205,7 @@ class Backfill(Operation):
         history.undo_link(schema_editor.connection, self.pg_migrate_kind)
 
 
-class AddIndexConcurrently(AddIndex):
+class AddIndexConcurrently(_Options, AddIndex):
     """AddIndex, built by pg_migrate's worker with CREATE INDEX
     CONCURRENTLY (`migrate_create_index`): no `atomic = False` needed, no
     lock that blocks writes.  The job is queued in the migration's
@@ -185,16 +215,11 @@ class AddIndexConcurrently(AddIndex):
     if it has not ended, and queues a drop of the index if it exists."""
 
     pg_migrate_kind = "index"
+    allowed = INDEX_OPTIONS | {"maintenance_work_mem"}
 
     def __init__(self, model_name, index, **options):
-        _check_options("AddIndexConcurrently", options, INDEX_OPTIONS | {"maintenance_work_mem"})
+        self._take(options)
         super().__init__(model_name, index)
-        self.options = options
-
-    def deconstruct(self):
-        name, args, kwargs = super().deconstruct()
-        kwargs.update(self.options)
-        return name, args, kwargs
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
         connection = schema_editor.connection
@@ -218,22 +243,17 @@ class AddIndexConcurrently(AddIndex):
         return super().describe() + " (CONCURRENTLY, by pg_migrate)"
 
 
-class RemoveIndexConcurrently(RemoveIndex):
+class RemoveIndexConcurrently(_Options, RemoveIndex):
     """RemoveIndex, dropped by pg_migrate's worker with DROP INDEX
     CONCURRENTLY (`migrate_drop_index`).  Reversing queues the build of the
     index again (CONCURRENTLY)."""
 
     pg_migrate_kind = "dropindex"
+    allowed = INDEX_OPTIONS
 
     def __init__(self, model_name, name, **options):
-        _check_options("RemoveIndexConcurrently", options, INDEX_OPTIONS)
+        self._take(options)
         super().__init__(model_name, name)
-        self.options = options
-
-    def deconstruct(self):
-        name, args, kwargs = super().deconstruct()
-        kwargs.update(self.options)
-        return name, args, kwargs
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
         connection = schema_editor.connection
@@ -274,7 +294,7 @@ def _fields(op, app_label, from_state, to_state):
     return model, old, new
 
 
-class SetNotNull(AlterField):
+class SetNotNull(_Options, AlterField):
     """AlterField that makes a nullable column NOT NULL without a blocking
     scan: `migrate_set_not_null` (a NOT VALID check, validated under SHARE
     UPDATE EXCLUSIVE, then SET NOT NULL with no scan).  Written as the
@@ -285,16 +305,11 @@ class SetNotNull(AlterField):
     NULL (a moment's lock)."""
 
     pg_migrate_kind = "notnull"
+    allowed = STEP_OPTIONS
 
     def __init__(self, model_name, name, field, preserve_default=True, **options):
-        _check_options("SetNotNull", options, STEP_OPTIONS)
+        self._take(options)
         super().__init__(model_name, name, field, preserve_default)
-        self.options = options
-
-    def deconstruct(self):
-        name, args, kwargs = super().deconstruct()
-        kwargs.update(self.options)
-        return name, args, kwargs
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
         connection = schema_editor.connection
@@ -329,7 +344,7 @@ class SetNotNull(AlterField):
         return f"Set NOT NULL on {self.model_name}.{self.name} (by pg_migrate, without a blocking scan)"
 
 
-class AlterTypeSafely(AlterField):
+class AlterTypeSafely(_Options, AlterField):
     """AlterField that changes a column's type the expand/contract way:
     `migrate_alter_type` (a shadow column kept in step by a trigger, filled
     by a backfill, its indexes and constraints built concurrently, one short
@@ -340,18 +355,17 @@ class AlterTypeSafely(AlterField):
     and after that queues the change back to the old type."""
 
     pg_migrate_kind = "altertype"
+    allowed = ALTER_TYPE_OPTIONS
 
     def __init__(self, model_name, name, field, preserve_default=True, using=None, **options):
-        _check_options("AlterTypeSafely", options, ALTER_TYPE_OPTIONS)
+        self._take(options)
         super().__init__(model_name, name, field, preserve_default)
         self.using = using
-        self.options = options
 
     def deconstruct(self):
         name, args, kwargs = super().deconstruct()
         if self.using is not None:
             kwargs["using"] = self.using
-        kwargs.update(self.options)
         return name, args, kwargs
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
@@ -408,7 +422,7 @@ class AlterTypeSafely(AlterField):
         return f"Alter the type of {self.model_name}.{self.name} (by pg_migrate, expand/contract)"
 
 
-class AddConstraintSafely(AddConstraint):
+class AddConstraintSafely(_Options, AddConstraint):
     """AddConstraint without a blocking scan or index build:
     `migrate_add_constraint` (CHECK: NOT VALID, then VALIDATE; UNIQUE: a
     concurrent unique index, then ADD CONSTRAINT ... USING INDEX).  A
@@ -417,16 +431,11 @@ class AddConstraintSafely(AddConstraint):
     cancels the job if it has not ended and drops the constraint."""
 
     pg_migrate_kind = "constraint"
+    allowed = STEP_OPTIONS
 
     def __init__(self, model_name, constraint, **options):
-        _check_options("AddConstraintSafely", options, STEP_OPTIONS)
+        self._take(options)
         super().__init__(model_name, constraint)
-        self.options = options
-
-    def deconstruct(self):
-        name, args, kwargs = super().deconstruct()
-        kwargs.update(self.options)
-        return name, args, kwargs
 
     def _as_index(self):
         c = self.constraint
@@ -471,7 +480,7 @@ class AddConstraintSafely(AddConstraint):
         return super().describe() + " (by pg_migrate, without a blocking scan)"
 
 
-class SafeRunSQL(RunSQL):
+class SafeRunSQL(_Options, RunSQL):
     """RunSQL through `CALL migrate_exec`: each statement with a short
     lock_timeout, retried with backoff, so that a statement waiting for its
     lock never queues the traffic behind it; every attempt is in
@@ -481,19 +490,14 @@ class SafeRunSQL(RunSQL):
     (whose jobs wait for the deploy) cannot hold it."""
 
     pg_migrate_kind = "sql"
+    allowed = EXEC_OPTIONS
 
     def __init__(self, sql, reverse_sql=None, state_operations=None, hints=None, elidable=False, **options):
-        _check_options("SafeRunSQL", options, EXEC_OPTIONS)
+        self._take(options)
         for script in (sql, reverse_sql):
             if script is not None and not isinstance(script, str):
                 raise TypeError("SafeRunSQL takes its sql and reverse_sql as one string each (a script), without params")
         super().__init__(sql, reverse_sql, state_operations, hints, elidable)
-        self.options = options
-
-    def deconstruct(self):
-        name, args, kwargs = super().deconstruct()
-        kwargs.update(self.options)
-        return name, args, kwargs
 
     def _exec(self, schema_editor, script, link):
         connection = schema_editor.connection

@@ -175,6 +175,38 @@ class Operations(unittest.TestCase):
         pgm = set(self.rows("SELECT app, name FROM migrate_history WHERE status = 'applied' AND name NOT LIKE '%.%'"))
         self.assertEqual(django, pgm)
 
+    def test_options_are_checked_and_kept_in_the_migration_file(self):
+        code = """
+from django.db import models
+from django.db.migrations.writer import OperationWriter
+from pg_migrate_django import operations as o
+ops = [
+    o.SetNotNull("article", "summary", models.TextField(), lock_timeout="1s"),
+    o.AlterTypeSafely("article", "score", models.BigIntegerField(), using="score::bigint", complete="manual"),
+    o.AddIndexConcurrently("article", models.Index(fields=["title"], name="i"), max_retries=5),
+    o.SafeRunSQL("SELECT 1", attempts=3),
+    o.Backfill("article", set="summary = body", batch_size=500),
+]
+for op in ops:
+    text, _ = OperationWriter(op).serialize()
+    print(" ".join(text.split()))
+try:
+    o.SetNotNull("article", "summary", models.TextField(), batch_size=5)
+except TypeError as e:
+    print(e)
+"""
+        rc, out = self.server.manage("postgres", "shell", "-c", code, project=self.project)
+        self.assertEqual(rc, 0, out)
+        for expected in (
+            "pg_migrate_django.operations.SetNotNull( model_name='article', name='summary', field=models.TextField(), lock_timeout='1s', ),",
+            "using='score::bigint', complete='manual', )",
+            "name='i'), max_retries=5, ),",
+            "sql='SELECT 1', attempts=3, ),",
+            "set='summary = body', batch_size=500, ),",
+            "SetNotNull: unknown option(s) batch_size; it takes after_jobs, after_migration, lock_timeout, max_retries, run_at",
+        ):
+            self.assertIn(expected, out)
+
     def test_an_alter_type_reversed_before_it_ran_is_rolled_back(self):
         s = self.server
         s.create_db("early")
