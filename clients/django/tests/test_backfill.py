@@ -68,6 +68,8 @@ class Backfill(unittest.TestCase):
         self.assertEqual(rc, 1, out)
         self.assertIn(f"job {job}", out)
         self.assertIn("division by zero", out)
+        self.assertIn(f"not succeeded: job(s) {job}", out)
+        self.assertIn("SELECT migrate_retry(job)", out)
 
 
 if __name__ == "__main__":

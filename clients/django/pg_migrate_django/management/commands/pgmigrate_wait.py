@@ -43,5 +43,10 @@ class Command(BaseCommand):
         except history.PgMigrateError as e:
             raise CommandError(str(e))
         if failed:
-            self.stderr.write(f"not succeeded: job(s) {', '.join(map(str, failed))}")
+            ids = ", ".join(map(str, failed))
+            self.stderr.write(
+                f"not succeeded: job(s) {ids}. Its line above has the error (migrate_progress.error); once the cause "
+                f"is fixed, SELECT migrate_retry(job) queues a failed or cancelled job again, and it resumes where it "
+                f"stopped."
+            )
             sys.exit(1)
