@@ -6,6 +6,7 @@
 #   pgrx         cargo pgrx test (#[pg_test])  in-process, each test rolled back
 #   regress      pg_regress golden files       SQL-visible behaviour and errors
 #   integration  cargo test --test ...         real server: sessions, crashes, workers
+#   upgrade      cargo test --test upgrade     0.1.0 updated, dumped and restored, vs a fresh install
 #   django       python -m unittest            the Django package against a real server
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -62,8 +63,14 @@ fi
 tier regress regress_counts scripts/regress.sh
 
 integration=()
-for f in tests/*.rs; do integration+=(--test "$(basename "$f" .rs)"); done
+for f in tests/*.rs; do
+    [ "$f" = tests/upgrade.rs ] || integration+=(--test "$(basename "$f" .rs)")
+done
 tier integration cargo_counts cargo test --no-fail-fast "${integration[@]}"
+
+# Upgrades: 0.1.0 (tests/upgrade/) updated to this version, and dumped and
+# restored, against a fresh install.
+tier upgrade cargo_counts cargo test --no-fail-fast --test upgrade
 
 # The Django package, installed as users install it, against real servers.
 django_tests() {

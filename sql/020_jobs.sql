@@ -228,6 +228,29 @@ COMMENT ON TABLE pgmigrate.builds IS
     'pg_migrate: every attempt of every index job (statement, times, outcome, index size, waits, cleanup). Read it through migrate_index_builds.';
 COMMENT ON COLUMN pgmigrate.builds.outcome IS
     'running; succeeded; failed (the job failed); retrying (a transient error, tried again later); paused or cancelled (by migrate_pause or migrate_cancel); interrupted (its worker stopped)';
+
+-- Jobs are user data too: pg_dump carries them, their batches, skipped
+-- rows, index builds and gates, and the job id sequence.
+SELECT pg_catalog.pg_extension_config_dump('pgmigrate.jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('pgmigrate.job_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('pgmigrate.gates', '');
+SELECT pg_catalog.pg_extension_config_dump('pgmigrate.batches', '');
+SELECT pg_catalog.pg_extension_config_dump('pgmigrate.skipped', '');
+SELECT pg_catalog.pg_extension_config_dump('pgmigrate.builds', '');
+
+-- The database the job rows belong to (its cluster's system identifier and
+-- its oid), written by the first worker to run there.  It is not dumped:
+-- in a database restored from a dump it is empty, and the first worker
+-- there pauses the jobs that were running when the dump was taken, saying
+-- so, instead of carrying on with them (migrate_resume goes on).
+CREATE TABLE pgmigrate.instance (
+    one                boolean     NOT NULL DEFAULT true PRIMARY KEY CHECK (one),
+    system_identifier  bigint      NOT NULL,
+    database           oid         NOT NULL,
+    since              timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+);
+COMMENT ON TABLE pgmigrate.instance IS
+    'pg_migrate: the cluster and database whose workers run these jobs; empty in a restored copy until its first worker pauses what was running at dump time.';
 COMMENT ON COLUMN pgmigrate.builds.waited_for IS 'the backend the statement was waiting for when it ended (pid, application, transaction age)';
 COMMENT ON COLUMN pgmigrate.builds.note IS 'what the worker did besides the statement: an invalid index it dropped (or could not), an index that already existed';
 

@@ -315,6 +315,56 @@ pub fn claim_next() -> Option<(i64, String)> {
     })
 }
 
+/// A database restored from a dump (pg_dump carries the jobs) does not
+/// know itself in `pgmigrate.instance` (the table is not dumped): the jobs
+/// that were running or waiting when the dump was taken, and that no live
+/// session of this database drives (in the same cluster, the original's
+/// worker still drives the original job), are paused with the reason instead of being carried on
+/// against a copy, and the database is recorded.  Returns the ids paused;
+/// None while the catalog is 0.1.0's, which has no such table (between a
+/// new library's start and ALTER EXTENSION UPDATE, whose script records the
+/// database itself).
+pub fn adopt_restored() -> Option<Vec<i64>> {
+    let exists = "SELECT pg_catalog.to_regclass('pgmigrate.instance') IS NOT NULL";
+    if Spi::get_one::<bool>(exists).or_bug("looking up pgmigrate.instance") != Some(true) {
+        return None;
+    }
+    let known = "SELECT EXISTS (SELECT 1 FROM pgmigrate.instance i, pg_catalog.pg_control_system() s, pg_catalog.pg_database d
+                                 WHERE d.datname = pg_catalog.current_database()
+                                   AND i.system_identifier = s.system_identifier AND i.database = d.oid)";
+    if Spi::get_one::<bool>(known).or_bug("reading pgmigrate.instance") == Some(true) {
+        return Some(Vec::new());
+    }
+    let pause = "UPDATE pgmigrate.jobs j
+            SET state = 'paused', wait_until = NULL, driver_pid = NULL, driver_started = NULL, driver_kind = NULL,
+                wait_reason = 'restored from a dump taken while it ran: check the table, then migrate_resume(' || j.job_id || ') goes on where the dump left it',
+                updated_at = pg_catalog.clock_timestamp()
+          WHERE j.state IN ('running', 'waiting')
+            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(j.driver_pid) a, pg_catalog.pg_database d
+                             WHERE a.backend_start = j.driver_started AND a.datid = d.oid
+                               AND d.datname = pg_catalog.current_database())
+          RETURNING j.job_id";
+    Spi::connect_mut(|client| {
+        let rows = client
+            .update(pause, None, &[])
+            .or_bug("pausing restored jobs");
+        let ids: Vec<i64> = rows
+            .filter_map(|r| r.get::<i64>(1).ok().flatten())
+            .collect();
+        client
+            .update(
+                "DELETE FROM pgmigrate.instance;
+                 INSERT INTO pgmigrate.instance (system_identifier, database)
+                 SELECT s.system_identifier, d.oid FROM pg_catalog.pg_control_system() s, pg_catalog.pg_database d
+                  WHERE d.datname = pg_catalog.current_database()",
+                None,
+                &[],
+            )
+            .or_bug("recording the database in pgmigrate.instance");
+        Some(ids)
+    })
+}
+
 /// Other jobs a worker could take now.
 pub fn runnable_count() -> i64 {
     let sql = format!(

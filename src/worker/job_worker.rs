@@ -42,6 +42,8 @@ pub extern "C-unwind" fn pg_migrate_worker_main(arg: pg_sys::Datum) {
         )
     };
     sys::set_application_name("pg_migrate worker");
+    // Whether this database was checked for jobs restored from a dump.
+    let mut adopted = false;
 
     loop {
         pg_sys::check_for_interrupts!();
@@ -52,6 +54,18 @@ pub extern "C-unwind" fn pg_migrate_worker_main(arg: pg_sys::Datum) {
         let claim = in_transaction(|| {
             if !installed() || unsafe { pg_sys::RecoveryInProgress() } {
                 return Claim::NotInstalled;
+            }
+            if !adopted {
+                if let Some(paused) = as_owner(jobs::adopt_restored) {
+                    if !paused.is_empty() {
+                        let ids: Vec<String> = paused.iter().map(i64::to_string).collect();
+                        pgrx::log!(
+                            "pg_migrate: this database was restored from a dump taken while job(s) {} ran: they are paused, not resumed; migrate_resume(job) goes on with one",
+                            ids.join(", ")
+                        );
+                    }
+                    adopted = true;
+                }
             }
             match as_owner(jobs::claim_next) {
                 Some((id, kind)) => {
