@@ -247,10 +247,13 @@ CREATE TABLE pgmigrate.instance (
     one                boolean     NOT NULL DEFAULT true PRIMARY KEY CHECK (one),
     system_identifier  bigint      NOT NULL,
     database           oid         NOT NULL,
-    since              timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+    since              timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    purged_at          timestamptz
 );
 COMMENT ON TABLE pgmigrate.instance IS
     'pg_migrate: the cluster and database whose workers run these jobs; empty in a restored copy until its first worker pauses what was running at dump time.';
+COMMENT ON COLUMN pgmigrate.instance.purged_at IS
+    'when the workers last purged what pg_migrate.retention no longer keeps';
 COMMENT ON COLUMN pgmigrate.builds.waited_for IS 'the backend the statement was waiting for when it ended (pid, application, transaction age)';
 COMMENT ON COLUMN pgmigrate.builds.note IS 'what the worker did besides the statement: an invalid index it dropped (or could not), an index that already existed';
 

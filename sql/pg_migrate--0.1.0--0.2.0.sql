@@ -22,10 +22,13 @@ CREATE TABLE pgmigrate.instance (
     one                boolean     NOT NULL DEFAULT true PRIMARY KEY CHECK (one),
     system_identifier  bigint      NOT NULL,
     database           oid         NOT NULL,
-    since              timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+    since              timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    purged_at          timestamptz
 );
 COMMENT ON TABLE pgmigrate.instance IS
     'pg_migrate: the cluster and database whose workers run these jobs; empty in a restored copy until its first worker pauses what was running at dump time.';
+COMMENT ON COLUMN pgmigrate.instance.purged_at IS
+    'when the workers last purged what pg_migrate.retention no longer keeps';
 INSERT INTO pgmigrate.instance (system_identifier, database)
 SELECT s.system_identifier, d.oid
   FROM pg_catalog.pg_control_system() s, pg_catalog.pg_database d

@@ -11,6 +11,10 @@ static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 /// for rescheduling).
 static NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(60);
 
+/// How long finished jobs, batch logs and migrate_exec attempts are kept
+/// (seconds; 0: for ever).  History is never purged.
+static RETENTION: GucSetting<i32> = GucSetting::<i32>::new(30 * 24 * 3600);
+
 /// The batch duration adaptive sizing aims at (ms).
 static TARGET_BATCH_MS: GucSetting<i32> = GucSetting::<i32>::new(200);
 /// Largest adaptive batch (rows).
@@ -78,6 +82,10 @@ pub fn naptime_secs() -> i32 {
     NAPTIME.get()
 }
 
+pub fn retention_secs() -> i32 {
+    RETENTION.get()
+}
+
 pub fn init() {
     GucRegistry::define_int_guc(
         c"pg_migrate.max_workers",
@@ -96,6 +104,16 @@ pub fn init() {
         &NAPTIME,
         1,
         3600,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_migrate.retention",
+        c"How long finished jobs, batch logs and migrate_exec attempts are kept.",
+        c"The workers purge older ones (a finished job with its batches, skipped rows and index builds). 0 keeps them for ever. Migration history is never purged.",
+        &RETENTION,
+        0,
+        i32::MAX,
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );

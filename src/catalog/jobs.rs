@@ -365,6 +365,64 @@ pub fn adopt_restored() -> Option<Vec<i64>> {
     })
 }
 
+/// What a purge removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub jobs: i64,
+    pub batches: i64,
+    pub exec_attempts: i64,
+}
+
+/// Remove finished jobs (with their slices, batches, skipped rows and index
+/// builds), batch log rows and migrate_exec attempts older than
+/// `retention_secs`, at most once a minute (or half the retention, if less)
+/// per database (pgmigrate.instance keeps when).  A finished job that an unfinished job's gate names is
+/// kept.  Migration history is not touched.  None when it was not time yet.
+pub fn purge(retention_secs: i32) -> Option<Purged> {
+    let due = "UPDATE pgmigrate.instance SET purged_at = pg_catalog.clock_timestamp()
+                WHERE purged_at IS NULL
+                   OR purged_at < pg_catalog.clock_timestamp()
+                                  - least(interval '1 minute', pg_catalog.make_interval(secs => $1 / 2))
+            RETURNING true";
+    let sql = "WITH old AS (
+                   SELECT j.job_id FROM pgmigrate.jobs j
+                    WHERE j.state IN ('succeeded', 'failed', 'cancelled') AND j.parent_id IS NULL
+                      AND j.finished_at < pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => $1)
+                      AND NOT EXISTS (SELECT 1 FROM pgmigrate.gates g JOIN pgmigrate.jobs w ON w.job_id = g.job_id
+                                       WHERE g.after_job = j.job_id
+                                         AND w.state NOT IN ('succeeded', 'failed', 'cancelled'))),
+                    -- the gates of finished jobs that name one of them go too
+                    ungated AS (DELETE FROM pgmigrate.gates g WHERE g.after_job IN (SELECT job_id FROM old) RETURNING 1),
+                    jobs AS (DELETE FROM pgmigrate.jobs j WHERE j.job_id IN (SELECT job_id FROM old) RETURNING 1),
+                    batches AS (DELETE FROM pgmigrate.batches b
+                                 WHERE b.finished_at < pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => $1)
+                                   AND b.job_id NOT IN (SELECT job_id FROM old)
+                             RETURNING 1),
+                    attempts AS (DELETE FROM pgmigrate.exec_attempts a
+                                  WHERE a.started_at + a.duration < pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => $1)
+                              RETURNING 1)
+               SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM batches), (SELECT count(*) FROM attempts),
+                      (SELECT count(*) FROM ungated)";
+    Spi::connect_mut(|client| {
+        let secs = f64::from(retention_secs);
+        let now = client
+            .update(due, None, &[secs.into()])
+            .or_bug("scheduling a purge");
+        if now.is_empty() {
+            return None;
+        }
+        let rows = client
+            .update(sql, None, &[secs.into()])
+            .or_bug("purging old jobs and logs");
+        let row = rows.first();
+        Some(Purged {
+            jobs: row.get::<i64>(1).or_bug("purging").unwrap_or(0),
+            batches: row.get::<i64>(2).or_bug("purging").unwrap_or(0),
+            exec_attempts: row.get::<i64>(3).or_bug("purging").unwrap_or(0),
+        })
+    })
+}
+
 /// Other jobs a worker could take now.
 pub fn runnable_count() -> i64 {
     let sql = format!(

@@ -67,6 +67,20 @@ pub extern "C-unwind" fn pg_migrate_worker_main(arg: pg_sys::Datum) {
                     adopted = true;
                 }
             }
+            let retention = gucs::retention_secs();
+            if adopted && retention > 0 {
+                if let Some(p) = as_owner(|| jobs::purge(retention)) {
+                    if p != jobs::Purged::default() {
+                        pgrx::log!(
+                            "pg_migrate: purged {} finished job(s), {} batch log row(s) and {} migrate_exec attempt(s) older than pg_migrate.retention ({} s)",
+                            p.jobs,
+                            p.batches,
+                            p.exec_attempts,
+                            retention
+                        );
+                    }
+                }
+            }
             match as_owner(jobs::claim_next) {
                 Some((id, kind)) => {
                     if as_owner(jobs::runnable_count) > 0 {
