@@ -11,9 +11,11 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 say() { printf '==> %s\n' "$*"; }
 
 # 1. Debian packages: the server (ships pgbench and contrib), its headers and
-#    pg_regress, libclang for bindgen, sudo to run PostgreSQL as "postgres".
+#    pg_regress, libclang for bindgen, sudo to run PostgreSQL as "postgres",
+#    and for the monitoring tests Prometheus (promtool) and both exporters.
 packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR
-          clang libclang-dev sudo make gcc libc6-dev pkg-config ca-certificates python3-venv)
+          clang libclang-dev sudo make gcc libc6-dev pkg-config ca-certificates python3-venv
+          prometheus prometheus-postgres-exporter prometheus-sql-exporter)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed' || missing+=("$p")
