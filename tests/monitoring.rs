@@ -316,27 +316,52 @@ tests:
     // The Grafana dashboard's queries are valid PromQL (promtool checks
     // each as a recording rule) and use only metrics the exporter served.
     let dashboard: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(project_root().join("monitoring/grafana/pg_migrate.json")).unwrap(),
+        &std::fs::read_to_string(project_root().join("monitoring/grafana/pg_migrate.json"))
+            .unwrap(),
     )
     .unwrap();
     let exprs: Vec<String> = dashboard["panels"]
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().replace("$instance", ".*")))
+        .flat_map(|p| {
+            p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["expr"].as_str().unwrap().replace("$instance", ".*"))
+        })
         .collect();
     assert_eq!(exprs.len(), 11);
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
     for (i, e) in exprs.iter().enumerate() {
-        for name in e.split(|ch: char| !(ch.is_alphanumeric() || ch == '_')).filter(|w| w.starts_with("pg_migrate_")) {
-            assert!(text.contains(&format!("{name}{{")), "the dashboard uses {name}, which the exporter does not serve");
+        for name in e
+            .split(|ch: char| !(ch.is_alphanumeric() || ch == '_'))
+            .filter(|w| w.starts_with("pg_migrate_"))
+        {
+            assert!(
+                text.contains(&format!("{name}{{")),
+                "the dashboard uses {name}, which the exporter does not serve"
+            );
         }
-        rules.push_str(&format!("      - record: dashboard_{i}\n        expr: '{}'\n", e.replace('\'', "''")));
+        rules.push_str(&format!(
+            "      - record: dashboard_{i}\n        expr: '{}'\n",
+            e.replace('\'', "''")
+        ));
     }
     let file = cluster.dir.join("dashboard_rules.yml");
     std::fs::write(&file, rules).unwrap();
-    let out = Command::new("promtool").args(["check", "rules"]).arg(&file).output().unwrap();
-    assert!(out.status.success(), "dashboard queries: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dashboard queries: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Debian's prometheus-sql-exporter with the pack's configuration.
     let port = free_port();
