@@ -83,8 +83,12 @@ SELECT j.job_id,
  CROSS JOIN LATERAL (
        SELECT d.alive, j.state OPERATOR(pg_catalog.=) ANY (ARRAY['running', 'waiting']::pg_catalog.text[]) AND j.driver_pid IS NOT NULL AND NOT d.alive AS orphan) o
   LEFT JOIN LATERAL (
+       -- (OFFSET 0 keeps the condition a one-time filter in front of the
+       -- call: otherwise it becomes a join filter and the function runs for
+       -- every job)
        SELECT p.* FROM pgmigrate.build_progress(j.driver_pid, j.driver_started) p
-        WHERE k.on_index AND j.state OPERATOR(pg_catalog.=) 'running' AND NOT o.orphan) bp ON true
+        WHERE k.on_index AND j.state OPERATOR(pg_catalog.=) 'running' AND NOT o.orphan
+       OFFSET 0) bp ON true
   LEFT JOIN LATERAL (
        SELECT b.job_id FROM pgmigrate.jobs b
          JOIN pgmigrate.kinds bk ON bk.kind OPERATOR(pg_catalog.=) b.kind

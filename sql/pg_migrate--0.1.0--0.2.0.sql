@@ -100,3 +100,131 @@ SELECT 'database', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, N
 COMMENT ON VIEW migrate_metrics IS
     'pg_migrate: numbers for monitoring (Prometheus through postgres_exporter or sql_exporter: see monitoring/ in the repository): active jobs, ended jobs by kind and state, recurring jobs, the database';
 GRANT SELECT ON migrate_metrics TO PUBLIC;
+
+-- migrate_progress: the index build's progress is read only for index jobs
+-- that run (it was read for every job, about 0.1 ms each).
+CREATE OR REPLACE VIEW migrate_progress AS
+SELECT j.job_id,
+       j.kind,
+       j.relation,
+       CASE WHEN o.orphan THEN 'queued'
+            WHEN sl.running OPERATOR(pg_catalog.>) 0 AND j.state OPERATOR(pg_catalog.=) 'waiting' THEN 'running'
+            ELSE j.state END AS state,
+       CASE WHEN o.orphan AND j.driver_kind OPERATOR(pg_catalog.=) 'session'
+            THEN pg_catalog.format('its CALL migrate_run session ended; a background worker, CALL migrate_run(%s) or migrate_resume(%s) continues it at the next batch', j.job_id, j.job_id)
+            WHEN o.orphan THEN k.orphaned
+            WHEN bp.waiting_for IS NOT NULL THEN 'the build waits for ' OPERATOR(pg_catalog.||) bp.waiting_for
+            WHEN sl.stopped IS NOT NULL AND j.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'waiting']::pg_catalog.text[])
+                 THEN pg_catalog.format('its slice job %s %s: migrate_resume(%s) or migrate_retry(%s) goes on with it; migrate_cancel(%s) gives up the whole job',
+                                        sl.stopped, sl.stopped_state, sl.stopped, sl.stopped, j.job_id)
+            WHEN sl.slices IS NOT NULL AND j.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'waiting']::pg_catalog.text[])
+                 THEN pg_catalog.format('%s of %s slices done, %s running (parallel => %s)', sl.done, sl.slices, sl.running,
+                                        coalesce(j.spec OPERATOR(pg_catalog.->>) 'parallel', '1'))
+            WHEN j.parent_id IS NOT NULL AND j.state OPERATOR(pg_catalog.=) 'queued' AND NOT d.alive
+                 AND coalesce(pp.running, 0) OPERATOR(pg_catalog.>=) coalesce((pp.parallel)::integer, 1)
+                 THEN pg_catalog.format('waits for a place: %s slices of job %s run at a time', coalesce(pp.parallel, '1'), j.parent_id)
+            WHEN gt.reason IS NOT NULL THEN gt.reason
+            WHEN blk.job_id IS NOT NULL THEN pg_catalog.format('waits for job %s: one %s per table at a time', blk.job_id, k.one_per_table)
+            WHEN j.state OPERATOR(pg_catalog.=) 'queued' AND j.run_at OPERATOR(pg_catalog.>) pg_catalog.now() THEN 'scheduled for ' OPERATOR(pg_catalog.||) j.run_at::pg_catalog.text
+            ELSE j.wait_reason END AS wait_reason,
+       CASE WHEN k.counts_rows THEN e.rows_done END AS rows_done,
+       CASE WHEN k.counts_rows THEN e.rows_total END AS rows_total,
+       CASE WHEN j.state OPERATOR(pg_catalog.=) 'succeeded' THEN 100.0
+            WHEN NOT k.counts_rows THEN NULL
+            WHEN coalesce(e.rows_total, 0) OPERATOR(pg_catalog.<=) 0 THEN 0.0
+            ELSE least(99.9, pg_catalog.floor(e.rows_done::pg_catalog.numeric OPERATOR(pg_catalog.*) 1000.0
+                                           OPERATOR(pg_catalog./) e.rows_total::pg_catalog.numeric)
+                            OPERATOR(pg_catalog./) 10.0)
+       END::numeric(5,1) AS percent,
+       pg_catalog.round(e.rate)::bigint AS rows_per_second,
+       CASE WHEN j.state OPERATOR(pg_catalog.=) ANY (ARRAY['running', 'waiting']::pg_catalog.text[]) AND e.rate OPERATOR(pg_catalog.>) 0
+            THEN pg_catalog.make_interval(secs => pg_catalog.ceil(greatest(coalesce(e.rows_total, 0) OPERATOR(pg_catalog.-) e.rows_done, 0)::double precision
+                                                          OPERATOR(pg_catalog./) e.rate))
+       END AS eta,
+       j.batch_size,
+       pg_catalog.round(j.last_batch_ms::numeric, 1) AS last_batch_ms,
+       CASE WHEN o.alive THEN j.driver_pid END AS worker_pid,
+       j.owner::regrole AS owner,
+       pg_catalog.date_trunc('second', j.started_at) AS started_at,
+       pg_catalog.date_trunc('second', j.updated_at) AS updated_at,
+       CASE WHEN j.error IS NULL THEN NULL
+            WHEN pg_catalog.pg_has_role(j.owner, 'MEMBER') THEN j.error
+            ELSE '(hidden: only the job''s owner, members of that role and superusers see its error)'
+       END AS error,
+       pg_catalog.make_interval(secs => e.throttled_ms::double precision OPERATOR(pg_catalog./) 1000.0::double precision) AS throttled,
+       e.skipped,
+       CASE WHEN k.counts_rows THEN e.rows_updated END AS rows_updated,
+       j.retries,
+       j.migration_app OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) j.migration_name AS migration,
+       j.run_at,
+       j.finished_at,
+       CASE WHEN bp.phase IS NOT NULL AND pt.partitioned AND j.phase IS NOT NULL
+            THEN j.phase OPERATOR(pg_catalog.||) ': ' OPERATOR(pg_catalog.||) bp.phase
+            ELSE coalesce(bp.phase, CASE WHEN o.alive THEN j.phase END) END AS phase,
+       bp.blocks_done,
+       bp.blocks_total,
+       bp.tuples_done,
+       bp.tuples_total,
+       bp.waiting_for_pid,
+       CASE WHEN k.on_index THEN pg_catalog.format('%I.%I', j.spec OPERATOR(pg_catalog.->>) 'schema', j.spec OPERATOR(pg_catalog.->>) 'name') END AS index_name,
+       CASE WHEN pg_catalog.pg_has_role(j.owner, 'MEMBER') THEN j.command END AS command,
+       j.parent_id AS parent_job,
+       j.slice,
+       CASE WHEN pt.partitioned THEN j.rows_done END AS partitions_done,
+       CASE WHEN pt.partitioned THEN j.rows_total END AS partitions_total
+  FROM pgmigrate.jobs j
+  JOIN pgmigrate.kinds k ON k.kind OPERATOR(pg_catalog.=) j.kind
+ CROSS JOIN LATERAL (
+       SELECT k.on_index AND coalesce((j.spec OPERATOR(pg_catalog.->>) 'partitioned')::boolean, false) AS partitioned) pt
+ CROSS JOIN LATERAL (
+       SELECT j.driver_pid IS NOT NULL AND pgmigrate.backend_alive(j.driver_pid, j.driver_started) AS alive) d
+ CROSS JOIN LATERAL (
+       SELECT CASE WHEN j.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'waiting']::pg_catalog.text[])
+                   THEN pgmigrate.gate_closed(j.job_id) END AS reason) gt
+ CROSS JOIN LATERAL (
+       SELECT d.alive, j.state OPERATOR(pg_catalog.=) ANY (ARRAY['running', 'waiting']::pg_catalog.text[]) AND j.driver_pid IS NOT NULL AND NOT d.alive AS orphan) o
+  LEFT JOIN LATERAL (
+       -- (OFFSET 0 keeps the condition a one-time filter in front of the
+       -- call: otherwise it becomes a join filter and the function runs for
+       -- every job)
+       SELECT p.* FROM pgmigrate.build_progress(j.driver_pid, j.driver_started) p
+        WHERE k.on_index AND j.state OPERATOR(pg_catalog.=) 'running' AND NOT o.orphan
+       OFFSET 0) bp ON true
+  LEFT JOIN LATERAL (
+       SELECT b.job_id FROM pgmigrate.jobs b
+         JOIN pgmigrate.kinds bk ON bk.kind OPERATOR(pg_catalog.=) b.kind
+        WHERE k.one_per_table IS NOT NULL AND j.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'waiting']::pg_catalog.text[])
+          AND b.relid OPERATOR(pg_catalog.=) j.relid AND b.job_id OPERATOR(pg_catalog.<>) j.job_id AND bk.one_per_table OPERATOR(pg_catalog.=) k.one_per_table
+          AND b.driver_pid IS NOT NULL AND pgmigrate.backend_alive(b.driver_pid, b.driver_started)
+        LIMIT 1) blk ON true
+  -- A job split into slices: its progress is theirs, summed.
+  LEFT JOIN LATERAL (
+       SELECT pg_catalog.count(*) AS slices,
+              pg_catalog.count(*) FILTER (WHERE s.state OPERATOR(pg_catalog.=) 'succeeded') AS done,
+              pg_catalog.count(*) FILTER (WHERE s.driver_pid IS NOT NULL AND pgmigrate.backend_alive(s.driver_pid, s.driver_started)) AS running,
+              pg_catalog.min(s.job_id) FILTER (WHERE s.state OPERATOR(pg_catalog.=) ANY (ARRAY['failed', 'cancelled', 'paused']::pg_catalog.text[])) AS stopped,
+              (pg_catalog.array_agg(s.state ORDER BY s.job_id) FILTER (WHERE s.state OPERATOR(pg_catalog.=) ANY (ARRAY['failed', 'cancelled', 'paused']::pg_catalog.text[])))[1] AS stopped_state,
+              pg_catalog.sum(s.rows_done)::bigint AS rows_done,
+              pg_catalog.sum(s.rows_updated)::bigint AS rows_updated,
+              pg_catalog.sum(coalesce(s.rows_total, s.rows_estimate, 0))::bigint AS rows_total,
+              pg_catalog.sum(s.rate) FILTER (WHERE s.state OPERATOR(pg_catalog.=) ANY (ARRAY['running', 'waiting']::pg_catalog.text[])) AS rate,
+              pg_catalog.sum(s.throttled_ms)::bigint AS throttled_ms,
+              pg_catalog.sum(s.skipped)::bigint AS skipped
+         FROM pgmigrate.jobs s
+        WHERE s.parent_id OPERATOR(pg_catalog.=) j.job_id
+       HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0) sl ON true
+  -- A slice: how many of its siblings run, and how many may.
+  LEFT JOIN LATERAL (
+       SELECT p.spec OPERATOR(pg_catalog.->>) 'parallel' AS parallel,
+              (SELECT pg_catalog.count(*) FROM pgmigrate.jobs s
+                WHERE s.parent_id OPERATOR(pg_catalog.=) p.job_id AND s.driver_pid IS NOT NULL
+                  AND pgmigrate.backend_alive(s.driver_pid, s.driver_started)) AS running
+         FROM pgmigrate.jobs p
+        WHERE p.job_id OPERATOR(pg_catalog.=) j.parent_id) pp ON true
+ CROSS JOIN LATERAL (
+       SELECT coalesce(sl.rows_done, j.rows_done) AS rows_done,
+              coalesce(sl.rows_updated, j.rows_updated) AS rows_updated,
+              coalesce(sl.rows_total, j.rows_total, j.rows_estimate) AS rows_total,
+              coalesce(sl.rate, j.rate) AS rate,
+              coalesce(sl.throttled_ms, j.throttled_ms) AS throttled_ms,
+              coalesce(sl.skipped, j.skipped) AS skipped) e;
