@@ -650,3 +650,66 @@ fn batches_commit_without_waiting_for_the_flush_unless_the_setting_says_so() {
         "with pg_migrate.synchronous_batches = on, the server's setting"
     );
 }
+
+/// A migration's transaction holds a table (its DDL) and then queues a job
+/// gated on a job whose worker waits for that table: the gate's foreign key
+/// must not wait for the worker's lock on its job row, or the two deadlock
+/// (and one of them, the migration or the job, is killed).
+#[test]
+fn a_gate_on_a_job_waiting_for_a_locked_table_does_not_deadlock() {
+    let cluster = Cluster::start("gate_deadlock");
+    let mut c = cluster.create_db("gated");
+    counter_table(&mut c, "t", 20_000);
+    // A job that takes a while, under way; then the migration's DDL takes
+    // the table between two of its batches.
+    let first = submit(
+        &mut c,
+        "SELECT migrate_backfill('t', 'n = n + 1', batch_size => 100, max_rows_per_second => 2000)",
+    );
+    wait_rows(&mut c, first, 100);
+    let mut ddl = cluster.connect("gated");
+    ddl.batch_execute("BEGIN; ALTER TABLE t ADD COLUMN note text")
+        .unwrap();
+    // Its worker has the job and waits for the table.
+    wait_until("the worker to wait for the table", LONG, || {
+        let waiting: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                  WHERE l.relation = 't'::regclass AND NOT l.granted AND a.backend_type LIKE 'pg_migrate%'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (waiting > 0).then_some(())
+    });
+    // The migration queues the next step behind it, and commits.
+    let second: i64 = ddl
+        .query_one(
+            &format!("SELECT migrate_backfill('t', 'n = n + 1', after_jobs => ARRAY[{first}])"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    ddl.batch_execute("COMMIT").unwrap();
+    wait_state(&mut c, second, "succeeded", LONG);
+    assert_eq!(progress(&mut c, first).0, "succeeded");
+    let retries: i32 = c
+        .query_one(
+            "SELECT retries FROM migrate_progress WHERE job_id = $1",
+            &[&first],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(retries, 0);
+    assert!(
+        !cluster.log().contains("deadlock detected"),
+        "a deadlock was logged"
+    );
+    let n: Vec<i32> = c
+        .query("SELECT DISTINCT n FROM t", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(n, vec![2]);
+}

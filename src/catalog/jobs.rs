@@ -131,7 +131,11 @@ fn job_from(row: &SpiHeapTupleData<'_>, mine_at: usize) -> Job {
 }
 
 /// Read job `id`; with `lock`, lock its row for the rest of the transaction
-/// (a running batch holds it, so this waits for that batch).
+/// (a running batch holds it, so this waits for that batch).  The lock is
+/// FOR NO KEY UPDATE: it does not stop another job's gate from naming this
+/// one (the foreign key's KEY SHARE), so a worker waiting for its table
+/// while a migration queues a gated job in a transaction that holds the
+/// table cannot deadlock with it.
 pub fn get(id: i64, lock: bool) -> Option<Job> {
     // Whether its driver is alive must be read now: the backends this
     // transaction saw earlier (a procedure's loop, a long transaction) may
@@ -143,7 +147,7 @@ pub fn get(id: i64, lock: bool) -> Option<Job> {
                 NOT {FREE} AND NOT coalesce(j.driver_pid = pg_catalog.pg_backend_pid()
                                             AND j.driver_started = {MY_START}, false)
            FROM pgmigrate.jobs j WHERE j.job_id = $1 {}",
-        if lock { "FOR UPDATE" } else { "" }
+        if lock { "FOR NO KEY UPDATE" } else { "" }
     );
     Spi::connect_mut(|client| {
         let rows = client
@@ -297,7 +301,7 @@ pub fn claim_next() -> Option<(i64, String)> {
                              WHERE {RUNNABLE} AND {FREE} AND {NOT_BLOCKED}
                              ORDER BY j.job_id
                              LIMIT 1
-                             FOR UPDATE SKIP LOCKED)
+                             FOR NO KEY UPDATE SKIP LOCKED)
           RETURNING u.job_id, u.kind"
     );
     Spi::connect_mut(|client| {

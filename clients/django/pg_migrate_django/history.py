@@ -373,16 +373,28 @@ def wait(connection, jobs, out=sys.stdout, every=1.0, timeout=None, held_ok=Fals
     start = time.monotonic()
     shown = {}
 
+    def behind(row):
+        m = re.match(r"waits for job (\d+)\b", row[3] or "")
+        return int(m.group(1)) if m else None
+
     def held(row, seen=()):
         # Held by a migration gate, or queued behind a job that is.
         if not held_ok or row is None or row[0] != "queued":
             return False
-        reason = row[3] or ""
-        if reason.startswith(GATED):
+        if (row[3] or "").startswith(GATED):
             return True
-        m = re.match(r"waits for job (\d+) ", reason)
-        behind = int(m.group(1)) if m else None
-        return behind in now and behind not in seen and held(now[behind], seen + (behind,))
+        b = behind(row)
+        return b in now and b not in seen and held(now[b], seen + (b,))
+
+    def stuck(row, seen=()):
+        # Queued behind a job that failed or was cancelled (or behind one
+        # that is): it cannot start until someone retries or cancels.
+        if row is None or row[0] != "queued":
+            return False
+        if re.match(r"waits for job \d+, which (failed|was cancelled)", row[3] or ""):
+            return True
+        b = behind(row)
+        return b in now and b not in seen and stuck(now[b], seen + (b,))
 
     while True:
         now = progress(connection, jobs)
@@ -407,7 +419,7 @@ def wait(connection, jobs, out=sys.stdout, every=1.0, timeout=None, held_ok=Fals
                 out.write(line + "\n")
                 out.flush()
                 shown[job] = line
-        done = [j for j in jobs if now.get(j) is None or now[j][0] in FINAL or held(now[j])]
+        done = [j for j in jobs if now.get(j) is None or now[j][0] in FINAL or held(now[j]) or stuck(now[j])]
         if len(done) == len(jobs) or (timeout is not None and time.monotonic() - start > timeout):
             return [j for j in jobs if now.get(j) is None or (now[j][0] != "succeeded" and not held(now[j]))]
         time.sleep(every)

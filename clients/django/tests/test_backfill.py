@@ -70,6 +70,16 @@ class Backfill(unittest.TestCase):
         self.assertIn("division by zero", out)
         self.assertIn(f"not succeeded: job(s) {job}", out)
         self.assertIn("SELECT migrate_retry(job)", out)
+        # A job queued behind the failed one cannot start: pgmigrate_wait
+        # does not wait for it for ever, and says why.
+        with s.connect("bad") as c:
+            behind = c.execute(
+                "SELECT migrate_backfill('articles_article', 'summary = body', after_jobs => ARRAY[%s]::bigint[])", [job]
+            ).fetchone()[0]
+        rc, out = s.manage("bad", "pgmigrate_wait", "--timeout", "60")
+        self.assertEqual(rc, 1, out)
+        self.assertRegex(out, rf"job {behind} \(backfill of public.articles_article\): queued .*; waits for job {job}, which failed")
+        self.assertIn(f"not succeeded: job(s) {behind}", out)
 
 
 if __name__ == "__main__":

@@ -143,7 +143,7 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
                 job.upper = Some(upper);
                 job.rows_estimate = Some(estimate);
             }
-            Err(e) => return fail(&job, &e),
+            Err(e) => return retry_or_fail(&job, &spec, &e, "reading the key range"),
         }
     }
     let upper = job.upper.clone().expect("set above");
@@ -456,6 +456,45 @@ fn renamed(relid: pg_sys::Oid, schema: &str, name: &str) -> bool {
         let nsp = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
         std::ffi::CStr::from_ptr(now).to_string_lossy() != name
             || (!nsp.is_null() && std::ffi::CStr::from_ptr(nsp).to_string_lossy() != schema)
+    }
+}
+
+/// An error outside a batch (reading the key range): a lock timeout, a
+/// deadlock or a serialization failure is retried later as a batch's would
+/// be (a migration's DDL on the table at that moment is not the job's
+/// fault); anything else fails the job.
+fn retry_or_fail(job: &Job, spec: &BackfillSpec, e: &Caught, what: &str) -> StepReport {
+    let ErrorClass::Retry(reason) = rules::classify(&e.sqlstate, 0.0, 0) else {
+        return fail(job, e);
+    };
+    let attempt = job.retries + 1;
+    if attempt > spec.max_retries {
+        let mut e = e.clone();
+        e.detail = Some(format!(
+            "Gave up after {} retries of {what} ({reason}).{}",
+            spec.max_retries,
+            e.detail
+                .as_ref()
+                .map(|d| format!(" {d}"))
+                .unwrap_or_default()
+        ));
+        return fail(job, &e);
+    }
+    let backoff = pace_rules::jittered(
+        rules::backoff_ms(attempt),
+        (job.id as u64) << 20 ^ attempt as u64,
+    );
+    let why = format!(
+        "{reason} while {what}; retry {attempt} of {} in {}",
+        spec.max_retries,
+        rules::human_seconds(backoff as f64 / 1000.0)
+    );
+    as_owner(|| jobs::retry_later(job.id, attempt, &why, e, backoff, i64::from(job.batch_size)));
+    StepReport {
+        state: JobState::Waiting,
+        done: false,
+        sleep_ms: backoff,
+        notice: None,
     }
 }
 
