@@ -713,3 +713,36 @@ fn a_gate_on_a_job_waiting_for_a_locked_table_does_not_deadlock() {
         .collect();
     assert_eq!(n, vec![2]);
 }
+
+/// A job whose first step cannot get its table within lock_timeout (a long
+/// DDL holds it) waits and tries again, saying why, instead of failing.
+#[test]
+fn a_job_that_cannot_get_its_table_in_time_retries() {
+    let cluster = Cluster::start("bounds_retry");
+    let mut c = cluster.create_db("bounds");
+    counter_table(&mut c, "t", 5_000);
+    // Due in 2 s; by then a DDL's transaction holds the table.
+    let id = submit(
+        &mut c,
+        "SELECT migrate_backfill('t', 'n = n + 1', lock_timeout => '200ms', run_at => now() + interval '2 s')",
+    );
+    let mut ddl = cluster.connect("bounds");
+    ddl.batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    wait_until("the job to wait and say why", LONG, || {
+        let r = c
+            .query_one(
+                "SELECT state, wait_reason FROM migrate_progress WHERE job_id = $1",
+                &[&id],
+            )
+            .unwrap();
+        let (state, reason): (String, Option<String>) = (r.get(0), r.get(1));
+        assert_ne!(state, "failed");
+        reason
+            .filter(|r| r.starts_with("lock timeout while reading the table; retry 1 of"))
+            .map(|_| ())
+    });
+    ddl.batch_execute("COMMIT").unwrap();
+    wait_state(&mut c, id, "succeeded", LONG);
+    assert_exactly_once(&mut c, "t", 5_000);
+}

@@ -109,11 +109,18 @@ fn apply_settings(spec: &BackfillSpec) {
 }
 
 pub fn step(job: &Job, driver: Driver) -> StepReport {
-    let (spec, table) = match crate::kinds::job::spec_and_table::<BackfillSpec>(job) {
-        Ok(found) => found,
+    let spec = match crate::kinds::job::spec_of::<BackfillSpec>(job) {
+        Ok(spec) => spec,
         Err(e) => return fail(job, &e),
     };
+    // The job's lock_timeout from here on: reading the table's size takes
+    // its lock too, and a DDL holding the table must not hold the worker.
     apply_settings(&spec);
+    let table = match sys::subtransaction(true, || crate::kinds::job::table_of(job)) {
+        Ok(Ok(table)) => table,
+        Ok(Err(e)) => return fail(job, &e),
+        Err(e) => return retry_or_fail(job, &spec, &e, "reading the table"),
+    };
     // A job stored by an older version was checked less strictly: its
     // clauses must pass today's check before they reach a batch.
     if let Err(r) = clause::check(&spec.set_clause, spec.where_clause.as_deref()) {
