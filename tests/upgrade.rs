@@ -22,11 +22,18 @@ fn install_old_script() {
         .output()
         .unwrap();
     let share = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    std::fs::copy(
-        project_root().join("tests/upgrade/pg_migrate--0.1.0.sql"),
-        format!("{share}/extension/pg_migrate--0.1.0.sql"),
-    )
-    .expect("copy the 0.1.0 script into the extension directory");
+    let from = project_root().join("tests/upgrade/pg_migrate--0.1.0.sql");
+    let to = format!("{share}/extension/pg_migrate--0.1.0.sql");
+    if std::fs::copy(&from, &to).is_err() {
+        // Not root: as cargo pgrx install does, through sudo.
+        let status = Command::new("sudo")
+            .arg("cp")
+            .arg(&from)
+            .arg(&to)
+            .status()
+            .unwrap();
+        assert!(status.success(), "copy the 0.1.0 script to {to}");
+    }
 }
 
 /// Every row of `sql` as text, one line per row.
