@@ -711,18 +711,23 @@ fn drive(c: &mut Client, admin: &mut Client, prefix: &str, superuser: bool) -> V
         &mut problems,
         &format!("CALL migrate_exec($${script}$${link})"),
     );
-    // Every view.
-    for view in [
-        "migrate_history",
-        "migrate_events",
-        "migrate_status",
-        "migrate_progress",
-        "migrate_batches",
-        "migrate_skipped",
-        "migrate_index_builds",
-        "migrate_lock_risk",
-        "migrate_exec_log",
-    ] {
+    // Every view the extension has (read from the catalog, so a new one is
+    // not missed).
+    let views: Vec<String> = admin
+        .query(
+            "SELECT c.oid::regclass::text FROM pg_class c
+               JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
+              WHERE c.relkind = 'v'
+                AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_migrate')
+              ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(views.len() >= 10, "the extension's views: {views:?}");
+    for view in views {
         run(c, &mut problems, &format!("SELECT * FROM {view}"));
     }
     problems

@@ -319,12 +319,17 @@ pub fn claim_next() -> Option<(i64, String)> {
     })
 }
 
+/// This database, as pgmigrate.instance records it: its cluster's system
+/// identifier and its oid.
+const THIS_DATABASE: &str = "SELECT s.system_identifier, d.oid FROM pg_catalog.pg_control_system() s, pg_catalog.pg_database d
+                              WHERE d.datname = pg_catalog.current_database()";
+
 /// A database restored from a dump (pg_dump carries the jobs) does not
 /// know itself in `pgmigrate.instance` (the table is not dumped): the jobs
 /// that were running or waiting when the dump was taken, and that no live
 /// session of this database drives (in the same cluster, the original's
-/// worker still drives the original job), are paused with the reason instead of being carried on
-/// against a copy, and the database is recorded.  Returns the ids paused;
+/// worker still drives the original job), are paused with the reason
+/// instead of being carried on against a copy, and the database is recorded.  Returns the ids paused;
 /// None while the catalog is 0.1.0's, which has no such table (between a
 /// new library's start and ALTER EXTENSION UPDATE, whose script records the
 /// database itself).
@@ -333,10 +338,11 @@ pub fn adopt_restored() -> Option<Vec<i64>> {
     if Spi::get_one::<bool>(exists).or_bug("looking up pgmigrate.instance") != Some(true) {
         return None;
     }
-    let known = "SELECT EXISTS (SELECT 1 FROM pgmigrate.instance i, pg_catalog.pg_control_system() s, pg_catalog.pg_database d
-                                 WHERE d.datname = pg_catalog.current_database()
-                                   AND i.system_identifier = s.system_identifier AND i.database = d.oid)";
-    if Spi::get_one::<bool>(known).or_bug("reading pgmigrate.instance") == Some(true) {
+    let known = format!(
+        "SELECT EXISTS (SELECT 1 FROM pgmigrate.instance i
+                         WHERE (i.system_identifier, i.database) IN ({THIS_DATABASE}))"
+    );
+    if Spi::get_one::<bool>(&known).or_bug("reading pgmigrate.instance") == Some(true) {
         return Some(Vec::new());
     }
     let pause = "UPDATE pgmigrate.jobs j
@@ -357,10 +363,10 @@ pub fn adopt_restored() -> Option<Vec<i64>> {
             .collect();
         client
             .update(
-                "DELETE FROM pgmigrate.instance;
-                 INSERT INTO pgmigrate.instance (system_identifier, database)
-                 SELECT s.system_identifier, d.oid FROM pg_catalog.pg_control_system() s, pg_catalog.pg_database d
-                  WHERE d.datname = pg_catalog.current_database()",
+                &format!(
+                    "DELETE FROM pgmigrate.instance;
+                     INSERT INTO pgmigrate.instance (system_identifier, database) {THIS_DATABASE}"
+                ),
                 None,
                 &[],
             )
@@ -380,8 +386,8 @@ pub struct Purged {
 /// Remove finished jobs (with their slices, batches, skipped rows and index
 /// builds), batch log rows and migrate_exec attempts older than
 /// `retention_secs`, at most once a minute (or half the retention, if less)
-/// per database (pgmigrate.instance keeps when).  A finished job that an unfinished job's gate names is
-/// kept.  Migration history is not touched.  None when it was not time yet.
+/// per database (pgmigrate.instance keeps when).  A finished job that an
+/// unfinished job's gate names is kept.  Migration history is not touched.  None when it was not time yet.
 pub fn purge(retention_secs: i32) -> Option<Purged> {
     let due = "UPDATE pgmigrate.instance SET purged_at = pg_catalog.clock_timestamp()
                 WHERE purged_at IS NULL
@@ -405,8 +411,7 @@ pub fn purge(retention_secs: i32) -> Option<Purged> {
                     attempts AS (DELETE FROM pgmigrate.exec_attempts a
                                   WHERE a.started_at + a.duration < pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => $1)
                               RETURNING 1)
-               SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM batches), (SELECT count(*) FROM attempts),
-                      (SELECT count(*) FROM ungated)";
+               SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM batches), (SELECT count(*) FROM attempts)";
     Spi::connect_mut(|client| {
         let secs = f64::from(retention_secs);
         let now = client

@@ -359,36 +359,10 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
                 rules::classify(&e.sqlstate, batch_ms, spec.statement_timeout_ms)
             } {
                 ErrorClass::Retry(reason) => {
-                    let attempt = job.retries + 1;
-                    if attempt > spec.max_retries {
-                        let mut e = e.clone();
-                        e.detail = Some(format!(
-                            "Gave up after {} retries of the same batch ({reason}).{}",
-                            spec.max_retries,
-                            e.detail.map(|d| format!(" {d}")).unwrap_or_default()
-                        ));
-                        return fail(&job, &e);
-                    }
-                    // Back off (with jitter, so that jobs do not retry in step)
-                    // and narrow the batch: fewer rows, fewer locks.
-                    let seed = (job.id as u64) << 20
-                        ^ attempt as u64
-                        ^ started.elapsed().as_nanos() as u64;
-                    let backoff = pace_rules::jittered(rules::backoff_ms(attempt), seed);
+                    // Narrow the batch: fewer rows, fewer locks.
                     let narrower = pace_rules::halved(size, pace_rules::MIN_BATCH_SIZE);
-                    let why = format!(
-                        "{reason}; retry {attempt} of {} in {} with {} rows",
-                        spec.max_retries,
-                        rules::human_seconds(backoff as f64 / 1000.0),
-                        rules::thousands(narrower)
-                    );
-                    as_owner(|| jobs::retry_later(job.id, attempt, &why, &e, backoff, narrower));
-                    StepReport {
-                        state: JobState::Waiting,
-                        done: false,
-                        sleep_ms: backoff,
-                        notice: None,
-                    }
+                    let seed = started.elapsed().as_nanos() as u64;
+                    back_off(&job, &spec, &e, reason, Retrying::Batch(narrower), seed)
                 }
                 ErrorClass::Interrupted => match driver {
                     Driver::Session => {
@@ -466,19 +440,45 @@ fn renamed(relid: pg_sys::Oid, schema: &str, name: &str) -> bool {
     }
 }
 
-/// An error outside a batch (reading the key range): a lock timeout, a
-/// deadlock or a serialization failure is retried later as a batch's would
-/// be (a migration's DDL on the table at that moment is not the job's
-/// fault); anything else fails the job.
+/// What is tried again after a transient error.
+enum Retrying<'a> {
+    /// The batch, with this many rows.
+    Batch(i64),
+    /// A step before the batches (reading the table, its key range).
+    Before(&'a str),
+}
+
+/// An error outside a batch: a lock timeout, a deadlock or a serialization
+/// failure is retried later as a batch's would be (a migration's DDL on the
+/// table at that moment is not the job's fault); anything else fails the
+/// job.
 fn retry_or_fail(job: &Job, spec: &BackfillSpec, e: &Caught, what: &str) -> StepReport {
-    let ErrorClass::Retry(reason) = rules::classify(&e.sqlstate, 0.0, 0) else {
-        return fail(job, e);
-    };
+    match rules::classify(&e.sqlstate, 0.0, 0) {
+        ErrorClass::Retry(reason) => back_off(job, spec, e, reason, Retrying::Before(what), 0),
+        _ => fail(job, e),
+    }
+}
+
+/// A transient error (`reason`): the job waits, backing off (with jitter,
+/// so that jobs do not retry in step), and tries again; after
+/// `max_retries` tries it fails.
+fn back_off(
+    job: &Job,
+    spec: &BackfillSpec,
+    e: &Caught,
+    reason: &str,
+    what: Retrying<'_>,
+    seed: u64,
+) -> StepReport {
     let attempt = job.retries + 1;
+    let (tried, next_size) = match what {
+        Retrying::Batch(rows) => ("the same batch".to_string(), rows),
+        Retrying::Before(step) => (step.to_string(), i64::from(job.batch_size)),
+    };
     if attempt > spec.max_retries {
         let mut e = e.clone();
         e.detail = Some(format!(
-            "Gave up after {} retries of {what} ({reason}).{}",
+            "Gave up after {} retries of {tried} ({reason}).{}",
             spec.max_retries,
             e.detail
                 .as_ref()
@@ -489,14 +489,21 @@ fn retry_or_fail(job: &Job, spec: &BackfillSpec, e: &Caught, what: &str) -> Step
     }
     let backoff = pace_rules::jittered(
         rules::backoff_ms(attempt),
-        (job.id as u64) << 20 ^ attempt as u64,
+        (job.id as u64) << 20 ^ attempt as u64 ^ seed,
     );
-    let why = format!(
-        "{reason} while {what}; retry {attempt} of {} in {}",
-        spec.max_retries,
-        rules::human_seconds(backoff as f64 / 1000.0)
-    );
-    as_owner(|| jobs::retry_later(job.id, attempt, &why, e, backoff, i64::from(job.batch_size)));
+    let wait = rules::human_seconds(backoff as f64 / 1000.0);
+    let why = match what {
+        Retrying::Batch(rows) => format!(
+            "{reason}; retry {attempt} of {} in {wait} with {} rows",
+            spec.max_retries,
+            rules::thousands(rows)
+        ),
+        Retrying::Before(step) => format!(
+            "{reason} while {step}; retry {attempt} of {} in {wait}",
+            spec.max_retries
+        ),
+    };
+    as_owner(|| jobs::retry_later(job.id, attempt, &why, e, backoff, next_size));
     StepReport {
         state: JobState::Waiting,
         done: false,
