@@ -7,6 +7,7 @@
 #   regress      pg_regress golden files       SQL-visible behaviour and errors
 #   integration  cargo test --test ...         real server: sessions, crashes, workers
 #   upgrade      cargo test --test upgrade     0.1.0 updated, dumped and restored, vs a fresh install
+#   citus        cargo test --test citus       a Citus coordinator and two workers: shard-by-shard backfills
 #   django       python -m unittest            the Django package against a real server
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -64,13 +65,17 @@ tier regress regress_counts scripts/regress.sh
 
 integration=()
 for f in tests/*.rs; do
-    [ "$f" = tests/upgrade.rs ] || integration+=(--test "$(basename "$f" .rs)")
+    case "$f" in tests/upgrade.rs|tests/citus.rs) ;; *) integration+=(--test "$(basename "$f" .rs)") ;; esac
 done
 tier integration cargo_counts cargo test --no-fail-fast "${integration[@]}"
 
 # Upgrades: 0.1.0 (tests/upgrade/) updated to this version, and dumped and
 # restored, against a fresh install.
 tier upgrade cargo_counts cargo test --no-fail-fast --test upgrade
+
+# Citus: a coordinator and two worker nodes on this machine (Citus built
+# from ../shared/vendor by scripts/setup.sh).
+tier citus cargo_counts cargo test --no-fail-fast --test citus
 
 # The Django package, installed as users install it, against real servers.
 django_tests() {

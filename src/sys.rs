@@ -524,10 +524,15 @@ impl Drop for SessionAs {
 
 /// Set this session's application_name (a worker names the job it drives).
 pub fn set_application_name(name: &str) {
-    let value = CString::new(name).unwrap_or_default();
+    set_session_setting(c"application_name", name);
+}
+
+/// Set a user-settable setting for the rest of this session.
+pub fn set_session_setting(setting: &std::ffi::CStr, value: &str) {
+    let value = CString::new(value).unwrap_or_default();
     unsafe {
         pg_sys::SetConfigOption(
-            c"application_name".as_ptr(),
+            setting.as_ptr(),
             value.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,

@@ -105,6 +105,9 @@ fn control(id: Option<i64>, action: Control) {
     // applies to (a slice that has succeeded stays so).
     let slices = as_owner(|| jobs::slices(job.id));
     let mut woken = false;
+    let mut untold = kind(&job)
+        .map(|k| k.controlled(&job, action))
+        .unwrap_or_default();
     for slice in &slices {
         let Ok(slice_to) = rules::control(slice.id, action, slice.state) else {
             continue;
@@ -117,6 +120,20 @@ fn control(id: Option<i64>, action: Control) {
             jobs::set_state(slice.id, slice_to, reason.as_deref(), false);
         });
         woken |= slice_to == JobState::Queued;
+        if let Some(s) = as_owner(|| jobs::get(slice.id, false)) {
+            untold.extend(
+                kind(&s)
+                    .map(|k| k.controlled(&s, action))
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    for u in &untold {
+        pgrx::warning!(
+            "pg_migrate: job {} {} here, but a node was not told: {u}",
+            job.id,
+            action.verb()
+        );
     }
     if to == JobState::Queued || woken {
         announce(job.id, worker_only(&job));

@@ -947,6 +947,25 @@ pub fn slices_running(parent: i64) -> i64 {
     .unwrap_or(0)
 }
 
+/// A job's counters as another server reports them (a slice that follows
+/// its shard's job on a Citus node), with what it waits for.
+pub fn mirror(id: i64, rows_done: i64, rows_updated: i64, estimate: i64, reason: Option<&str>) {
+    super::write(
+        "UPDATE pgmigrate.jobs
+            SET rows_done = $2, rows_updated = $3, rows_estimate = $4, state = 'running',
+                wait_reason = $5, updated_at = pg_catalog.clock_timestamp()
+          WHERE job_id = $1",
+        &[
+            id.into(),
+            rows_done.into(),
+            rows_updated.into(),
+            estimate.into(),
+            reason.into(),
+        ],
+        "recording a shard's progress",
+    );
+}
+
 /// A job's counters, summed over its slices when they are done.
 pub fn set_totals(id: i64, rows_done: i64, rows_updated: i64, batches: i32, skipped: i64) {
     super::write(

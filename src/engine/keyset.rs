@@ -73,6 +73,10 @@ pub struct BackfillSpec {
     /// partition); None on a slice itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel: Option<i64>,
+    /// A slice that is one shard of a distributed table: its rows are
+    /// backfilled by the node that holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<super::shards::RemoteShard>,
 }
 
 // What the statements say around the user's clauses, resolved in

@@ -8,3 +8,4 @@ pub mod keyset;
 pub mod locks;
 pub mod migration;
 pub mod pace;
+pub mod shards;

@@ -1366,6 +1366,13 @@ fn migrate_alter_type(
             "Run ALTER TABLE ... ALTER COLUMN ... TYPE in a maintenance window.",
         ),
     );
+    if let Some(kind) = crate::kinds::backfill::citus::citus_table(relid) {
+        MigrateError::CannotChange {
+            what: format!("Citus {kind} {}", target.display),
+            why: "pg_migrate does not change a column's type on a table Citus spreads over nodes: the trigger that keeps the shadow column in step, and the cut-over, would have to be made on every shard. Change the type with ALTER TABLE ... ALTER COLUMN ... TYPE (Citus runs it on every shard) in a maintenance window.",
+        }
+        .report();
+    }
     let found = sys::pinned(|| {
         Spi::connect(|c| {
             let rows = c.select(

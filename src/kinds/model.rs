@@ -116,6 +116,13 @@ pub trait JobKind: Sync {
         false
     }
 
+    /// The job was paused, resumed, cancelled or retried by this
+    /// transaction (as the calling role): pass it on to whatever works for
+    /// the job elsewhere.  Returns what could not be told, with why.
+    fn controlled(&self, _job: &Job, _action: crate::engine::jobs::Control) -> Vec<String> {
+        Vec::new()
+    }
+
     /// `CALL migrate_run` on a job only a worker drives: make it run as
     /// soon as a worker can, whatever its schedule says.
     fn run_now(&self, _job: &Job) {}

@@ -42,6 +42,10 @@ pub extern "C-unwind" fn pg_migrate_worker_main(arg: pg_sys::Datum) {
         )
     };
     sys::set_application_name("pg_migrate worker");
+    // On a Citus node, shards are tables like any other to a worker: Citus
+    // hides them from the catalogs of sessions it does not know, and a
+    // backfill of one shard looks its table up there.
+    sys::set_session_setting(c"citus.override_table_visibility", "off");
     // Whether this database was checked for jobs restored from a dump.
     let mut adopted = false;
 

@@ -4,6 +4,7 @@
 //! `estimate` tries it on samples (`migrate_estimate`), `slices` splits a
 //! parallel or partitioned one, `owner` runs its statements as its owner.
 
+pub mod citus;
 pub mod clause;
 pub mod estimate;
 pub mod key;
@@ -37,6 +38,10 @@ impl JobKind for Backfill {
 
     fn work(&self) -> Work {
         Work::Steps(run::step)
+    }
+
+    fn controlled(&self, j: &Job, action: rules::Control) -> Vec<String> {
+        citus::controlled(j, action)
     }
 
     fn progress_line(&self, j: &Job) -> String {

@@ -128,6 +128,9 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
         e.message = format!("{}: {}", r.arg, e.message);
         return fail(job, &e);
     }
+    if let Some(shard) = &spec.remote {
+        return super::citus::step(job, &spec, shard, driver);
+    }
     if super::slices::splits(job, &spec, &table) {
         return super::slices::step(job, &spec, &table, driver);
     }

@@ -25,7 +25,10 @@ const SAMPLE_ROWS: f64 = 20_000.0;
 
 /// Is this job split into slices?  (Not a slice itself.)
 pub fn splits(job: &Job, spec: &BackfillSpec, table: &Table) -> bool {
-    job.parent.is_none() && (table.partitioned || spec.parallel.unwrap_or(1) > 1)
+    job.parent.is_none()
+        && (table.partitioned
+            || spec.parallel.unwrap_or(1) > 1
+            || super::citus::distributed_cached(job.relid))
 }
 
 /// One slice to queue.
@@ -39,6 +42,8 @@ struct Planned {
     lower: Option<Vec<String>>,
     upper: Option<Vec<String>>,
     estimate: i64,
+    /// A shard on a node (a distributed table).
+    remote: Option<crate::engine::shards::RemoteShard>,
 }
 
 /// The step of a job that is split: queue its slices and wait for them
@@ -61,6 +66,7 @@ pub fn step(job: &Job, spec: &BackfillSpec, table: &Table, driver: Driver) -> St
                     let mut child = spec.clone();
                     child.parallel = None;
                     child.walk = p.walk.clone();
+                    child.remote = p.remote.clone();
                     jobs::insert_slice(&NewSlice {
                         parent: job,
                         relid: p.relid,
@@ -138,7 +144,9 @@ fn caught(sqlstate: &str, message: String, hint: Option<String>) -> Caught {
 }
 
 fn plan(job: &Job, spec: &BackfillSpec, table: &Table) -> Result<Vec<Planned>, Caught> {
-    if table.partitioned {
+    if super::citus::distributed(job.relid) {
+        shards(job, spec)
+    } else if table.partitioned {
         partitions(job, spec)
     } else {
         ranges(job, spec, table)
@@ -179,9 +187,41 @@ fn partitions(job: &Job, spec: &BackfillSpec) -> Result<Vec<Planned>, Caught> {
             lower: None,
             upper: None,
             estimate: as_owner(|| jobs::row_estimate(relid)),
+            remote: None,
         });
     }
     Ok(planned)
+}
+
+/// One slice per shard of a distributed table, done on the shard's node.
+fn shards(job: &Job, spec: &BackfillSpec) -> Result<Vec<Planned>, Caught> {
+    let shards = as_owner(|| super::citus::shards(job.relid))?;
+    let estimate = as_owner(|| super::citus::row_estimate(job.relid));
+    let count = shards.len().max(1) as i64;
+    Ok(shards
+        .into_iter()
+        .map(|shard| {
+            let b = Backfill {
+                schema: &shard.schema,
+                table: &shard.table,
+                walk: &spec.walk,
+                set_clause: &spec.set_clause,
+                where_clause: spec.where_clause.as_deref(),
+            };
+            Planned {
+                relid: job.relid,
+                relation: display_qualified(&shard.schema, &shard.table),
+                label: format!("shard {} on {}", shard.shard_id, shard.node()),
+                command: b.plain_update(),
+                walk: spec.walk.clone(),
+                cursor: None,
+                lower: None,
+                upper: None,
+                estimate: estimate / count,
+                remote: Some(shard),
+            }
+        })
+        .collect())
 }
 
 /// The leaves of a partition tree: relid, schema, name, relkind.
@@ -241,6 +281,7 @@ fn ranges(job: &Job, spec: &BackfillSpec, table: &Table) -> Result<Vec<Planned>,
         lower,
         upper: Some(upper),
         estimate: estimate / count as i64,
+        remote: None,
     };
     match &spec.walk {
         Walk::Ctid => {

@@ -409,6 +409,7 @@ pub fn migrate_backfill(
         pace,
         on_error,
         parallel: (parallel > 1).then_some(parallel as i64),
+        remote: None,
     };
     let owner = unsafe { pg_sys::GetUserId() };
     let command = b.plain_update();

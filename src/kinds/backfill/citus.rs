@@ -1,0 +1,731 @@
+//! Backfills of Citus distributed tables, shard by shard.
+//!
+//! A batch sent through the coordinator walks the key range of the whole
+//! table and so touches every shard.  Instead, a backfill of a distributed
+//! table is split into one slice per shard (`slices`), and each slice is
+//! done by the pg_migrate of the node that holds the shard: the slice sends
+//! the node, as the job's owner (Citus connects as the current role), a
+//! `migrate_backfill` of the shard table, then follows that job until it
+//! ends.  So every batch touches one shard, on its own node, and commits
+//! with its exact cursor there: a crash or `kill -9` of any process on any
+//! node loses or doubles nothing (the node's job resumes at its next
+//! batch; the slice, resumed anywhere, finds the job it sent and follows
+//! it again).  The job's budgets are divided among the slices it runs at
+//! once (`parallel`).
+//!
+//! Reference tables and tables local to the coordinator are backfilled
+//! through the coordinator, as any table.
+
+use super::owner::as_job_owner;
+use crate::catalog::as_owner;
+use crate::catalog::jobs::{self, Job};
+use crate::engine::jobs::{self as rules, Control, JobState};
+use crate::engine::keyset::{display_qualified, Backfill, BackfillSpec};
+use crate::engine::shards::{connection_trouble, interleave, RemoteShard};
+use crate::error::literal;
+use crate::kinds::model::{Driver, StepReport};
+use crate::runner::outcome::{fail, succeed};
+use crate::sys::Caught;
+use pgrx::prelude::*;
+use serde::Deserialize;
+
+/// How many times (10 ms apart) a slice looks at its shard's job on the
+/// node in one command.
+const WAIT_LOOKS: i32 = 100;
+/// How long a slice waits before trying an unreachable node again.
+const NODE_AGAIN_MS: i64 = 1000;
+
+/// Is `relid` a Citus table whose rows are spread over shards (hash,
+/// range or append distributed)?  Reference tables, single-shard and
+/// coordinator-local tables are not.  False without Citus.
+pub fn distributed(relid: pg_sys::Oid) -> bool {
+    crate::sys::pinned(|| {
+        Spi::connect(|client| {
+            let citus = client
+                .select(
+                    "SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
+                    None,
+                    &[],
+                )?
+                .first()
+                .get_one::<bool>()?
+                .unwrap_or(false);
+            if !citus {
+                return Ok(false);
+            }
+            client
+                .select(
+                    "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p
+                                     WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass
+                                       AND p.partmethod OPERATOR(pg_catalog.<>) 'n')",
+                    None,
+                    &[relid.into()],
+                )?
+                .first()
+                .get_one::<bool>()
+                .map(|b| b.unwrap_or(false))
+        })
+    })
+    .unwrap_or(false)
+}
+
+/// What kind of Citus table `relid` is ("distributed table", "reference
+/// table", ...), or None for a table Citus does not know (or no Citus).
+pub fn citus_table(relid: pg_sys::Oid) -> Option<String> {
+    crate::sys::pinned(|| {
+        Spi::connect(|client| {
+            let citus = client
+                .select(
+                    "SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
+                    None,
+                    &[],
+                )?
+                .first()
+                .get_one::<bool>()?
+                .unwrap_or(false);
+            if !citus {
+                return Ok(None);
+            }
+            client
+                .select(
+                    "SELECT CASE WHEN p.partmethod OPERATOR(pg_catalog.<>) 'n' THEN 'distributed table'
+                                 WHEN p.repmodel OPERATOR(pg_catalog.=) 't' THEN 'reference table'
+                                 WHEN p.colocationid OPERATOR(pg_catalog.<>) 0 THEN 'distributed table'
+                                 ELSE 'local table' END
+                       FROM pg_catalog.pg_dist_partition p
+                      WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
+                    None,
+                    &[relid.into()],
+                )?
+                .first()
+                .get_one::<String>()
+        })
+    })
+    .ok()
+    .flatten()
+}
+
+thread_local! {
+    static DISTRIBUTED: std::cell::RefCell<std::collections::HashMap<u32, bool>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// `distributed`, asked once per table in this process (a backfill asks
+/// at every batch whether its table is split).
+pub fn distributed_cached(relid: pg_sys::Oid) -> bool {
+    let key = relid.to_u32();
+    if let Some(known) = DISTRIBUTED.with(|d| d.borrow().get(&key).copied()) {
+        return known;
+    }
+    let known = distributed(relid);
+    DISTRIBUTED.with(|d| d.borrow_mut().insert(key, known));
+    known
+}
+
+/// The rows of a distributed table, from the statistics Citus keeps of its
+/// shards (the coordinator's own table is empty).
+pub fn row_estimate(relid: pg_sys::Oid) -> i64 {
+    crate::sys::pinned(|| {
+        Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT (SELECT pg_catalog.sum(t.count)::bigint FROM pg_catalog.run_command_on_shards(
+                               $1::pg_catalog.regclass,
+                               'SELECT (CASE WHEN c.reltuples OPERATOR(pg_catalog.>) 0 THEN c.reltuples ELSE 0 END)::bigint FROM pg_catalog.pg_class c
+                                 WHERE c.oid OPERATOR(pg_catalog.=) ''%s''::pg_catalog.regclass') r,
+                             LATERAL (SELECT CASE WHEN r.success THEN r.result::bigint END AS count) t)",
+                    None,
+                    &[relid.into()],
+                )?
+                .first()
+                .get_one::<i64>()
+        })
+    })
+    .ok()
+    .flatten()
+    .unwrap_or(0)
+}
+
+/// The shards of a distributed table with the node of each, in shard
+/// order, nodes interleaved (so that slices run at once are on different
+/// nodes when they can be).  A shard with more than one placement is
+/// refused: each slice follows one job on one node.
+pub fn shards(relid: pg_sys::Oid) -> Result<Vec<RemoteShard>, Caught> {
+    let rows: Vec<(i64, String, String, String, i32, i64, String)> = crate::sys::pinned(|| {
+        Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT s.shardid, n.nspname::text,
+                            c.relname::text OPERATOR(pg_catalog.||) '_' OPERATOR(pg_catalog.||) s.shardid::text,
+                            d.nodename, d.nodeport,
+                            (SELECT count(*) FROM pg_catalog.pg_dist_placement q
+                              WHERE q.shardid OPERATOR(pg_catalog.=) s.shardid),
+                            (SELECT x.nspname::text FROM pg_catalog.pg_extension e
+                               JOIN pg_catalog.pg_namespace x ON x.oid OPERATOR(pg_catalog.=) e.extnamespace
+                              WHERE e.extname OPERATOR(pg_catalog.=) 'pg_migrate')
+                       FROM pg_catalog.pg_dist_shard s
+                       JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.logicalrelid
+                       JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                       JOIN pg_catalog.pg_dist_placement p ON p.shardid OPERATOR(pg_catalog.=) s.shardid
+                       JOIN pg_catalog.pg_dist_node d ON d.groupid OPERATOR(pg_catalog.=) p.groupid
+                                                     AND d.noderole OPERATOR(pg_catalog.=) 'primary'
+                      WHERE s.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass
+                      ORDER BY s.shardid",
+                    None,
+                    &[relid.into()],
+                )?
+                .map(|r| {
+                    Ok((
+                        r.get(1)?.unwrap_or(0),
+                        r.get(2)?.unwrap_or_default(),
+                        r.get(3)?.unwrap_or_default(),
+                        r.get(4)?.unwrap_or_default(),
+                        r.get(5)?.unwrap_or(0),
+                        r.get(6)?.unwrap_or(0),
+                        r.get(7)?.unwrap_or_default(),
+                    ))
+                })
+                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+        })
+    })
+    .map_err(|e| caught("XX000", format!("reading the shards: {e}"), None))?;
+    if let Some(r) = rows.iter().find(|r| r.5 > 1) {
+        return Err(caught(
+            "0A000",
+            format!("shard {} has {} placements", r.0, r.5),
+            Some("pg_migrate backfills distributed tables whose shards have one placement each (citus.shard_replication_factor = 1).".into()),
+        ));
+    }
+    let mut shards: Vec<RemoteShard> = rows
+        .into_iter()
+        .map(
+            |(shard_id, schema, table, host, port, _, ext)| RemoteShard {
+                shard_id,
+                schema,
+                table,
+                host,
+                port,
+                extension_schema: ext,
+            },
+        )
+        .collect();
+    interleave(&mut shards);
+    Ok(shards)
+}
+
+fn caught(sqlstate: &str, message: String, hint: Option<String>) -> Caught {
+    Caught {
+        sqlstate: sqlstate.into(),
+        message,
+        detail: None,
+        hint,
+    }
+}
+
+/// What the node said of the shard's job.
+#[derive(Debug, Deserialize)]
+struct Seen {
+    state: String,
+    rows_done: i64,
+    rows_updated: i64,
+    rows_total: Option<i64>,
+    skipped: Option<i64>,
+    error: Option<String>,
+    wait_reason: Option<String>,
+}
+
+/// Why a command on a node did not give its answer.
+enum NodeError {
+    /// The node could not be reached or went away (it restarts, say):
+    /// try again later.
+    Unreachable(String),
+    /// The node answered with an error.
+    Refused(String),
+}
+
+/// Run one command on a node, as the current role, in a transaction of its
+/// own there; its answer is the first column of its first row.
+fn on_node(shard: &RemoteShard, command: &str) -> Result<String, NodeError> {
+    let row = crate::sys::pinned(|| {
+        Spi::connect(|client| {
+            let r = client
+                .select(
+                    "SELECT r.success, r.result
+                       FROM pg_catalog.master_run_on_worker(ARRAY[$1], ARRAY[$2], ARRAY[$3], false) r",
+                    None,
+                    &[
+                        shard.host.as_str().into(),
+                        shard.port.into(),
+                        command.into(),
+                    ],
+                )?
+                .first();
+            Ok::<_, pgrx::spi::SpiError>((
+                r.get::<bool>(1)?.unwrap_or(false),
+                r.get::<String>(2)?.unwrap_or_default(),
+            ))
+        })
+    });
+    match row {
+        Ok((true, answer)) => Ok(answer),
+        Ok((false, message)) if connection_trouble(&message) => {
+            Err(NodeError::Unreachable(message))
+        }
+        Ok((false, message)) => Err(NodeError::Refused(message)),
+        Err(e) => Err(NodeError::Refused(e.to_string())),
+    }
+}
+
+fn qualified_function(shard: &RemoteShard, name: &str) -> String {
+    format!(
+        "{}.{name}",
+        crate::engine::keyset::quote_ident(&shard.extension_schema)
+    )
+}
+
+/// The command that queues the shard's job on its node, unless an earlier
+/// run of this slice queued it already (same shard, same command, the
+/// slice's `token` as its run_at): then it answers that job's id.
+pub fn submit_command(spec: &BackfillSpec, shard: &RemoteShard, token: &str, share: i64) -> String {
+    let b = Backfill {
+        schema: &shard.schema,
+        table: &shard.table,
+        walk: &spec.walk,
+        set_clause: &spec.set_clause,
+        where_clause: spec.where_clause.as_deref(),
+    };
+    let command = b.plain_update();
+    let table = format!(
+        "{}.{}",
+        crate::engine::keyset::quote_ident(&shard.schema),
+        crate::engine::keyset::quote_ident(&shard.table)
+    );
+    let mut args = vec![
+        format!("{}::pg_catalog.regclass", literal(&table)),
+        format!("set_clause => {}", literal(&spec.set_clause)),
+    ];
+    if let Some(w) = &spec.where_clause {
+        args.push(format!("where_clause => {}", literal(w)));
+    }
+    if let Some(n) = spec.fixed_batch_size {
+        args.push(format!("batch_size => {n}"));
+    }
+    args.push(format!("sleep_ms => {}", spec.sleep_ms));
+    args.push(format!(
+        "lock_timeout => '{} ms'::pg_catalog.interval",
+        spec.lock_timeout_ms
+    ));
+    args.push(format!(
+        "statement_timeout => '{} ms'::pg_catalog.interval",
+        spec.statement_timeout_ms
+    ));
+    args.push(format!("max_retries => {}", spec.max_retries));
+    args.push(format!(
+        "run_at => {}::pg_catalog.timestamptz",
+        literal(token)
+    ));
+    let p = &spec.pace;
+    if let Some(v) = p.target_batch_ms {
+        args.push(format!("target_batch_ms => {v}"));
+    }
+    if let Some(v) = p.max_batch_size {
+        args.push(format!("max_batch_size => {v}"));
+    }
+    if let Some(v) = p.max_replay_lag_ms {
+        args.push(format!("max_replay_lag => '{v} ms'::pg_catalog.interval"));
+    }
+    if let Some(v) = p.max_slot_wal_bytes {
+        args.push(format!("max_slot_wal => '{v}'"));
+    }
+    let divided = |v: i64| if v > 0 { (v / share.max(1)).max(1) } else { v };
+    if let Some(v) = p.max_rows_per_second {
+        args.push(format!("max_rows_per_second => {}", divided(v)));
+    }
+    if let Some(v) = p.max_wal_bytes_per_second {
+        args.push(format!("max_wal_per_second => '{}'", divided(v)));
+    }
+    if let Some(v) = p.pause_during_vacuum {
+        args.push(format!("pause_during_vacuum => {v}"));
+    }
+    if let Some(w) = &p.window {
+        args.push(format!("window_start => {}", literal(&w.cron)));
+        args.push(format!(
+            "window_length => '{} s'::pg_catalog.interval",
+            w.length_secs
+        ));
+    }
+    args.push(format!(
+        "on_error => {}",
+        literal(match spec.on_error {
+            crate::engine::pace::OnError::Fail => "fail",
+            crate::engine::pace::OnError::Skip => "skip",
+        })
+    ));
+    // The submitter's settings, for this transaction on the node: the job
+    // there keeps them for its batches.
+    let settings: Vec<String> = spec
+        .settings
+        .iter()
+        .map(|(n, v)| {
+            format!(
+                "pg_catalog.set_config({}, {}, true)",
+                literal(n),
+                literal(v)
+            )
+        })
+        .collect();
+    format!(
+        "SELECT COALESCE(
+                  (SELECT p.job_id FROM {progress} p
+                    WHERE p.kind OPERATOR(pg_catalog.=) 'backfill'
+                      AND p.owner::pg_catalog.oid OPERATOR(pg_catalog.=)
+                          (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER)
+                      AND p.run_at OPERATOR(pg_catalog.=) {token}::pg_catalog.timestamptz
+                      AND p.command OPERATOR(pg_catalog.=) {command}
+                    ORDER BY p.job_id DESC LIMIT 1),
+                  {submit}({args}))
+           FROM (SELECT {settings}) AS s",
+        progress = qualified_function(shard, "migrate_progress"),
+        token = literal(token),
+        command = literal(&command),
+        submit = qualified_function(shard, "migrate_backfill"),
+        args = args.join(", "),
+        settings = if settings.is_empty() {
+            "1".to_string()
+        } else {
+            settings.join(", ")
+        },
+    )
+}
+
+/// A command that waits on the node, up to about a second, for the shard's
+/// job to end or stop (looking every 10 ms; each look of a PL/pgSQL block
+/// has a fresh snapshot), so that the slice sees the end at once without a
+/// connection for every look.
+fn wait_command(shard: &RemoteShard, id: i64) -> String {
+    let body = format!(
+        "DECLARE i integer := 0;
+         BEGIN
+             LOOP
+                 EXIT WHEN i OPERATOR(pg_catalog.>=) {WAIT_LOOKS} OR NOT EXISTS (
+                     SELECT FROM {progress} p
+                      WHERE p.job_id OPERATOR(pg_catalog.=) {id}
+                        AND p.state OPERATOR(pg_catalog.<>) ALL (ARRAY['succeeded', 'failed', 'cancelled', 'paused']));
+                 PERFORM pg_catalog.pg_sleep(0.01);
+                 i := i OPERATOR(pg_catalog.+) 1;
+             END LOOP;
+         END",
+        progress = qualified_function(shard, "migrate_progress"),
+    );
+    let tag = if body.contains("$pgm$") {
+        "$pgm1$"
+    } else {
+        "$pgm$"
+    };
+    format!("DO {tag}{body}{tag}")
+}
+
+fn look_command(shard: &RemoteShard, id: i64) -> String {
+    format!(
+        "SELECT pg_catalog.json_build_object('state', p.state, 'rows_done', p.rows_done,
+                 'rows_updated', p.rows_updated, 'rows_total', p.rows_total, 'skipped', p.skipped,
+                 'error', p.error, 'wait_reason', p.wait_reason)::pg_catalog.text
+           FROM {} p WHERE p.job_id OPERATOR(pg_catalog.=) {id}",
+        qualified_function(shard, "migrate_progress")
+    )
+}
+
+/// A control function (migrate_cancel, _pause, _resume, _retry) on the
+/// shard's job.
+pub fn control_command(shard: &RemoteShard, function: &str, id: i64) -> String {
+    format!(
+        "SELECT {}({id})::pg_catalog.text",
+        qualified_function(shard, function)
+    )
+}
+
+/// The id of the job a slice sent to its node (its cursor's first item).
+pub fn remote_id(job: &Job) -> Option<i64> {
+    job.cursor
+        .as_ref()
+        .and_then(|c| c.first())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A slice of a shard was paused, resumed or cancelled (by itself or
+/// with its job): do the same to the job it sent to its node, as the
+/// calling role.  A cancelled one is marked so that a retry retries it
+/// there.  Returns what could not be told, with why.
+pub fn controlled(slice: &Job, action: Control) -> Vec<String> {
+    let Some(remote) = slice
+        .spec
+        .get("remote")
+        .and_then(|r| serde_json::from_value::<RemoteShard>(r.clone()).ok())
+    else {
+        return Vec::new();
+    };
+    let Some(id) = remote_id(slice) else {
+        return Vec::new();
+    };
+    let function = match action {
+        Control::Pause => "migrate_pause",
+        Control::Resume => "migrate_resume",
+        Control::Cancel => "migrate_cancel",
+        // The slice's next step retries the node's job (marked failed).
+        Control::Retry => return Vec::new(),
+    };
+    match on_node(&remote, &control_command(&remote, function, id)) {
+        Ok(_) => {
+            if action == Control::Cancel {
+                as_owner(|| jobs::set_cursor(slice.id, &[id.to_string(), "failed".into()]));
+            }
+            Vec::new()
+        }
+        Err(NodeError::Unreachable(m) | NodeError::Refused(m)) => {
+            vec![format!(
+                "job {id} on {} ({}): {m}",
+                remote.node(),
+                slice.relation
+            )]
+        }
+    }
+}
+
+/// The step of a slice that is one shard: send the shard's job to its node
+/// (first time), then follow it.
+pub fn step(job: &Job, spec: &BackfillSpec, shard: &RemoteShard, driver: Driver) -> StepReport {
+    let display = display_qualified(&shard.schema, &shard.table);
+    let Some(id) = remote_id(job) else {
+        let token = as_owner(|| created_at(job.id));
+        let share = job
+            .parent
+            .and_then(|p| as_owner(|| jobs::get(p, false)))
+            .and_then(|p| p.spec.get("parallel").and_then(|v| v.as_i64()))
+            .unwrap_or(1);
+        let command = submit_command(spec, shard, &token, share);
+        let sent = as_job_owner(job, spec, true, || on_node(shard, &command));
+        return match sent {
+            Ok(Ok(answer)) => match answer.trim().parse::<i64>() {
+                Ok(id) => {
+                    as_owner(|| {
+                        jobs::set_cursor(job.id, &[id.to_string()]);
+                        jobs::mirror(
+                            job.id,
+                            0,
+                            0,
+                            job.rows_estimate.unwrap_or(0),
+                            Some(&format!("job {id} on {} backfills {display}", shard.node())),
+                        );
+                    });
+                    looking(driver, None)
+                }
+                Err(_) => fail(
+                    job,
+                    &caught(
+                        "XX000",
+                        format!("node {} answered {answer:?} to migrate_backfill of {display}", shard.node()),
+                        None,
+                    ),
+                ),
+            },
+            Ok(Err(NodeError::Unreachable(m))) => unreachable_node(job, shard, &m),
+            Ok(Err(NodeError::Refused(m))) => fail(
+                job,
+                &caught(
+                    "XX000",
+                    format!("node {} refused the backfill of {display}: {m}", shard.node()),
+                    Some("Is pg_migrate installed and preloaded on every node (CREATE EXTENSION on the coordinator creates it on the nodes), and may the job's owner connect to them?".into()),
+                ),
+            ),
+            Err(e) => fail(job, &e),
+        };
+    };
+    // A slice that failed with its shard's job and was retried: retry the
+    // shard's job too.
+    if job
+        .cursor
+        .as_ref()
+        .is_some_and(|c| c.get(1).map(String::as_str) == Some("failed"))
+    {
+        match as_job_owner(job, spec, true, || {
+            on_node(shard, &control_command(shard, "migrate_retry", id))
+        }) {
+            Ok(Ok(_)) => as_owner(|| jobs::set_cursor(job.id, &[id.to_string()])),
+            Ok(Err(NodeError::Unreachable(m))) => return unreachable_node(job, shard, &m),
+            Ok(Err(NodeError::Refused(m))) => {
+                return fail(
+                    job,
+                    &caught(
+                        "XX000",
+                        format!("node {} refused to retry job {id}: {m}", shard.node()),
+                        None,
+                    ),
+                )
+            }
+            Err(e) => return fail(job, &e),
+        }
+    }
+    // Wait there for its end (a second at most), then read it.
+    match as_job_owner(job, spec, true, || on_node(shard, &wait_command(shard, id))) {
+        Ok(Ok(_)) => {}
+        Ok(Err(NodeError::Unreachable(m))) => return unreachable_node(job, shard, &m),
+        Ok(Err(NodeError::Refused(m))) => {
+            return fail(
+                job,
+                &caught(
+                    "XX000",
+                    format!("node {} could not show job {id}: {m}", shard.node()),
+                    None,
+                ),
+            )
+        }
+        Err(e) => return fail(job, &e),
+    }
+    let seen = match as_job_owner(job, spec, true, || on_node(shard, &look_command(shard, id))) {
+        Ok(Ok(answer)) => match serde_json::from_str::<Seen>(&answer) {
+            Ok(seen) => seen,
+            Err(_) => {
+                return fail(
+                    job,
+                    &caught(
+                        "XX000",
+                        format!("job {id} on node {} is gone (it answered {answer:?})", shard.node()),
+                        Some("Was it purged or removed on the node?  migrate_retry of this job sends the shard's backfill again.".into()),
+                    ),
+                )
+            }
+        },
+        Ok(Err(NodeError::Unreachable(m))) => return unreachable_node(job, shard, &m),
+        Ok(Err(NodeError::Refused(m))) => {
+            return fail(job, &caught("XX000", format!("node {} could not show job {id}: {m}", shard.node()), None))
+        }
+        Err(e) => return fail(job, &e),
+    };
+    let estimate = seen.rows_total.unwrap_or(0).max(seen.rows_done);
+    let mut mirrored = job.clone();
+    mirrored.rows_done = seen.rows_done;
+    mirrored.rows_updated = seen.rows_updated;
+    match JobState::parse(&seen.state) {
+        Some(JobState::Succeeded) => {
+            as_owner(|| {
+                jobs::set_totals(
+                    job.id,
+                    seen.rows_done,
+                    seen.rows_updated,
+                    0,
+                    seen.skipped.unwrap_or(0),
+                )
+            });
+            succeed(&mirrored)
+        }
+        Some(JobState::Failed) | Some(JobState::Cancelled) => {
+            as_owner(|| jobs::set_cursor(job.id, &[id.to_string(), "failed".into()]));
+            fail(
+                job,
+                &Caught {
+                    sqlstate: "XX000".into(),
+                    message: format!(
+                        "job {id} on node {} ({display}) {}: {}",
+                        shard.node(),
+                        seen.state,
+                        seen.error.unwrap_or_default()
+                    ),
+                    detail: None,
+                    hint: Some(format!(
+                        "migrate_progress on node {} shows it; migrate_retry of this job retries it there.",
+                        shard.node()
+                    )),
+                },
+            )
+        }
+        Some(JobState::Paused) => {
+            let reason = format!(
+                "job {id} on {} ({display}) is paused there; migrate_resume of this job resumes it",
+                shard.node()
+            );
+            as_owner(|| {
+                jobs::mirror(
+                    job.id,
+                    seen.rows_done,
+                    seen.rows_updated,
+                    estimate,
+                    Some(&reason),
+                )
+            });
+            StepReport {
+                state: JobState::Running,
+                done: false,
+                sleep_ms: NODE_AGAIN_MS,
+                notice: None,
+            }
+        }
+        _ => {
+            let reason = format!(
+                "job {id} on {} backfills {display}: {}{}",
+                shard.node(),
+                seen.state,
+                seen.wait_reason
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default()
+            );
+            as_owner(|| {
+                jobs::mirror(
+                    job.id,
+                    seen.rows_done,
+                    seen.rows_updated,
+                    estimate,
+                    Some(&reason),
+                )
+            });
+            looking(
+                driver,
+                Some(rules::progress_line(job.id, seen.rows_done, estimate, None)),
+            )
+        }
+    }
+}
+
+fn looking(driver: Driver, line: Option<String>) -> StepReport {
+    StepReport {
+        state: JobState::Running,
+        done: false,
+        sleep_ms: 0,
+        notice: match driver {
+            Driver::Session => line,
+            Driver::Worker => None,
+        },
+    }
+}
+
+/// The node went away (a restart, a network cut): say so and look again
+/// later; the node's job goes on by itself when the node is back.
+fn unreachable_node(job: &Job, shard: &RemoteShard, message: &str) -> StepReport {
+    let reason = format!("node {} cannot be reached: {message}", shard.node());
+    as_owner(|| jobs::throttled(job.id, &reason, NODE_AGAIN_MS));
+    StepReport {
+        state: JobState::Waiting,
+        done: false,
+        sleep_ms: NODE_AGAIN_MS,
+        notice: None,
+    }
+}
+
+/// When the slice was queued, as text: with the shard's name and command,
+/// it names the job the slice sends to its node.
+fn created_at(id: i64) -> String {
+    use crate::catalog::SpiOrBug;
+    crate::sys::pinned(|| {
+        Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT j.created_at::pg_catalog.text FROM pgmigrate.jobs j WHERE j.job_id OPERATOR(pg_catalog.=) $1",
+                    None,
+                    &[id.into()],
+                )?
+                .first()
+                .get_one::<String>()
+        })
+    })
+    .or_bug("reading a slice")
+    .unwrap_or_default()
+}
