@@ -255,6 +255,28 @@ fn distributed_backfills_go_shard_by_shard_on_their_nodes() {
         .execute("INSERT INTO items (id, n) VALUES (-1, -5)", &[])
         .unwrap_err();
     assert_eq!(sqlstate(&e), "23514");
+
+    // An index job builds through Citus: a valid index on every shard.
+    let job = submit(
+        &mut c,
+        "SELECT migrate_create_index('CREATE INDEX items_n_idx ON items (n)')",
+    );
+    assert_eq!(wait_done(&mut c, job), "succeeded");
+    let mut valid = 0;
+    for w in &citus.workers {
+        let mut n = w.connect("app");
+        n.batch_execute("SET citus.override_table_visibility = off")
+            .unwrap();
+        valid += n
+            .query_one(
+                "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                  WHERE c.relname ~ '^items_n_idx_[0-9]+$' AND i.indisvalid",
+                &[],
+            )
+            .unwrap()
+            .get::<_, i64>(0);
+    }
+    assert_eq!(valid, 32);
 }
 
 #[test]

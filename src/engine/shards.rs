@@ -14,6 +14,33 @@ pub struct RemoteShard {
     pub port: i32,
     /// The schema of pg_migrate on the nodes (the coordinator's).
     pub extension_schema: String,
+    /// The lane of the job the shard is in: the shards of one lane are on
+    /// one node, which runs them one after another.  None: the shard's job
+    /// is sent when its slice starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<i32>,
+}
+
+/// Put shards in lanes when `parallel` lets every node run at least one:
+/// each node gets `parallel / nodes` lanes (at least one), its shards dealt
+/// among them in order.  With fewer lanes than nodes, no lanes.
+pub fn assign_lanes(shards: &mut [RemoteShard], parallel: i64) {
+    let mut nodes: Vec<String> = Vec::new();
+    for s in shards.iter() {
+        if !nodes.contains(&s.node()) {
+            nodes.push(s.node());
+        }
+    }
+    if nodes.is_empty() || parallel < nodes.len() as i64 {
+        return;
+    }
+    let per_node = (parallel / nodes.len() as i64).max(1) as i32;
+    let mut dealt = vec![0i32; nodes.len()];
+    for s in shards.iter_mut() {
+        let n = nodes.iter().position(|x| *x == s.node()).unwrap_or(0);
+        s.lane = Some(n as i32 * per_node + dealt[n] % per_node);
+        dealt[n] += 1;
+    }
 }
 
 impl RemoteShard {
@@ -79,7 +106,28 @@ mod tests {
             host: "h".into(),
             port,
             extension_schema: "public".into(),
+            lane: None,
         }
+    }
+
+    #[test]
+    fn lanes_stay_on_one_node() {
+        let mut s = vec![
+            shard(1, 1),
+            shard(2, 2),
+            shard(3, 1),
+            shard(4, 2),
+            shard(5, 1),
+        ];
+        assign_lanes(&mut s, 2);
+        let lanes: Vec<Option<i32>> = s.iter().map(|s| s.lane).collect();
+        assert_eq!(lanes, vec![Some(0), Some(1), Some(0), Some(1), Some(0)]);
+        assign_lanes(&mut s, 4);
+        let lanes: Vec<Option<i32>> = s.iter().map(|s| s.lane).collect();
+        assert_eq!(lanes, vec![Some(0), Some(2), Some(1), Some(3), Some(0)]);
+        let mut t = vec![shard(1, 1), shard(2, 2)];
+        assign_lanes(&mut t, 1);
+        assert!(t.iter().all(|s| s.lane.is_none()));
     }
 
     #[test]

@@ -206,6 +206,7 @@ pub fn shards(relid: pg_sys::Oid) -> Result<Vec<RemoteShard>, Caught> {
                 host,
                 port,
                 extension_schema: ext,
+                lane: None,
             },
         )
         .collect();
@@ -286,7 +287,13 @@ fn qualified_function(shard: &RemoteShard, name: &str) -> String {
 /// The command that queues the shard's job on its node, unless an earlier
 /// run of this slice queued it already (same shard, same command, the
 /// slice's `token` as its run_at): then it answers that job's id.
-pub fn submit_command(spec: &BackfillSpec, shard: &RemoteShard, token: &str, share: i64) -> String {
+pub fn submit_command(
+    spec: &BackfillSpec,
+    shard: &RemoteShard,
+    token: &str,
+    share: i64,
+    after: Option<i64>,
+) -> String {
     let b = Backfill {
         schema: &shard.schema,
         table: &shard.table,
@@ -324,6 +331,9 @@ pub fn submit_command(spec: &BackfillSpec, shard: &RemoteShard, token: &str, sha
         "run_at => {}::pg_catalog.timestamptz",
         literal(token)
     ));
+    if let Some(id) = after {
+        args.push(format!("after_jobs => ARRAY[{id}]::bigint[]"));
+    }
     let p = &spec.pace;
     if let Some(v) = p.target_batch_ms {
         args.push(format!("target_batch_ms => {v}"));
@@ -491,45 +501,69 @@ pub fn controlled(slice: &Job, action: Control) -> Vec<String> {
     }
 }
 
+/// Send the slice's shard job to its node.  A slice in a lane sends the
+/// jobs of every slice of its lane that has none yet, in order, each gated
+/// on the one before it there, so that the node runs the lane's shards
+/// back to back (the slices that follow them later find them sent).
+fn send_lane(job: &Job, spec: &BackfillSpec, shard: &RemoteShard) -> Result<(), NodeError> {
+    let parent = job.parent.and_then(|p| as_owner(|| jobs::get(p, false)));
+    let share = parent
+        .as_ref()
+        .and_then(|p| p.spec.get("parallel").and_then(|v| v.as_i64()))
+        .unwrap_or(1);
+    let lane: Vec<(Job, BackfillSpec, RemoteShard)> = match (shard.lane, &parent) {
+        (Some(lane), Some(p)) => as_owner(|| jobs::slices(p.id))
+            .iter()
+            .filter_map(|s| as_owner(|| jobs::get(s.id, false)))
+            .filter_map(|s| {
+                let sp = crate::kinds::job::spec_of::<BackfillSpec>(&s).ok()?;
+                let r = sp.remote.clone()?;
+                (r.lane == Some(lane)).then_some((s, sp, r))
+            })
+            .collect(),
+        _ => vec![(job.clone(), spec.clone(), shard.clone())],
+    };
+    let mut before: Option<i64> = None;
+    for (s, sp, r) in &lane {
+        if let Some(id) = remote_id(s) {
+            before = Some(id);
+            continue;
+        }
+        let token = as_owner(|| created_at(s.id));
+        let command = submit_command(sp, r, &token, share, before);
+        let answer = match as_job_owner(job, spec, true, || on_node(r, &command)) {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(NodeError::Refused(e.message)),
+        };
+        let Ok(id) = answer.trim().parse::<i64>() else {
+            return Err(NodeError::Refused(format!(
+                "it answered {answer:?} to migrate_backfill"
+            )));
+        };
+        as_owner(|| jobs::set_cursor(s.id, &[id.to_string()]));
+        if s.id == job.id {
+            let reason = format!(
+                "job {id} on {} backfills {}",
+                r.node(),
+                display_qualified(&r.schema, &r.table)
+            );
+            as_owner(|| jobs::mirror(job.id, 0, 0, job.rows_estimate.unwrap_or(0), Some(&reason)));
+        }
+        before = Some(id);
+    }
+    Ok(())
+}
+
 /// The step of a slice that is one shard: send the shard's job to its node
 /// (first time), then follow it.
 pub fn step(job: &Job, spec: &BackfillSpec, shard: &RemoteShard, driver: Driver) -> StepReport {
     let display = display_qualified(&shard.schema, &shard.table);
     let Some(id) = remote_id(job) else {
-        let token = as_owner(|| created_at(job.id));
-        let share = job
-            .parent
-            .and_then(|p| as_owner(|| jobs::get(p, false)))
-            .and_then(|p| p.spec.get("parallel").and_then(|v| v.as_i64()))
-            .unwrap_or(1);
-        let command = submit_command(spec, shard, &token, share);
-        let sent = as_job_owner(job, spec, true, || on_node(shard, &command));
-        return match sent {
-            Ok(Ok(answer)) => match answer.trim().parse::<i64>() {
-                Ok(id) => {
-                    as_owner(|| {
-                        jobs::set_cursor(job.id, &[id.to_string()]);
-                        jobs::mirror(
-                            job.id,
-                            0,
-                            0,
-                            job.rows_estimate.unwrap_or(0),
-                            Some(&format!("job {id} on {} backfills {display}", shard.node())),
-                        );
-                    });
-                    looking(driver, None)
-                }
-                Err(_) => fail(
-                    job,
-                    &caught(
-                        "XX000",
-                        format!("node {} answered {answer:?} to migrate_backfill of {display}", shard.node()),
-                        None,
-                    ),
-                ),
-            },
-            Ok(Err(NodeError::Unreachable(m))) => unreachable_node(job, shard, &m),
-            Ok(Err(NodeError::Refused(m))) => fail(
+        return match send_lane(job, spec, shard) {
+            Ok(()) => looking(driver, None),
+            Err(NodeError::Unreachable(m)) => unreachable_node(job, shard, &m),
+            Err(NodeError::Refused(m)) => fail(
                 job,
                 &caught(
                     "XX000",
@@ -537,7 +571,6 @@ pub fn step(job: &Job, spec: &BackfillSpec, shard: &RemoteShard, driver: Driver)
                     Some("Is pg_migrate installed and preloaded on every node (CREATE EXTENSION on the coordinator creates it on the nodes), and may the job's owner connect to them?".into()),
                 ),
             ),
-            Err(e) => fail(job, &e),
         };
     };
     // A slice that failed with its shard's job and was retried: retry the

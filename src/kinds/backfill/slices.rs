@@ -195,7 +195,8 @@ fn partitions(job: &Job, spec: &BackfillSpec) -> Result<Vec<Planned>, Caught> {
 
 /// One slice per shard of a distributed table, done on the shard's node.
 fn shards(job: &Job, spec: &BackfillSpec) -> Result<Vec<Planned>, Caught> {
-    let shards = as_owner(|| super::citus::shards(job.relid))?;
+    let mut shards = as_owner(|| super::citus::shards(job.relid))?;
+    crate::engine::shards::assign_lanes(&mut shards, spec.parallel.unwrap_or(1));
     let estimate = as_owner(|| super::citus::row_estimate(job.relid));
     let count = shards.len().max(1) as i64;
     Ok(shards
