@@ -256,6 +256,28 @@ fn distributed_backfills_go_shard_by_shard_on_their_nodes() {
         .unwrap_err();
     assert_eq!(sqlstate(&e), "23514");
 
+    // migrate_analyze says where a statement on a distributed table runs.
+    let said: String = c
+        .query_one(
+            "SELECT string_agg(reason, ' ') FROM migrate_analyze('UPDATE items SET n = 0; UPDATE kinds SET n = 0')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let nodes: Vec<String> = citus
+        .workers
+        .iter()
+        .map(|w| format!("127.0.0.1:{}", w.port))
+        .collect();
+    assert!(
+        said.contains(
+            "items is a Citus distributed table: the statement runs on each of its 32 shards"
+        ),
+        "{said}"
+    );
+    assert!(nodes.iter().all(|n| said.contains(n.as_str())), "{said}");
+    assert!(said.contains("kinds is a Citus reference table"), "{said}");
+
     // An index job builds through Citus: a valid index on every shard.
     let job = submit(
         &mut c,

@@ -286,3 +286,66 @@ pub(super) fn matview_sources(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
         &[relid.into()],
     )
 }
+
+/// What Citus does with a statement on `relid`: for a distributed table,
+/// that it runs on each of its shards, on which nodes; for a reference
+/// table, on its copy on every node.  None without Citus or for a table
+/// Citus does not spread.
+pub(super) fn citus_spread(relid: pg_sys::Oid) -> Option<String> {
+    let row: Option<(String, String, i64, String)> = crate::sys::pinned(|| {
+        Spi::connect(|client| {
+            let citus = client
+                .select(
+                    "SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
+                    None,
+                    &[],
+                )?
+                .first()
+                .get_one::<bool>()?
+                .unwrap_or(false);
+            if !citus {
+                return Ok(None);
+            }
+            let rows = client.select(
+                "SELECT p.partmethod::pg_catalog.text, p.repmodel::pg_catalog.text,
+                        (SELECT count(*) FROM pg_catalog.pg_dist_shard s
+                          WHERE s.logicalrelid OPERATOR(pg_catalog.=) p.logicalrelid),
+                        coalesce((SELECT pg_catalog.string_agg(n.node, ', ' ORDER BY n.node)
+                                    FROM (SELECT DISTINCT d.nodename OPERATOR(pg_catalog.||) ':'
+                                                 OPERATOR(pg_catalog.||) d.nodeport::pg_catalog.text AS node
+                                            FROM pg_catalog.pg_dist_shard s
+                                            JOIN pg_catalog.pg_dist_placement pl ON pl.shardid OPERATOR(pg_catalog.=) s.shardid
+                                            JOIN pg_catalog.pg_dist_node d ON d.groupid OPERATOR(pg_catalog.=) pl.groupid
+                                           WHERE s.logicalrelid OPERATOR(pg_catalog.=) p.logicalrelid) n), '')
+                   FROM pg_catalog.pg_dist_partition p
+                  WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
+                None,
+                &[relid.into()],
+            )?;
+            Ok::<_, pgrx::spi::SpiError>(rows.into_iter().next().map(|r| {
+                (
+                    r.get::<String>(1).ok().flatten().unwrap_or_default(),
+                    r.get::<String>(2).ok().flatten().unwrap_or_default(),
+                    r.get::<i64>(3).ok().flatten().unwrap_or(0),
+                    r.get::<String>(4).ok().flatten().unwrap_or_default(),
+                )
+            }))
+        })
+    })
+    .ok()
+    .flatten();
+    let (method, repmodel, shards, nodes) = row?;
+    if method != "n" {
+        Some(format!(
+            "{} is a Citus distributed table: the statement runs on each of its {shards} shards, on nodes {nodes} (migrate_backfill does it shard by shard, each on its node).",
+            rel_display(relid)
+        ))
+    } else if repmodel == "t" {
+        Some(format!(
+            "{} is a Citus reference table: the statement runs on its copy on every node ({nodes}).",
+            rel_display(relid)
+        ))
+    } else {
+        None
+    }
+}

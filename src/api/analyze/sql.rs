@@ -273,6 +273,9 @@ pub fn analyze(sql: &str) -> Vec<Row> {
             if let Some(w) = &t.why {
                 reason = format!("{reason} ({w})");
             }
+            if let Some(spread) = t.relid.and_then(super::lookup::citus_spread) {
+                reason = format!("{reason} {spread}");
+            }
             rows.push((
                 p.number as i32,
                 p.text.clone(),
