@@ -947,6 +947,20 @@ pub fn slices_running(parent: i64) -> i64 {
     .unwrap_or(0)
 }
 
+/// Lock job `id`'s row for this transaction if no one else holds it.
+pub fn try_lock(id: i64) -> bool {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT 1 FROM pgmigrate.jobs j WHERE j.job_id = $1 FOR NO KEY UPDATE SKIP LOCKED",
+                None,
+                &[id.into()],
+            )
+            .map(|r| !r.is_empty())
+    })
+    .or_bug("locking a job")
+}
+
 /// A job's counters as another server reports them (a slice that follows
 /// its shard's job on a Citus node), with what it waits for.
 pub fn mirror(id: i64, rows_done: i64, rows_updated: i64, estimate: i64, reason: Option<&str>) {

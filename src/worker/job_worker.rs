@@ -12,12 +12,6 @@ use pgrx::bgworkers::*;
 use pgrx::prelude::*;
 
 const USECS_PER_SEC: i64 = 1_000_000;
-/// After a job ends, a worker looks for the next one for this long before
-/// it exits: jobs queued one after another (the shards of a distributed
-/// table, the jobs of one `migrate`) then start at once, without a new
-/// process (which, with Citus loaded, takes some 100 ms to start).
-const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
-const LINGER_LOOK: std::time::Duration = std::time::Duration::from_millis(20);
 
 unsafe extern "C-unwind" {
     /// PostgreSQL's SIGTERM handler for backends (postgres.c).
@@ -55,7 +49,6 @@ pub extern "C-unwind" fn pg_migrate_worker_main(arg: pg_sys::Datum) {
     // Whether this database was checked for jobs restored from a dump.
     let mut adopted = false;
 
-    let mut last_job_end: Option<std::time::Instant> = None;
     loop {
         pg_sys::check_for_interrupts!();
         if BackgroundWorker::sighup_received() {
@@ -131,16 +124,10 @@ pub extern "C-unwind" fn pg_migrate_worker_main(arg: pg_sys::Datum) {
                     _ => None,
                 };
                 runner::drive(id, &kind);
-                last_job_end = Some(std::time::Instant::now());
             }
             Ok(Claim::NotInstalled) => {
                 schedule(dboid, now + 10 * naptime);
                 break;
-            }
-            Ok(Claim::Idle(_)) if last_job_end.is_some_and(|t| t.elapsed() < LINGER) => {
-                if !BackgroundWorker::wait_latch(Some(LINGER_LOOK)) {
-                    break;
-                }
             }
             Ok(Claim::Idle(due)) => {
                 let wait = due.map_or(naptime, |s| {

@@ -435,6 +435,39 @@ fn wait_command(shard: &RemoteShard, id: i64) -> String {
     format!("DO {tag}{body}{tag}")
 }
 
+/// The id of the shard's job this slice sent, if any (as text; empty
+/// when there is none).
+fn find_command(spec: &BackfillSpec, shard: &RemoteShard, token: &str) -> String {
+    let b = Backfill {
+        schema: &shard.schema,
+        table: &shard.table,
+        walk: &spec.walk,
+        set_clause: &spec.set_clause,
+        where_clause: spec.where_clause.as_deref(),
+    };
+    format!(
+        "SELECT ({})::pg_catalog.text",
+        sent_job(shard, token, &b.plain_update())
+    )
+}
+
+/// A query of the job on the node that has the shard, the command and the
+/// slice's time as run_at, owned by the current role.
+fn sent_job(shard: &RemoteShard, token: &str, command: &str) -> String {
+    format!(
+        "SELECT p.job_id FROM {progress} p
+          WHERE p.kind OPERATOR(pg_catalog.=) 'backfill'
+            AND p.owner::pg_catalog.oid OPERATOR(pg_catalog.=)
+                (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER)
+            AND p.run_at OPERATOR(pg_catalog.=) {token}::pg_catalog.timestamptz
+            AND p.command OPERATOR(pg_catalog.=) {command}
+          ORDER BY p.job_id DESC LIMIT 1",
+        progress = qualified_function(shard, "migrate_progress"),
+        token = literal(token),
+        command = literal(command),
+    )
+}
+
 fn look_command(shard: &RemoteShard, id: i64) -> String {
     format!(
         "SELECT pg_catalog.json_build_object('state', p.state, 'rows_done', p.rows_done,
@@ -505,7 +538,8 @@ pub fn controlled(slice: &Job, action: Control) -> Vec<String> {
 /// jobs of every slice of its lane that has none yet, in order, each gated
 /// on the one before it there, so that the node runs the lane's shards
 /// back to back (the slices that follow them later find them sent).
-fn send_lane(job: &Job, spec: &BackfillSpec, shard: &RemoteShard) -> Result<(), NodeError> {
+/// Ok(false): another slice of the job is sending now; look again soon.
+fn send_lane(job: &Job, spec: &BackfillSpec, shard: &RemoteShard) -> Result<bool, NodeError> {
     let parent = job.parent.and_then(|p| as_owner(|| jobs::get(p, false)));
     let share = parent
         .as_ref()
@@ -523,9 +557,29 @@ fn send_lane(job: &Job, spec: &BackfillSpec, shard: &RemoteShard) -> Result<(), 
             .collect(),
         _ => vec![(job.clone(), spec.clone(), shard.clone())],
     };
+    if lane.len() > 1 {
+        // An earlier slice of the lane may have sent this one's job already.
+        let token = as_owner(|| created_at(job.id));
+        let found = match as_job_owner(job, spec, true, || {
+            on_node(shard, &find_command(spec, shard, &token))
+        }) {
+            Ok(Ok(answer)) => answer.trim().parse::<i64>().ok(),
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(NodeError::Refused(e.message)),
+        };
+        if let Some(id) = found {
+            as_owner(|| jobs::set_cursor(job.id, &[id.to_string()]));
+            return Ok(true);
+        }
+        // One slice of the job sends at a time (the others look again
+        // soon): two could otherwise both miss a job and both send it.
+        if !as_owner(|| jobs::try_lock(parent.as_ref().map_or(job.id, |p| p.id))) {
+            return Ok(false);
+        }
+    }
     let mut before: Option<i64> = None;
     for (s, sp, r) in &lane {
-        if let Some(id) = remote_id(s) {
+        if let Some(id) = remote_id(s).filter(|_| s.id == job.id) {
             before = Some(id);
             continue;
         }
@@ -541,8 +595,8 @@ fn send_lane(job: &Job, spec: &BackfillSpec, shard: &RemoteShard) -> Result<(), 
                 "it answered {answer:?} to migrate_backfill"
             )));
         };
-        as_owner(|| jobs::set_cursor(s.id, &[id.to_string()]));
         if s.id == job.id {
+            as_owner(|| jobs::set_cursor(s.id, &[id.to_string()]));
             let reason = format!(
                 "job {id} on {} backfills {}",
                 r.node(),
@@ -552,7 +606,7 @@ fn send_lane(job: &Job, spec: &BackfillSpec, shard: &RemoteShard) -> Result<(), 
         }
         before = Some(id);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The step of a slice that is one shard: send the shard's job to its node
@@ -561,7 +615,13 @@ pub fn step(job: &Job, spec: &BackfillSpec, shard: &RemoteShard, driver: Driver)
     let display = display_qualified(&shard.schema, &shard.table);
     let Some(id) = remote_id(job) else {
         return match send_lane(job, spec, shard) {
-            Ok(()) => looking(driver, None),
+            Ok(true) => looking(driver, None),
+            Ok(false) => StepReport {
+                state: JobState::Running,
+                done: false,
+                sleep_ms: 50,
+                notice: None,
+            },
             Err(NodeError::Unreachable(m)) => unreachable_node(job, shard, &m),
             Err(NodeError::Refused(m)) => fail(
                 job,
