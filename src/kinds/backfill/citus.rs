@@ -122,28 +122,75 @@ pub fn distributed_cached(relid: pg_sys::Oid) -> bool {
     known
 }
 
-/// The rows of a distributed table, from the statistics Citus keeps of its
-/// shards (the coordinator's own table is empty).
-pub fn row_estimate(relid: pg_sys::Oid) -> i64 {
-    crate::sys::pinned(|| {
+/// The rows of each shard (in `shards` order), from its statistics on its
+/// node (the coordinator's own table is empty): one command per node, the
+/// nodes at once.  0 for a shard whose node does not answer.
+pub fn shard_rows(shards: &[RemoteShard]) -> Vec<i64> {
+    let mut nodes: Vec<(&str, i32)> = Vec::new();
+    for s in shards {
+        if !nodes.contains(&(s.host.as_str(), s.port)) {
+            nodes.push((s.host.as_str(), s.port));
+        }
+    }
+    let commands: Vec<String> = nodes
+        .iter()
+        .map(|(host, port)| {
+            let names: Vec<String> = shards
+                .iter()
+                .filter(|s| s.host == *host && s.port == *port)
+                .map(|s| {
+                    literal(&format!(
+                        "{}.{}",
+                        crate::engine::keyset::quote_ident(&s.schema),
+                        crate::engine::keyset::quote_ident(&s.table)
+                    ))
+                })
+                .collect();
+            format!(
+                "SELECT pg_catalog.array_agg(coalesce(
+                        (SELECT GREATEST(c.reltuples, 0)::pg_catalog.int8 FROM pg_catalog.pg_class c
+                          WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(t.name)), 0) ORDER BY t.i)::pg_catalog.text
+                   FROM pg_catalog.unnest(ARRAY[{}]::pg_catalog.text[]) WITH ORDINALITY AS t(name, i)",
+                names.join(", ")
+            )
+        })
+        .collect();
+    let hosts: Vec<String> = nodes.iter().map(|(h, _)| h.to_string()).collect();
+    let ports: Vec<i32> = nodes.iter().map(|(_, p)| *p).collect();
+    let answers: Vec<(String, i32, bool, String)> = crate::sys::pinned(|| {
         Spi::connect(|client| {
             client
                 .select(
-                    "SELECT (SELECT pg_catalog.sum(t.count)::bigint FROM pg_catalog.run_command_on_shards(
-                               $1::pg_catalog.regclass,
-                               'SELECT (CASE WHEN c.reltuples OPERATOR(pg_catalog.>) 0 THEN c.reltuples ELSE 0 END)::bigint FROM pg_catalog.pg_class c
-                                 WHERE c.oid OPERATOR(pg_catalog.=) ''%s''::pg_catalog.regclass') r,
-                             LATERAL (SELECT CASE WHEN r.success THEN r.result::bigint END AS count) t)",
+                    "SELECT r.node_name, r.node_port, r.success, r.result
+                       FROM pg_catalog.master_run_on_worker($1, $2, $3, true) r",
                     None,
-                    &[relid.into()],
+                    &[hosts.into(), ports.into(), commands.into()],
                 )?
-                .first()
-                .get_one::<i64>()
+                .map(|r| {
+                    Ok((
+                        r.get(1)?.unwrap_or_default(),
+                        r.get(2)?.unwrap_or(0),
+                        r.get(3)?.unwrap_or(false),
+                        r.get(4)?.unwrap_or_default(),
+                    ))
+                })
+                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
         })
     })
-    .ok()
-    .flatten()
-    .unwrap_or(0)
+    .unwrap_or_default();
+    let mut rows = vec![0; shards.len()];
+    for (host, port, ok, answer) in answers {
+        let Some(counts) = ok.then(|| lane_ids(&answer)).flatten() else {
+            continue;
+        };
+        let mut counts = counts.into_iter();
+        for (i, s) in shards.iter().enumerate() {
+            if s.host == host && s.port == port {
+                rows[i] = counts.next().unwrap_or(0);
+            }
+        }
+    }
+    rows
 }
 
 /// The shards of a distributed table with the node of each, in shard
@@ -284,15 +331,16 @@ fn qualified_function(shard: &RemoteShard, name: &str) -> String {
     )
 }
 
-/// The command that queues the shard's job on its node, unless an earlier
-/// run of this slice queued it already (same shard, same command, the
-/// slice's `token` as its run_at): then it answers that job's id.
-pub fn submit_command(
+/// The expression that queues the shard's job on its node, unless an
+/// earlier run of this slice queued it already (same shard, same command,
+/// the slice's `token` as its run_at): then it is that job's id.  `after`
+/// is an SQL expression of the id of the job it must wait for, if any.
+fn submit_expr(
     spec: &BackfillSpec,
     shard: &RemoteShard,
     token: &str,
     share: i64,
-    after: Option<i64>,
+    after: Option<&str>,
 ) -> String {
     let b = Backfill {
         schema: &shard.schema,
@@ -332,7 +380,7 @@ pub fn submit_command(
         literal(token)
     ));
     if let Some(id) = after {
-        args.push(format!("after_jobs => ARRAY[{id}]::bigint[]"));
+        args.push(format!("after_jobs => ARRAY[{id}]::pg_catalog.int8[]"));
     }
     let p = &spec.pace;
     if let Some(v) = p.target_batch_ms {
@@ -371,10 +419,39 @@ pub fn submit_command(
             crate::engine::pace::OnError::Skip => "skip",
         })
     ));
-    // The submitter's settings, for this transaction on the node: the job
-    // there keeps them for its batches.
-    let settings: Vec<String> = spec
-        .settings
+    format!(
+        "COALESCE(
+                  (SELECT p.job_id FROM {progress} p
+                    WHERE p.kind OPERATOR(pg_catalog.=) 'backfill'
+                      AND p.owner::pg_catalog.oid OPERATOR(pg_catalog.=)
+                          (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER)
+                      AND p.run_at OPERATOR(pg_catalog.=) {token}::pg_catalog.timestamptz
+                      AND p.command OPERATOR(pg_catalog.=) {command}
+                    ORDER BY p.job_id DESC LIMIT 1),
+                  {submit}({args}))",
+        progress = qualified_function(shard, "migrate_progress"),
+        token = literal(token),
+        command = literal(&command),
+        submit = qualified_function(shard, "migrate_backfill"),
+        args = args.join(", "),
+    )
+}
+
+/// The one command that queues a lane's jobs on its node (each gated on
+/// the one before it, the first on the job `before` if any), in one
+/// transaction there, answering their ids as an array (text).  Each
+/// `(spec, shard, token)` is one slice of the lane, in lane order.  The
+/// submitter's settings hold for this transaction on the node: the jobs
+/// keep them for their batches.
+pub fn lane_command(
+    slices: &[(&BackfillSpec, &RemoteShard, String)],
+    share: i64,
+    before: Option<i64>,
+) -> String {
+    let settings: Vec<String> = slices
+        .first()
+        .map(|(spec, _, _)| spec.settings.clone())
+        .unwrap_or_default()
         .iter()
         .map(|(n, v)| {
             format!(
@@ -384,28 +461,48 @@ pub fn submit_command(
             )
         })
         .collect();
-    format!(
-        "SELECT COALESCE(
-                  (SELECT p.job_id FROM {progress} p
-                    WHERE p.kind OPERATOR(pg_catalog.=) 'backfill'
-                      AND p.owner::pg_catalog.oid OPERATOR(pg_catalog.=)
-                          (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER)
-                      AND p.run_at OPERATOR(pg_catalog.=) {token}::pg_catalog.timestamptz
-                      AND p.command OPERATOR(pg_catalog.=) {command}
-                    ORDER BY p.job_id DESC LIMIT 1),
-                  {submit}({args}))
-           FROM (SELECT {settings}) AS s",
-        progress = qualified_function(shard, "migrate_progress"),
-        token = literal(token),
-        command = literal(&command),
-        submit = qualified_function(shard, "migrate_backfill"),
-        args = args.join(", "),
-        settings = if settings.is_empty() {
+    let mut ctes = vec![format!(
+        "_pgm0 AS MATERIALIZED (SELECT {})",
+        if settings.is_empty() {
             "1".to_string()
         } else {
             settings.join(", ")
-        },
+        }
+    )];
+    for (i, (spec, shard, token)) in slices.iter().enumerate() {
+        let prev = format!("_pgm{i}");
+        let (after, ids) = if i == 0 {
+            (
+                before.map(|id| id.to_string()),
+                "ARRAY[]::pg_catalog.int8[]".to_string(),
+            )
+        } else {
+            (
+                Some(format!("{prev}.ids[pg_catalog.cardinality({prev}.ids)]")),
+                format!("{prev}.ids"),
+            )
+        };
+        ctes.push(format!(
+            "_pgm{n} AS MATERIALIZED (SELECT pg_catalog.array_append({ids}, {expr}) AS ids FROM {prev})",
+            n = i + 1,
+            expr = submit_expr(spec, shard, token, share, after.as_deref()),
+        ));
+    }
+    format!(
+        "WITH {} SELECT _pgm{}.ids::pg_catalog.text FROM _pgm{}",
+        ctes.join(",\n"),
+        slices.len(),
+        slices.len()
     )
+}
+
+/// The ids in a lane command's answer ("{12,13}").
+pub fn lane_ids(answer: &str) -> Option<Vec<i64>> {
+    let inner = answer.trim().strip_prefix('{')?.strip_suffix('}')?;
+    if inner.is_empty() {
+        return Some(Vec::new());
+    }
+    inner.split(',').map(|v| v.trim().parse().ok()).collect()
 }
 
 /// A command that waits on the node, up to about a second, for the shard's
@@ -577,24 +674,33 @@ fn send_lane(job: &Job, spec: &BackfillSpec, shard: &RemoteShard) -> Result<bool
             return Ok(false);
         }
     }
+    // The lane's jobs go in one command, so the lock above is held for
+    // one round trip, and the other lanes are sent right after.
     let mut before: Option<i64> = None;
+    let mut sending: Vec<(&Job, &BackfillSpec, &RemoteShard)> = Vec::new();
     for (s, sp, r) in &lane {
-        if let Some(id) = remote_id(s).filter(|_| s.id == job.id) {
-            before = Some(id);
-            continue;
+        match remote_id(s).filter(|_| s.id == job.id) {
+            Some(id) if sending.is_empty() => before = Some(id),
+            _ => sending.push((s, sp, r)),
         }
-        let token = as_owner(|| created_at(s.id));
-        let command = submit_command(sp, r, &token, share, before);
-        let answer = match as_job_owner(job, spec, true, || on_node(r, &command)) {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => return Err(e),
-            Err(e) => return Err(NodeError::Refused(e.message)),
-        };
-        let Ok(id) = answer.trim().parse::<i64>() else {
-            return Err(NodeError::Refused(format!(
-                "it answered {answer:?} to migrate_backfill"
-            )));
-        };
+    }
+    if sending.is_empty() {
+        return Ok(true);
+    }
+    let slices: Vec<(&BackfillSpec, &RemoteShard, String)> = sending
+        .iter()
+        .map(|(s, sp, r)| (*sp, *r, as_owner(|| created_at(s.id))))
+        .collect();
+    let command = lane_command(&slices, share, before);
+    let answer = match as_job_owner(job, spec, true, || on_node(shard, &command)) {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => return Err(e),
+        Err(e) => return Err(NodeError::Refused(e.message)),
+    };
+    let ids = lane_ids(&answer)
+        .filter(|ids| ids.len() == sending.len())
+        .ok_or_else(|| NodeError::Refused(format!("it answered {answer:?} to migrate_backfill")))?;
+    for ((s, _, r), id) in sending.iter().zip(ids) {
         if s.id == job.id {
             as_owner(|| jobs::set_cursor(s.id, &[id.to_string()]));
             let reason = format!(
@@ -604,7 +710,6 @@ fn send_lane(job: &Job, spec: &BackfillSpec, shard: &RemoteShard) -> Result<bool
             );
             as_owner(|| jobs::mirror(job.id, 0, 0, job.rows_estimate.unwrap_or(0), Some(&reason)));
         }
-        before = Some(id);
     }
     Ok(true)
 }
@@ -821,4 +926,91 @@ fn created_at(id: i64) -> String {
     })
     .or_bug("reading a slice")
     .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{lane_command, lane_ids};
+    use crate::engine::keyset::{BackfillSpec, KeyColumn, Walk};
+    use crate::engine::shards::RemoteShard;
+
+    fn spec() -> BackfillSpec {
+        BackfillSpec {
+            set_clause: "n = n + 1".into(),
+            where_clause: None,
+            walk: Walk::Key {
+                columns: vec![KeyColumn {
+                    name: "id".into(),
+                    type_name: "\"pg_catalog\".\"int8\"".into(),
+                    has_max: true,
+                }],
+            },
+            sleep_ms: 0,
+            lock_timeout_ms: 1000,
+            statement_timeout_ms: 0,
+            max_retries: 3,
+            settings: vec![("TimeZone".into(), "UTC".into())],
+            fixed_batch_size: None,
+            pace: Default::default(),
+            on_error: Default::default(),
+            parallel: None,
+            remote: None,
+        }
+    }
+
+    fn shard(id: i64) -> RemoteShard {
+        RemoteShard {
+            shard_id: id,
+            schema: "public".into(),
+            table: format!("items_{id}"),
+            host: "10.0.0.1".into(),
+            port: 5432,
+            extension_schema: "public".into(),
+            lane: Some(0),
+        }
+    }
+
+    #[test]
+    fn a_lane_goes_in_one_command_each_job_after_the_one_before() {
+        let spec = spec();
+        let (a, b, c) = (shard(1), shard(2), shard(3));
+        let slices = vec![
+            (&spec, &a, "2026-12-06 00:00:01+00".to_string()),
+            (&spec, &b, "2026-12-06 00:00:02+00".to_string()),
+            (&spec, &c, "2026-12-06 00:00:03+00".to_string()),
+        ];
+        let sql = lane_command(&slices, 2, Some(41));
+        // The settings once, first; then one queued job per shard.
+        assert!(sql.starts_with("WITH _pgm0 AS MATERIALIZED (SELECT pg_catalog.set_config('TimeZone', 'UTC', true))"), "{sql}");
+        assert_eq!(sql.matches("\"public\".migrate_backfill(").count(), 3);
+        // The first waits for the job before the lane, each next one for
+        // the one queued before it.
+        assert!(
+            sql.contains("after_jobs => ARRAY[41]::pg_catalog.int8[]"),
+            "{sql}"
+        );
+        assert!(sql.contains("after_jobs => ARRAY[_pgm1.ids[pg_catalog.cardinality(_pgm1.ids)]]"));
+        assert!(sql.contains("after_jobs => ARRAY[_pgm2.ids[pg_catalog.cardinality(_pgm2.ids)]]"));
+        assert!(
+            sql.ends_with("SELECT _pgm3.ids::pg_catalog.text FROM _pgm3"),
+            "{sql}"
+        );
+        // Each finds the job an earlier try queued (by its slice's time).
+        assert!(sql.contains("'2026-12-06 00:00:02+00'::pg_catalog.timestamptz"));
+        assert!(sql.contains("'UPDATE \"public\".\"items_3\" SET"));
+        // No operator left to the search_path.
+        assert!(!sql.replace("n = n + 1", "").contains(" = "), "{sql}");
+        // Without a job before it, the first waits for none.
+        let sql = lane_command(&slices[..1], 1, None);
+        assert!(!sql.contains("after_jobs"), "{sql}");
+    }
+
+    #[test]
+    fn lane_answers_parse() {
+        assert_eq!(lane_ids("{12,13,14}"), Some(vec![12, 13, 14]));
+        assert_eq!(lane_ids(" {7}\n"), Some(vec![7]));
+        assert_eq!(lane_ids("{}"), Some(vec![]));
+        assert_eq!(lane_ids("{12,x}"), None);
+        assert_eq!(lane_ids("12"), None);
+    }
 }

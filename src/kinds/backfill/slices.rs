@@ -197,11 +197,11 @@ fn partitions(job: &Job, spec: &BackfillSpec) -> Result<Vec<Planned>, Caught> {
 fn shards(job: &Job, spec: &BackfillSpec) -> Result<Vec<Planned>, Caught> {
     let mut shards = as_owner(|| super::citus::shards(job.relid))?;
     crate::engine::shards::assign_lanes(&mut shards, spec.parallel.unwrap_or(1));
-    let estimate = as_owner(|| super::citus::row_estimate(job.relid));
-    let count = shards.len().max(1) as i64;
+    let rows = as_owner(|| super::citus::shard_rows(&shards));
     Ok(shards
         .into_iter()
-        .map(|shard| {
+        .zip(rows)
+        .map(|(shard, estimate)| {
             let b = Backfill {
                 schema: &shard.schema,
                 table: &shard.table,
@@ -218,7 +218,7 @@ fn shards(job: &Job, spec: &BackfillSpec) -> Result<Vec<Planned>, Caught> {
                 cursor: None,
                 lower: None,
                 upper: None,
-                estimate: estimate / count,
+                estimate,
                 remote: Some(shard),
             }
         })
