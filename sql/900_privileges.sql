@@ -46,7 +46,7 @@ GRANT EXECUTE ON FUNCTION
     pgmigrate._wait_poll(bigint, boolean), pgmigrate._wait_timeout(bigint, interval),
     pgmigrate._exec_begin(text, interval, integer, interval, text[]),
     pgmigrate._exec_attempt(bigint, integer), pgmigrate._exec_finish(bigint),
-    pgmigrate._exec_raise(bigint),
+    pgmigrate._exec_raise(bigint), pgmigrate._follow(bigint, integer),
     pgmigrate.backend_alive(integer, timestamptz), pgmigrate.build_progress(integer, timestamptz),
     pgmigrate.gate_closed(bigint),
     pgmigrate.lock_conflicts(text, text), pgmigrate.lock_mode(text), pgmigrate.role_label(name, oid)

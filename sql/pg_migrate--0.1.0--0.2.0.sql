@@ -228,3 +228,11 @@ SELECT j.job_id,
               coalesce(sl.rate, j.rate) AS rate,
               coalesce(sl.throttled_ms, j.throttled_ms) AS throttled_ms,
               coalesce(sl.skipped, j.skipped) AS skipped) e;
+
+-- A Citus coordinator follows the job it sent a node for a shard with one
+-- call there (it waits up to a time for the job to end, then answers).
+CREATE FUNCTION pgmigrate."_follow"("job" bigint, "wait_ms" INT) RETURNS TEXT
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c AS 'MODULE_PATHNAME', 'follow_wrapper';
+REVOKE EXECUTE ON FUNCTION pgmigrate._follow(bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgmigrate._follow(bigint, integer) TO PUBLIC;

@@ -547,3 +547,18 @@ pub fn sqlstate_code(state: &str) -> pgrx::PgSqlErrorCode {
     });
     pgrx::PgSqlErrorCode::from(packed)
 }
+
+/// Sleep `ms` milliseconds in this backend, woken early by its latch;
+/// a cancel or terminate interrupts it.
+pub fn nap_ms(ms: i64) {
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            ms,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    pgrx::check_for_interrupts!();
+}

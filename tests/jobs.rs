@@ -746,3 +746,51 @@ fn a_job_that_cannot_get_its_table_in_time_retries() {
     wait_state(&mut c, id, "succeeded", LONG);
     assert_exactly_once(&mut c, "t", 5_000);
 }
+
+/// A backfill queued after a like one (same owner, same clauses) starts at
+/// the batch size that one reached; one with another clause starts at the
+/// first batch size.  (A Citus node runs its shards' jobs so, one after
+/// another.)
+#[test]
+fn a_job_after_a_like_one_starts_at_its_batch_size() {
+    let cl = Cluster::start("inherit_size");
+    let mut c = cl.create_db("app");
+    for t in ["a", "b", "c"] {
+        counter_table(&mut c, t, 20_000);
+    }
+    let first = submit(
+        &mut c,
+        "SELECT migrate_backfill('a', 'n = n + 1', run_at => now() + interval '1 hour')",
+    );
+    let like = submit(
+        &mut c,
+        &format!("SELECT migrate_backfill('b', 'n = n + 1', after_jobs => ARRAY[{first}])"),
+    );
+    let other = submit(
+        &mut c,
+        &format!("SELECT migrate_backfill('c', 'n = n + 2', after_jobs => ARRAY[{first}])"),
+    );
+    c.batch_execute(&format!("CALL migrate_run({first})"))
+        .unwrap();
+    wait_state(&mut c, like, "succeeded", LONG);
+    wait_state(&mut c, other, "succeeded", LONG);
+    let reached: i32 = c
+        .query_one(
+            "SELECT batch_size FROM migrate_progress WHERE job_id = $1",
+            &[&first],
+        )
+        .unwrap()
+        .get(0);
+    assert!(reached > 1000, "the first job grew its batches: {reached}");
+    let first_batch = |c: &mut Client, id: i64| -> i32 {
+        c.query_one(
+            "SELECT batch_size FROM migrate_batches WHERE job_id = $1 AND batch_no = 1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert_eq!(first_batch(&mut c, like), reached);
+    assert_eq!(first_batch(&mut c, other), 1000);
+    assert_exactly_once(&mut c, "b", 20_000);
+}

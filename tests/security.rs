@@ -305,6 +305,7 @@ fn other_roles_neither_see_nor_change_a_roles_work() {
         format!("SELECT * FROM pgmigrate._run_step({id})"),
         format!("SELECT pgmigrate._job_outcome({id})"),
         format!("SELECT * FROM pgmigrate._wait_poll({id}, false)"),
+        format!("SELECT pgmigrate._follow({id}, 0)"),
         format!("CALL migrate_run({id})"),
         format!("CALL migrate_wait({id})"),
         "SELECT pgmigrate._exec_finish(1)".to_string(),
@@ -330,6 +331,7 @@ fn other_roles_neither_see_nor_change_a_roles_work() {
             || f.starts_with("pgmigrate._wait_")
             || f.starts_with("pgmigrate._exec_")
             || f.starts_with("pgmigrate._job_outcome")
+            || f.starts_with("pgmigrate._follow")
             || f.starts_with("pgmigrate.backend_alive")
             || f.starts_with("pgmigrate.build_progress")
             || f.starts_with("pgmigrate.gate_closed")

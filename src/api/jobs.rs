@@ -401,6 +401,36 @@ fn wait_poll(
     TableIterator::once((state.as_str().to_string(), state.is_terminal(), notice))
 }
 
+/// A Citus coordinator follows the job it sent this node for a shard: wait
+/// up to `wait_ms` for the job to end or stop (a look every 10 ms, each
+/// with a fresh snapshot), then answer what it shows, as json text.  One
+/// call, one connection from the coordinator, however long the wait.
+#[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_follow")]
+fn follow(job: i64, wait_ms: i32) -> Option<String> {
+    let started = Instant::now();
+    let fresh = |f: &dyn Fn() -> Job| -> Job {
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+        let j = f();
+        unsafe { pg_sys::PopActiveSnapshot() };
+        j
+    };
+    loop {
+        let j = fresh(&|| accessible(Some(job), false));
+        let going = matches!(
+            j.state,
+            JobState::Queued | JobState::Running | JobState::Waiting
+        );
+        if !going || started.elapsed().as_millis() >= wait_ms.max(0) as u128 {
+            break;
+        }
+        sys::nap_ms(10);
+    }
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    let seen = as_owner(|| jobs::seen(job));
+    unsafe { pg_sys::PopActiveSnapshot() };
+    seen
+}
+
 /// CALL migrate_wait gave up.
 #[pg_extern(
     volatile,

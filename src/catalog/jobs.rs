@@ -489,6 +489,51 @@ pub fn set_bounds(id: i64, lower: Option<Vec<String>>, upper: Option<Vec<String>
     });
 }
 
+/// The batch size a backfill ended with that job `id` waits for
+/// (`after_jobs`) and that did the same (same owner, same clauses) and
+/// succeeded: the latest of them.  A chain of like jobs (a Citus node's
+/// shards, one after another) starts each where the one before ended
+/// instead of at the first batch size.
+pub fn inherited_batch_size(id: i64) -> Option<i64> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT p.batch_size::pg_catalog.int8
+               FROM pgmigrate.gates g
+               JOIN pgmigrate.jobs j ON j.job_id OPERATOR(pg_catalog.=) g.job_id
+               JOIN pgmigrate.jobs p ON p.job_id OPERATOR(pg_catalog.=) g.after_job
+              WHERE g.job_id OPERATOR(pg_catalog.=) $1
+                AND p.kind OPERATOR(pg_catalog.=) 'backfill' AND j.kind OPERATOR(pg_catalog.=) 'backfill'
+                AND p.state OPERATOR(pg_catalog.=) 'succeeded'
+                AND p.owner OPERATOR(pg_catalog.=) j.owner
+                AND p.batch_size IS NOT NULL AND p.batches OPERATOR(pg_catalog.>) 0
+                AND (p.spec OPERATOR(pg_catalog.->) 'set_clause') OPERATOR(pg_catalog.=) (j.spec OPERATOR(pg_catalog.->) 'set_clause')
+                AND (p.spec OPERATOR(pg_catalog.->) 'where_clause') IS NOT DISTINCT FROM (j.spec OPERATOR(pg_catalog.->) 'where_clause')
+              ORDER BY p.finished_at DESC LIMIT 1",
+            None,
+            &[id.into()],
+        )?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        rows.first().get_one::<i64>()
+    })
+    .or_bug("reading the batch size of an earlier job")
+}
+
+/// A job as a coordinator that follows it sees it (json text): its id,
+/// state, counts, error and what it waits for.
+pub fn seen(id: i64) -> Option<String> {
+    Spi::get_one_with_args::<String>(
+        "SELECT pg_catalog.json_build_object('job_id', j.job_id, 'state', j.state,
+                'rows_done', j.rows_done, 'rows_updated', j.rows_updated,
+                'rows_total', coalesce(j.rows_total, j.rows_estimate), 'skipped', j.skipped,
+                'error', j.error, 'wait_reason', j.wait_reason)::pg_catalog.text
+           FROM pgmigrate.jobs j WHERE j.job_id OPERATOR(pg_catalog.=) $1",
+        &[id.into()],
+    )
+    .or_bug("reading a job for its coordinator")
+}
+
 /// What one batch did, committed with the batch itself.
 pub struct BatchDone {
     /// The key the batch began after (its history's lower bound).

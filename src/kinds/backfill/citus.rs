@@ -29,9 +29,9 @@ use crate::sys::Caught;
 use pgrx::prelude::*;
 use serde::Deserialize;
 
-/// How many times (10 ms apart) a slice looks at its shard's job on the
-/// node in one command.
-const WAIT_LOOKS: i32 = 100;
+/// How long one command of a slice waits on the node for its shard's job
+/// to end or stop (it looks every 10 ms there) before it answers.
+const FOLLOW_MS: i32 = 1000;
 /// How long a slice waits before trying an unreachable node again.
 const NODE_AGAIN_MS: i64 = 1000;
 
@@ -273,6 +273,8 @@ fn caught(sqlstate: &str, message: String, hint: Option<String>) -> Caught {
 /// What the node said of the shard's job.
 #[derive(Debug, Deserialize)]
 struct Seen {
+    #[serde(default)]
+    job_id: Option<i64>,
     state: String,
     rows_done: i64,
     rows_updated: i64,
@@ -505,35 +507,15 @@ pub fn lane_ids(answer: &str) -> Option<Vec<i64>> {
     inner.split(',').map(|v| v.trim().parse().ok()).collect()
 }
 
-/// A command that waits on the node, up to about a second, for the shard's
-/// job to end or stop (looking every 10 ms; each look of a PL/pgSQL block
-/// has a fresh snapshot), so that the slice sees the end at once without a
-/// connection for every look.
-fn wait_command(shard: &RemoteShard, id: i64) -> String {
-    let body = format!(
-        "DECLARE i integer := 0;
-         BEGIN
-             LOOP
-                 EXIT WHEN i OPERATOR(pg_catalog.>=) {WAIT_LOOKS} OR NOT EXISTS (
-                     SELECT FROM {progress} p
-                      WHERE p.job_id OPERATOR(pg_catalog.=) {id}
-                        AND p.state OPERATOR(pg_catalog.<>) ALL (ARRAY['succeeded', 'failed', 'cancelled', 'paused']));
-                 PERFORM pg_catalog.pg_sleep(0.01);
-                 i := i OPERATOR(pg_catalog.+) 1;
-             END LOOP;
-         END",
-        progress = qualified_function(shard, "migrate_progress"),
-    );
-    let tag = if body.contains("$pgm$") {
-        "$pgm1$"
-    } else {
-        "$pgm$"
-    };
-    format!("DO {tag}{body}{tag}")
+/// The command that follows a shard's job on its node: it waits there up
+/// to FOLLOW_MS for the job to end or stop, then answers what the job
+/// shows (json; empty when `job` names no job).  `job` is an SQL
+/// expression of its id.
+fn follow_command(job: &str) -> String {
+    format!("SELECT pgmigrate._follow({job}, {FOLLOW_MS})")
 }
 
-/// The id of the shard's job this slice sent, if any (as text; empty
-/// when there is none).
+/// The job a slice sent, found by its token (see `sent_job`), followed.
 fn find_command(spec: &BackfillSpec, shard: &RemoteShard, token: &str) -> String {
     let b = Backfill {
         schema: &shard.schema,
@@ -542,10 +524,7 @@ fn find_command(spec: &BackfillSpec, shard: &RemoteShard, token: &str) -> String
         set_clause: &spec.set_clause,
         where_clause: spec.where_clause.as_deref(),
     };
-    format!(
-        "SELECT ({})::pg_catalog.text",
-        sent_job(shard, token, &b.plain_update())
-    )
+    follow_command(&format!("({})", sent_job(shard, token, &b.plain_update())))
 }
 
 /// A query of the job on the node that has the shard, the command and the
@@ -562,16 +541,6 @@ fn sent_job(shard: &RemoteShard, token: &str, command: &str) -> String {
         progress = qualified_function(shard, "migrate_progress"),
         token = literal(token),
         command = literal(command),
-    )
-}
-
-fn look_command(shard: &RemoteShard, id: i64) -> String {
-    format!(
-        "SELECT pg_catalog.json_build_object('state', p.state, 'rows_done', p.rows_done,
-                 'rows_updated', p.rows_updated, 'rows_total', p.rows_total, 'skipped', p.skipped,
-                 'error', p.error, 'wait_reason', p.wait_reason)::pg_catalog.text
-           FROM {} p WHERE p.job_id OPERATOR(pg_catalog.=) {id}",
-        qualified_function(shard, "migrate_progress")
     )
 }
 
@@ -636,7 +605,18 @@ pub fn controlled(slice: &Job, action: Control) -> Vec<String> {
 /// on the one before it there, so that the node runs the lane's shards
 /// back to back (the slices that follow them later find them sent).
 /// Ok(false): another slice of the job is sending now; look again soon.
-fn send_lane(job: &Job, spec: &BackfillSpec, shard: &RemoteShard) -> Result<bool, NodeError> {
+/// What `send_lane` did.
+enum Lane {
+    /// An earlier slice of the lane sent this one's job: what it shows
+    /// (the answer of a follow command).
+    Found(String),
+    /// It sent the lane (or this slice's job).
+    Sent,
+    /// Another slice of the job sends now: look again soon.
+    Busy,
+}
+
+fn send_lane(job: &Job, spec: &BackfillSpec, shard: &RemoteShard) -> Result<Lane, NodeError> {
     let parent = job.parent.and_then(|p| as_owner(|| jobs::get(p, false)));
     let share = parent
         .as_ref()
@@ -655,23 +635,21 @@ fn send_lane(job: &Job, spec: &BackfillSpec, shard: &RemoteShard) -> Result<bool
         _ => vec![(job.clone(), spec.clone(), shard.clone())],
     };
     if lane.len() > 1 {
-        // An earlier slice of the lane may have sent this one's job already.
+        // An earlier slice of the lane may have sent this one's job
+        // already: then follow it at once (the same command).
         let token = as_owner(|| created_at(job.id));
-        let found = match as_job_owner(job, spec, true, || {
+        match as_job_owner(job, spec, true, || {
             on_node(shard, &find_command(spec, shard, &token))
         }) {
-            Ok(Ok(answer)) => answer.trim().parse::<i64>().ok(),
+            Ok(Ok(answer)) if !answer.trim().is_empty() => return Ok(Lane::Found(answer)),
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
             Err(e) => return Err(NodeError::Refused(e.message)),
         };
-        if let Some(id) = found {
-            as_owner(|| jobs::set_cursor(job.id, &[id.to_string()]));
-            return Ok(true);
-        }
         // One slice of the job sends at a time (the others look again
         // soon): two could otherwise both miss a job and both send it.
         if !as_owner(|| jobs::try_lock(parent.as_ref().map_or(job.id, |p| p.id))) {
-            return Ok(false);
+            return Ok(Lane::Busy);
         }
     }
     // The lane's jobs go in one command, so the lock above is held for
@@ -685,7 +663,7 @@ fn send_lane(job: &Job, spec: &BackfillSpec, shard: &RemoteShard) -> Result<bool
         }
     }
     if sending.is_empty() {
-        return Ok(true);
+        return Ok(Lane::Sent);
     }
     let slices: Vec<(&BackfillSpec, &RemoteShard, String)> = sending
         .iter()
@@ -711,93 +689,105 @@ fn send_lane(job: &Job, spec: &BackfillSpec, shard: &RemoteShard) -> Result<bool
             as_owner(|| jobs::mirror(job.id, 0, 0, job.rows_estimate.unwrap_or(0), Some(&reason)));
         }
     }
-    Ok(true)
+    Ok(Lane::Sent)
 }
 
 /// The step of a slice that is one shard: send the shard's job to its node
 /// (first time), then follow it.
 pub fn step(job: &Job, spec: &BackfillSpec, shard: &RemoteShard, driver: Driver) -> StepReport {
     let display = display_qualified(&shard.schema, &shard.table);
-    let Some(id) = remote_id(job) else {
-        return match send_lane(job, spec, shard) {
-            Ok(true) => looking(driver, None),
-            Ok(false) => StepReport {
-                state: JobState::Running,
-                done: false,
-                sleep_ms: 50,
-                notice: None,
-            },
-            Err(NodeError::Unreachable(m)) => unreachable_node(job, shard, &m),
-            Err(NodeError::Refused(m)) => fail(
-                job,
-                &caught(
-                    "XX000",
-                    format!("node {} refused the backfill of {display}: {m}", shard.node()),
-                    Some("Is pg_migrate installed and preloaded on every node (CREATE EXTENSION on the coordinator creates it on the nodes), and may the job's owner connect to them?".into()),
-                ),
+    let refused = |m: String| {
+        fail(
+            job,
+            &caught(
+                "XX000",
+                format!("node {} refused the backfill of {display}: {m}", shard.node()),
+                Some("Is pg_migrate installed and preloaded on every node (CREATE EXTENSION on the coordinator creates it on the nodes), and may the job's owner connect to them?".into()),
             ),
-        };
+        )
     };
-    // A slice that failed with its shard's job and was retried: retry the
-    // shard's job too.
-    if job
-        .cursor
-        .as_ref()
-        .is_some_and(|c| c.get(1).map(String::as_str) == Some("failed"))
-    {
-        match as_job_owner(job, spec, true, || {
-            on_node(shard, &control_command(shard, "migrate_retry", id))
-        }) {
-            Ok(Ok(_)) => as_owner(|| jobs::set_cursor(job.id, &[id.to_string()])),
-            Ok(Err(NodeError::Unreachable(m))) => return unreachable_node(job, shard, &m),
-            Ok(Err(NodeError::Refused(m))) => {
-                return fail(
-                    job,
-                    &caught(
-                        "XX000",
-                        format!("node {} refused to retry job {id}: {m}", shard.node()),
-                        None,
-                    ),
-                )
+    let (id, answer) = match remote_id(job) {
+        None => match send_lane(job, spec, shard) {
+            Ok(Lane::Found(answer)) => match serde_json::from_str::<Seen>(&answer)
+                .ok()
+                .and_then(|s| s.job_id)
+            {
+                Some(id) => {
+                    as_owner(|| jobs::set_cursor(job.id, &[id.to_string()]));
+                    (id, answer)
+                }
+                None => return refused(format!("it answered {answer:?}")),
+            },
+            Ok(Lane::Sent) => return looking(driver, None),
+            Ok(Lane::Busy) => {
+                return StepReport {
+                    state: JobState::Running,
+                    done: false,
+                    sleep_ms: 50,
+                    notice: None,
+                }
             }
-            Err(e) => return fail(job, &e),
+            Err(NodeError::Unreachable(m)) => return unreachable_node(job, shard, &m),
+            Err(NodeError::Refused(m)) => return refused(m),
+        },
+        Some(id) => {
+            // A slice that failed with its shard's job and was retried:
+            // retry the shard's job too.
+            if job
+                .cursor
+                .as_ref()
+                .is_some_and(|c| c.get(1).map(String::as_str) == Some("failed"))
+            {
+                match as_job_owner(job, spec, true, || {
+                    on_node(shard, &control_command(shard, "migrate_retry", id))
+                }) {
+                    Ok(Ok(_)) => as_owner(|| jobs::set_cursor(job.id, &[id.to_string()])),
+                    Ok(Err(NodeError::Unreachable(m))) => return unreachable_node(job, shard, &m),
+                    Ok(Err(NodeError::Refused(m))) => {
+                        return fail(
+                            job,
+                            &caught(
+                                "XX000",
+                                format!("node {} refused to retry job {id}: {m}", shard.node()),
+                                None,
+                            ),
+                        )
+                    }
+                    Err(e) => return fail(job, &e),
+                }
+            }
+            // Wait there for its end (a second at most), and read it.
+            match as_job_owner(job, spec, true, || {
+                on_node(shard, &follow_command(&format!("{id}::pg_catalog.int8")))
+            }) {
+                Ok(Ok(answer)) => (id, answer),
+                Ok(Err(NodeError::Unreachable(m))) => return unreachable_node(job, shard, &m),
+                Ok(Err(NodeError::Refused(m))) => {
+                    return fail(
+                        job,
+                        &caught(
+                            "XX000",
+                            format!("node {} could not show job {id}: {m}", shard.node()),
+                            None,
+                        ),
+                    )
+                }
+                Err(e) => return fail(job, &e),
+            }
         }
-    }
-    // Wait there for its end (a second at most), then read it.
-    match as_job_owner(job, spec, true, || on_node(shard, &wait_command(shard, id))) {
-        Ok(Ok(_)) => {}
-        Ok(Err(NodeError::Unreachable(m))) => return unreachable_node(job, shard, &m),
-        Ok(Err(NodeError::Refused(m))) => {
+    };
+    let seen = match serde_json::from_str::<Seen>(&answer) {
+        Ok(seen) => seen,
+        Err(_) => {
             return fail(
                 job,
                 &caught(
                     "XX000",
-                    format!("node {} could not show job {id}: {m}", shard.node()),
-                    None,
+                    format!("job {id} on node {} is gone (it answered {answer:?})", shard.node()),
+                    Some("Was it purged or removed on the node?  migrate_retry of this job sends the shard's backfill again.".into()),
                 ),
             )
         }
-        Err(e) => return fail(job, &e),
-    }
-    let seen = match as_job_owner(job, spec, true, || on_node(shard, &look_command(shard, id))) {
-        Ok(Ok(answer)) => match serde_json::from_str::<Seen>(&answer) {
-            Ok(seen) => seen,
-            Err(_) => {
-                return fail(
-                    job,
-                    &caught(
-                        "XX000",
-                        format!("job {id} on node {} is gone (it answered {answer:?})", shard.node()),
-                        Some("Was it purged or removed on the node?  migrate_retry of this job sends the shard's backfill again.".into()),
-                    ),
-                )
-            }
-        },
-        Ok(Err(NodeError::Unreachable(m))) => return unreachable_node(job, shard, &m),
-        Ok(Err(NodeError::Refused(m))) => {
-            return fail(job, &caught("XX000", format!("node {} could not show job {id}: {m}", shard.node()), None))
-        }
-        Err(e) => return fail(job, &e),
     };
     let estimate = seen.rows_total.unwrap_or(0).max(seen.rows_done);
     let mut mirrored = job.clone();

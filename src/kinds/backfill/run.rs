@@ -158,6 +158,12 @@ pub fn step(job: &Job, driver: Driver) -> StepReport {
     }
     let upper = job.upper.clone().expect("set above");
     let mut pacing = pace::resolve(&spec.pace);
+    // A job queued after a like one starts at the size that one reached.
+    if job.batches == 0 && spec.fixed_batch_size.is_none() {
+        if let Some(size) = as_owner(|| jobs::inherited_batch_size(job.id)) {
+            job.batch_size = size.clamp(pacing.sizing.min, pacing.sizing.max) as i32;
+        }
+    }
     // A slice spends its share of its job's budgets: the job's, divided
     // among the slices that run now.
     if let Some(parent) = job.parent {
