@@ -299,6 +299,52 @@ fn distributed_backfills_go_shard_by_shard_on_their_nodes() {
             .get::<_, i64>(0);
     }
     assert_eq!(valid, 32);
+
+    // A build that fails on one shard (a duplicate there) leaves no index
+    // on any shard nor on the coordinator; with the duplicate gone,
+    // migrate_retry builds it on every shard.
+    c.batch_execute(
+        "SET citus.shard_count = 32;
+         CREATE TABLE dups (id bigint NOT NULL, n int NOT NULL DEFAULT 0);
+         SELECT create_distributed_table('dups', 'id');
+         INSERT INTO dups SELECT g FROM generate_series(1, 1000) g;
+         INSERT INTO dups VALUES (7, 1);",
+    )
+    .unwrap();
+    let job = submit(
+        &mut c,
+        "SELECT migrate_create_index('CREATE UNIQUE INDEX dups_id_key ON dups (id)')",
+    );
+    let end = wait_done(&mut c, job);
+    assert!(end.starts_with("failed"), "{end}");
+    let shard_indexes = |valid_only: bool| -> i64 {
+        citus
+            .workers
+            .iter()
+            .map(|w| {
+                let mut n = w.connect("app");
+                n.batch_execute("SET citus.override_table_visibility = off")
+                    .unwrap();
+                n.query_one(
+                    "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                      WHERE c.relname ~ '^dups_id_key_[0-9]+$' AND (i.indisvalid OR NOT $1)",
+                    &[&valid_only],
+                )
+                .unwrap()
+                .get::<_, i64>(0)
+            })
+            .sum()
+    };
+    assert_eq!(shard_indexes(false), 0, "no index left on any shard");
+    let left: Option<String> = c
+        .query_one("SELECT to_regclass('dups_id_key')::text", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, None, "no index left on the coordinator");
+    c.batch_execute("DELETE FROM dups WHERE n = 1").unwrap();
+    c.execute("SELECT migrate_retry($1)", &[&job]).unwrap();
+    assert_eq!(wait_done(&mut c, job), "succeeded");
+    assert_eq!(shard_indexes(true), 32);
 }
 
 #[test]

@@ -212,6 +212,15 @@ pub fn run(s: &Statement<'_>) -> Result<(), Failure> {
             sys::report_activity(s.sql);
             pg_sys::debug_query_string = sql.as_ptr();
             pg_sys::QueryCancelHoldoffCount = 0;
+            // An active portal, as a client session's statement has: the
+            // CONCURRENTLY statements commit along the way (the portal
+            // lives through those commits), and code that runs SQL after
+            // their last commit (Citus, dropping a distributed table's
+            // index on its shards) takes its snapshot through it.
+            let portal = pg_sys::CreateNewPortal();
+            (*portal).visible = false;
+            (*portal).status = pg_sys::PortalStatus::PORTAL_ACTIVE;
+            pg_sys::ActivePortal = portal;
             pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
             process_utility(pstmt, &sql);
             pg_sys::QueryCancelHoldoffCount = held;
@@ -221,11 +230,17 @@ pub fn run(s: &Statement<'_>) -> Result<(), Failure> {
             if pg_sys::ActiveSnapshotSet() {
                 pg_sys::PopActiveSnapshot();
             }
+            (*portal).portalSnapshot = std::ptr::null_mut();
+            pg_sys::ActivePortal = std::ptr::null_mut();
+            // Done: the commit drops it.
+            pg_sys::MarkPortalDone(portal);
             pg_sys::CommitTransactionCommand();
         }
         Ok(())
     }))
     .catch_others(|e| {
+        // The abort marks the portal failed and drops it.
+        unsafe { pg_sys::ActivePortal = std::ptr::null_mut() };
         unsafe { pg_sys::QueryCancelHoldoffCount = held };
         HoldCancels::forget_pending();
         let (phase, waiting_for) = own_progress();
