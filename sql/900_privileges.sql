@@ -48,7 +48,7 @@ GRANT EXECUTE ON FUNCTION
     pgmigrate._exec_attempt(bigint, integer), pgmigrate._exec_finish(bigint),
     pgmigrate._exec_raise(bigint), pgmigrate._follow(bigint, integer),
     pgmigrate.backend_alive(integer, timestamptz), pgmigrate.build_progress(integer, timestamptz),
-    pgmigrate.gate_closed(bigint),
+    pgmigrate.gate_closed(bigint), pgmigrate.shard_builds(bigint),
     pgmigrate.lock_conflicts(text, text), pgmigrate.lock_mode(text), pgmigrate.role_label(name, oid)
   TO PUBLIC;
 

@@ -101,6 +101,14 @@ COMMENT ON VIEW migrate_metrics IS
     'pg_migrate: numbers for monitoring (Prometheus through postgres_exporter or sql_exporter: see monitoring/ in the repository): active jobs, ended jobs by kind and state, recurring jobs, the database';
 GRANT SELECT ON migrate_metrics TO PUBLIC;
 
+-- An index job on a Citus distributed table shows its shards done
+-- (migrate_progress.shards_done and shards_total), read on the nodes.
+CREATE FUNCTION pgmigrate."shard_builds"("job" bigint) RETURNS TABLE ("done" bigint, "total" bigint)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c AS 'MODULE_PATHNAME', 'shard_builds_wrapper';
+REVOKE EXECUTE ON FUNCTION pgmigrate.shard_builds(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgmigrate.shard_builds(bigint) TO PUBLIC;
+
 -- migrate_progress: the index build's progress is read only for index jobs
 -- that run (it was read for every job, about 0.1 ms each).
 CREATE OR REPLACE VIEW migrate_progress AS
@@ -171,7 +179,9 @@ SELECT j.job_id,
        j.parent_id AS parent_job,
        j.slice,
        CASE WHEN pt.partitioned THEN j.rows_done END AS partitions_done,
-       CASE WHEN pt.partitioned THEN j.rows_total END AS partitions_total
+       CASE WHEN pt.partitioned THEN j.rows_total END AS partitions_total,
+       coalesce(sb.done, CASE WHEN k.on_index AND NOT pt.partitioned AND j.rows_total IS NOT NULL THEN j.rows_done END) AS shards_done,
+       coalesce(sb.total, CASE WHEN k.on_index AND NOT pt.partitioned THEN j.rows_total END) AS shards_total
   FROM pgmigrate.jobs j
   JOIN pgmigrate.kinds k ON k.kind OPERATOR(pg_catalog.=) j.kind
  CROSS JOIN LATERAL (
@@ -190,6 +200,12 @@ SELECT j.job_id,
        SELECT p.* FROM pgmigrate.build_progress(j.driver_pid, j.driver_started) p
         WHERE k.on_index AND j.state OPERATOR(pg_catalog.=) 'running' AND NOT o.orphan
        OFFSET 0) bp ON true
+  -- An index job on a Citus distributed table, running: its shards done,
+  -- read on the nodes (kept in the job when it ends).
+  LEFT JOIN LATERAL (
+       SELECT sb.* FROM pgmigrate.shard_builds(j.job_id) sb
+        WHERE k.on_index AND j.state OPERATOR(pg_catalog.=) 'running' AND NOT o.orphan
+       OFFSET 0) sb ON true
   LEFT JOIN LATERAL (
        SELECT b.job_id FROM pgmigrate.jobs b
          JOIN pgmigrate.kinds bk ON bk.kind OPERATOR(pg_catalog.=) b.kind
@@ -228,6 +244,8 @@ SELECT j.job_id,
               coalesce(sl.rate, j.rate) AS rate,
               coalesce(sl.throttled_ms, j.throttled_ms) AS throttled_ms,
               coalesce(sl.skipped, j.skipped) AS skipped) e;
+COMMENT ON VIEW migrate_progress IS
+    'pg_migrate: one row per job (backfills and index jobs): state, progress, rate, ETA, build phase and waits; the command and the error only for its owner; a job split into slices shows their progress summed, and each slice has a row of its own; an index job on a partitioned table shows its partitions done and in all, one on a Citus distributed table its shards done and in all';
 
 -- A Citus coordinator follows the job it sent a node for a shard with one
 -- call there (it waits up to a time for the job to end, then answers).

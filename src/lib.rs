@@ -43,7 +43,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/030_jobs_views.sql",
     name = "jobs_views",
-    requires = ["jobs"]
+    requires = ["jobs", api::jobs::shard_builds]
 );
 extension_sql_file!(
     "../sql/040_run.sql",

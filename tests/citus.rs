@@ -345,6 +345,54 @@ fn distributed_backfills_go_shard_by_shard_on_their_nodes() {
     c.execute("SELECT migrate_retry($1)", &[&job]).unwrap();
     assert_eq!(wait_done(&mut c, job), "succeeded");
     assert_eq!(shard_indexes(true), 32);
+    let shown = |c: &mut Client, job: i64| -> (String, Option<i64>, Option<i64>) {
+        let r = c
+            .query_one(
+                "SELECT state, shards_done, shards_total FROM migrate_progress WHERE job_id = $1",
+                &[&job],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(
+        shown(&mut c, job),
+        ("succeeded".to_string(), Some(32), Some(32))
+    );
+
+    // While a build waits on one node (a transaction there holds an older
+    // snapshot), migrate_progress shows the shards done so far; a role
+    // that does not own the job sees the same counts.
+    let mut blocker = citus.workers[0].connect("app");
+    blocker
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
+        .unwrap();
+    let job = submit(
+        &mut c,
+        "SELECT migrate_create_index('CREATE INDEX dups_n_idx ON dups (n)')",
+    );
+    let mut admin = citus.coordinator.connect("app");
+    admin.batch_execute("CREATE ROLE watcher LOGIN").unwrap();
+    let mut watcher = connect_as(&citus.coordinator, "app", "watcher");
+    let part = wait_until(
+        "the other node's shards built, not all",
+        LONG,
+        || match shown(&mut watcher, job) {
+            (state, Some(done), Some(32)) if state == "running" && done >= 16 && done < 32 => {
+                Some(done)
+            }
+            _ => None,
+        },
+    );
+    assert_eq!(part, 16, "the waiting node's shards are not done");
+    blocker.batch_execute("COMMIT").unwrap();
+    assert_eq!(wait_done(&mut c, job), "succeeded");
+    assert_eq!(
+        shown(&mut watcher, job),
+        ("succeeded".to_string(), Some(32), Some(32))
+    );
+    // Any other job: no shard counts.
+    let (_, done, total) = shown(&mut c, 1);
+    assert_eq!((done, total), (None, None));
 }
 
 #[test]

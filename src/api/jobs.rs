@@ -431,6 +431,40 @@ fn follow(job: i64, wait_ms: i32) -> Option<String> {
     seen
 }
 
+thread_local! {
+    static SHARD_BUILDS: RefCell<HashMap<i64, (Instant, Option<(i64, i64)>)>> =
+        RefCell::new(HashMap::new());
+}
+
+/// migrate_progress: an index job on a Citus distributed table, running
+/// now: how many of the table's shards have a valid copy of the index, of
+/// how many (no row for any other job).  It asks the nodes, as the
+/// extension's owner, at most once a second per job in a session.
+#[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "shard_builds")]
+fn shard_builds(job: i64) -> TableIterator<'static, (name!(done, i64), name!(total, i64))> {
+    let cached = SHARD_BUILDS.with_borrow(|m| {
+        m.get(&job)
+            .filter(|(at, _)| at.elapsed().as_millis() < 1000)
+            .map(|(_, counts)| *counts)
+    });
+    let counts = cached.unwrap_or_else(|| {
+        let counts = as_owner(|| jobs::get(job, false)).and_then(|j| {
+            if !kind(&j).is_some_and(|k| k.facts().on_index) {
+                return None;
+            }
+            let schema = j.spec.get("schema")?.as_str()?.to_string();
+            let name = j.spec.get("name")?.as_str()?.to_string();
+            as_owner(|| crate::kinds::backfill::citus::shard_indexes(j.relid, &schema, &name))
+        });
+        SHARD_BUILDS.with_borrow_mut(|m| {
+            m.retain(|_, (at, _)| at.elapsed().as_secs() < 60);
+            m.insert(job, (Instant::now(), counts));
+        });
+        counts
+    });
+    TableIterator::new(counts)
+}
+
 /// CALL migrate_wait gave up.
 #[pg_extern(
     volatile,

@@ -468,7 +468,9 @@ pub fn partitioned_index(index: pg_sys::Oid) -> Option<PartitionedIndex> {
 }
 
 /// A job on a partitioned table: partitions whose index is attached, of
-/// all (shown as partitions_done and partitions_total).
+/// all (shown as partitions_done and partitions_total); on a Citus
+/// distributed table: shards with a valid copy of the index, of all
+/// (shards_done and shards_total).
 pub fn set_partition_counts(job_id: i64, done: i64, total: i64) {
     write(
         "UPDATE pgmigrate.jobs SET rows_done = $2, rows_total = $3 WHERE job_id = $1",

@@ -155,9 +155,28 @@ pub fn shard_rows(shards: &[RemoteShard]) -> Vec<i64> {
             )
         })
         .collect();
+    let answers = on_nodes(&nodes, commands);
+    let mut rows = vec![0; shards.len()];
+    for (host, port, ok, answer) in answers {
+        let Some(counts) = ok.then(|| lane_ids(&answer)).flatten() else {
+            continue;
+        };
+        let mut counts = counts.into_iter();
+        for (i, s) in shards.iter().enumerate() {
+            if s.host == host && s.port == port {
+                rows[i] = counts.next().unwrap_or(0);
+            }
+        }
+    }
+    rows
+}
+
+/// Run one command on each node, the nodes at once (a connection each, as
+/// the current role): (host, port, success, answer) of each.
+fn on_nodes(nodes: &[(&str, i32)], commands: Vec<String>) -> Vec<(String, i32, bool, String)> {
     let hosts: Vec<String> = nodes.iter().map(|(h, _)| h.to_string()).collect();
     let ports: Vec<i32> = nodes.iter().map(|(_, p)| *p).collect();
-    let answers: Vec<(String, i32, bool, String)> = crate::sys::pinned(|| {
+    crate::sys::pinned(|| {
         Spi::connect(|client| {
             client
                 .select(
@@ -177,20 +196,77 @@ pub fn shard_rows(shards: &[RemoteShard]) -> Vec<i64> {
                 .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
         })
     })
-    .unwrap_or_default();
-    let mut rows = vec![0; shards.len()];
-    for (host, port, ok, answer) in answers {
-        let Some(counts) = ok.then(|| lane_ids(&answer)).flatten() else {
-            continue;
-        };
-        let mut counts = counts.into_iter();
-        for (i, s) in shards.iter().enumerate() {
-            if s.host == host && s.port == port {
-                rows[i] = counts.next().unwrap_or(0);
-            }
+    .unwrap_or_default()
+}
+
+/// An index of a distributed table, on the table's shards: how many shards
+/// have a valid copy of it, of how many (one command per node, the nodes
+/// at once).  None: not a distributed table.
+pub fn shard_indexes(relid: pg_sys::Oid, schema: &str, name: &str) -> Option<(i64, i64)> {
+    if !distributed(relid) {
+        return None;
+    }
+    let shards = shards(relid).ok()?;
+    let total = shards.len() as i64;
+    let index = format!(
+        "{}.{}",
+        crate::engine::keyset::quote_ident(schema),
+        crate::engine::keyset::quote_ident(name)
+    );
+    let ids: Vec<i64> = shards.iter().map(|s| s.shard_id).collect();
+    // Each shard's copy is named by Citus (the index's name and the
+    // shard's id, shortened with a hash when too long).
+    let names: Option<Vec<String>> = crate::sys::pinned(|| {
+        Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT pg_catalog.array_agg(pg_catalog.shard_name(i.oid, s.id) ORDER BY s.n)
+                       FROM (SELECT pg_catalog.to_regclass($1) AS oid) i,
+                            pg_catalog.unnest($2::pg_catalog.int8[]) WITH ORDINALITY AS s(id, n)
+                      WHERE i.oid IS NOT NULL",
+                    None,
+                    &[index.as_str().into(), ids.into()],
+                )?
+                .first()
+                .get_one::<Vec<String>>()
+        })
+    })
+    .ok()
+    .flatten();
+    let Some(names) = names.filter(|n| n.len() == shards.len()) else {
+        return Some((0, total));
+    };
+    let mut nodes: Vec<(&str, i32)> = Vec::new();
+    for s in &shards {
+        if !nodes.contains(&(s.host.as_str(), s.port)) {
+            nodes.push((s.host.as_str(), s.port));
         }
     }
-    rows
+    let commands: Vec<String> = nodes
+        .iter()
+        .map(|(host, port)| {
+            let here: Vec<String> = shards
+                .iter()
+                .zip(&names)
+                .filter(|(s, _)| s.host == *host && s.port == *port)
+                .map(|(_, n)| literal(n))
+                .collect();
+            format!(
+                "SELECT pg_catalog.count(*)::pg_catalog.text
+                   FROM pg_catalog.unnest(ARRAY[{}]::pg_catalog.text[]) AS n(name)
+                   JOIN pg_catalog.pg_index i
+                     ON i.indexrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(n.name)::pg_catalog.oid
+                  WHERE i.indisvalid",
+                here.join(", ")
+            )
+        })
+        .collect();
+    let done = on_nodes(&nodes, commands)
+        .into_iter()
+        .filter(|(_, _, ok, _)| *ok)
+        .filter_map(|(_, _, _, answer)| answer.trim().parse::<i64>().ok())
+        .sum();
+    Some((done, total))
 }
 
 /// The shards of a distributed table with the node of each, in shard

@@ -816,6 +816,14 @@ fn succeeded(a: &Attempt) -> bool {
             false
         }
         None if a.step == Step::Whole => {
+            // A Citus distributed table's index: its shards done, kept.
+            if a.spec.action != IndexAction::Drop {
+                if let Some((done, total)) = as_owner(|| {
+                    crate::kinds::backfill::citus::shard_indexes(job.relid, &a.schema, &a.name)
+                }) {
+                    as_owner(|| builds::set_partition_counts(id, done, total));
+                }
+            }
             after_success(&job, &a.spec, now.map(|i| i.oid));
             false
         }
