@@ -431,9 +431,11 @@ fn follow(job: i64, wait_ms: i32) -> Option<String> {
     seen
 }
 
+/// Shards done and in all, when they were read.
+type ShardCounts = (Instant, Option<(i64, i64)>);
+
 thread_local! {
-    static SHARD_BUILDS: RefCell<HashMap<i64, (Instant, Option<(i64, i64)>)>> =
-        RefCell::new(HashMap::new());
+    static SHARD_BUILDS: RefCell<HashMap<i64, ShardCounts>> = RefCell::new(HashMap::new());
 }
 
 /// migrate_progress: an index job on a Citus distributed table, running
