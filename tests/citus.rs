@@ -377,7 +377,7 @@ fn distributed_backfills_go_shard_by_shard_on_their_nodes() {
         "the other node's shards built, not all",
         LONG,
         || match shown(&mut watcher, job) {
-            (state, Some(done), Some(32)) if state == "running" && done >= 16 && done < 32 => {
+            (state, Some(done), Some(32)) if state == "running" && (16..32).contains(&done) => {
                 Some(done)
             }
             _ => None,
