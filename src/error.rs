@@ -265,6 +265,13 @@ pub enum MigrateError {
     #[error("{what} cannot be changed by a job")]
     CannotChange { what: String, why: &'static str },
 
+    #[error("a {key} of Citus distributed table {relation} must include its distribution column {column}")]
+    CitusKey {
+        key: String,
+        relation: String,
+        column: String,
+    },
+
     #[error("{relation} is a partitioned table")]
     PartitionedTable {
         relation: String,
@@ -380,6 +387,7 @@ impl MigrateError {
             NotATableFor { .. } => "42809",       // wrong_object_type
             PartitionedTable { .. } => "0A000",   // feature_not_supported
             CannotChange { .. } => "0A000",       // feature_not_supported
+            CitusKey { .. } => "0A000",           // feature_not_supported
             InTheWay { .. } => "2BP01",           // dependent_objects_still_exist
             AlreadyOfType { .. } => "42P16",      // invalid_table_definition
         }
@@ -441,6 +449,9 @@ impl MigrateError {
             InTheWay { list, .. } => Some(format!("In the way: {list}.")),
             NotATable { kind, .. } | NotATableFor { kind, .. } => Some(format!("It is a {kind}.")),
             PartitionedTable { why, .. } | CannotChange { why, .. } => Some((*why).to_string()),
+            CitusKey { column, .. } => Some(format!(
+                "Citus keeps a key unique shard by shard, and {column} chooses a row's shard."
+            )),
             CannotBackfill { why, .. } => Some(why.clone()),
             PartitionPrivilege { privilege, role, .. } => Some(format!(
                 "A backfill of a partitioned table updates each partition directly, and PostgreSQL checks a partition's own privileges when it is named: role {role} lacks {privilege} on it."
@@ -623,6 +634,9 @@ impl MigrateError {
             NoSuchColumn { .. } => Some("\\d of the table lists its columns.".into()),
             NotATableFor { what, .. } => Some(format!("{what} works on ordinary tables.")),
             PartitionedTable { instead, .. } => Some((*instead).to_string()),
+            CitusKey { column, .. } => Some(format!(
+                "Add {column} to the key, or keep the key on a reference table."
+            )),
             _ => None,
         }
     }

@@ -226,7 +226,7 @@ fn distributed_backfills_go_shard_by_shard_on_their_nodes() {
     }
 
     // A type change of a distributed table is refused at submit, nothing
-    // queued; NOT NULL and a CHECK constraint work (Citus runs their DDL
+    // queued; a CHECK constraint and NOT NULL work (Citus runs their DDL
     // on every shard).
     let before: i64 = c
         .query_one("SELECT count(*) FROM migrate_progress", &[])
@@ -255,6 +255,64 @@ fn distributed_backfills_go_shard_by_shard_on_their_nodes() {
         .execute("INSERT INTO items (id, n) VALUES (-1, -5)", &[])
         .unwrap_err();
     assert_eq!(sqlstate(&e), "23514");
+    let job = submit(&mut c, "SELECT migrate_set_not_null('items', 'note')");
+    assert_eq!(wait_done(&mut c, job), "succeeded");
+    let e = c
+        .execute("INSERT INTO items (id, n, note) VALUES (-2, 0, NULL)", &[])
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23502");
+    // A UNIQUE key with the distribution column and a foreign key to a
+    // reference table work, on every shard; a UNIQUE key without the
+    // distribution column is refused at submit, naming it.
+    let job = submit(
+        &mut c,
+        "SELECT migrate_add_constraint('items', 'UNIQUE (id, n)')",
+    );
+    assert_eq!(wait_done(&mut c, job), "succeeded");
+    c.batch_execute(
+        "ALTER TABLE items ADD COLUMN kind int;
+         UPDATE items SET kind = 1 + id % 3000;",
+    )
+    .unwrap();
+    let job = submit(
+        &mut c,
+        "SELECT migrate_add_constraint('items', 'FOREIGN KEY (kind) REFERENCES kinds (id)')",
+    );
+    assert_eq!(wait_done(&mut c, job), "succeeded");
+    let e = c
+        .execute("UPDATE items SET kind = 99999 WHERE id = 5", &[])
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23503");
+    let on_shards: i64 = c
+        .query_one(
+            "SELECT sum(result::int)::bigint FROM run_command_on_shards('items',
+                $$SELECT count(*) FROM pg_constraint WHERE conrelid = '%s'::regclass AND contype IN ('u', 'f')$$)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        on_shards, 64,
+        "the key and the foreign key on each of 32 shards"
+    );
+    let queued: i64 = c
+        .query_one("SELECT count(*) FROM migrate_progress", &[])
+        .unwrap()
+        .get(0);
+    let e = c
+        .query_one("SELECT migrate_add_constraint('items', 'UNIQUE (n)')", &[])
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{}", message(&e));
+    assert!(
+        message(&e).contains("must include its distribution column id"),
+        "{}",
+        message(&e)
+    );
+    let now: i64 = c
+        .query_one("SELECT count(*) FROM migrate_progress", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, now, "nothing queued");
 
     // migrate_analyze says where a statement on a distributed table runs.
     let said: String = c

@@ -489,9 +489,9 @@ pub fn set_bounds(id: i64, lower: Option<Vec<String>>, upper: Option<Vec<String>
     });
 }
 
-/// The batch size a backfill ended with that job `id` waits for
-/// (`after_jobs`) and that did the same (same owner, same clauses) and
-/// succeeded: the latest of them.  A chain of like jobs (a Citus node's
+/// The batch size a job of the same kind ended with that job `id` waits
+/// for (`after_jobs`) and that did the same (same owner, same clauses) and
+/// succeeded: the latest of them (called for backfills).  A chain of like jobs (a Citus node's
 /// shards, one after another) starts each where the one before ended
 /// instead of at the first batch size.
 pub fn inherited_batch_size(id: i64) -> Option<i64> {
@@ -502,7 +502,7 @@ pub fn inherited_batch_size(id: i64) -> Option<i64> {
                JOIN pgmigrate.jobs j ON j.job_id OPERATOR(pg_catalog.=) g.job_id
                JOIN pgmigrate.jobs p ON p.job_id OPERATOR(pg_catalog.=) g.after_job
               WHERE g.job_id OPERATOR(pg_catalog.=) $1
-                AND p.kind OPERATOR(pg_catalog.=) 'backfill' AND j.kind OPERATOR(pg_catalog.=) 'backfill'
+                AND p.kind OPERATOR(pg_catalog.=) j.kind
                 AND p.state OPERATOR(pg_catalog.=) 'succeeded'
                 AND p.owner OPERATOR(pg_catalog.=) j.owner
                 AND p.batch_size IS NOT NULL AND p.batches OPERATOR(pg_catalog.>) 0

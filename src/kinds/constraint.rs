@@ -684,6 +684,17 @@ fn unique_parts(
             .report();
         }
     }
+    // Citus keeps a distributed table's keys unique shard by shard.
+    if let Some(column) = crate::kinds::backfill::citus::distribution_column(relid) {
+        if !parsed.keys.contains(&column) {
+            MigrateError::CitusKey {
+                key: words.to_string(),
+                relation: target.display.clone(),
+                column: display_ident(&column),
+            }
+            .report();
+        }
+    }
     let name = parsed
         .name
         .clone()

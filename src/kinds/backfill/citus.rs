@@ -105,6 +105,25 @@ pub fn citus_table(relid: pg_sys::Oid) -> Option<String> {
     .flatten()
 }
 
+/// The distribution column of a hash- or range-distributed Citus table;
+/// None for any other table (or without Citus).
+pub fn distribution_column(relid: pg_sys::Oid) -> Option<String> {
+    if !distributed(relid) {
+        return None;
+    }
+    crate::sys::pinned(|| {
+        Spi::get_one_with_args::<String>(
+            "SELECT pg_catalog.column_to_column_name(p.logicalrelid, p.partkey)::pg_catalog.text
+               FROM pg_catalog.pg_dist_partition p
+              WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass
+                AND p.partkey IS NOT NULL",
+            &[relid.into()],
+        )
+    })
+    .ok()
+    .flatten()
+}
+
 thread_local! {
     static DISTRIBUTED: std::cell::RefCell<std::collections::HashMap<u32, bool>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
@@ -996,9 +1015,9 @@ fn created_at(id: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{lane_command, lane_ids};
     use crate::engine::keyset::{BackfillSpec, KeyColumn, Walk};
     use crate::engine::shards::RemoteShard;
+    use crate::kinds::backfill::citus::{lane_command, lane_ids};
 
     fn spec() -> BackfillSpec {
         BackfillSpec {
