@@ -266,14 +266,17 @@ fn a_type_change_goes_on_at_its_step_after_kill_9_and_an_immediate_restart() {
         &mut c,
         "SELECT migrate_alter_type('parent', 'id', 'bigint', lock_timeout => '100ms', max_retries => 1000)",
     );
-    // kill -9 of the worker that runs the backfill, half-way.
+    // kill -9 of the worker that runs the backfill, half-way.  (The step
+    // is recorded before the next transaction queues the backfill.)
     wait_step(&mut c, id, "1");
-    let fill: i64 = one(
-        &mut c,
-        &format!(
-            "SELECT max(job_id) FROM pgmigrate.jobs WHERE kind = 'backfill' AND job_id > {id}"
-        ),
-    );
+    let fill: i64 = wait_until("the type change to queue its backfill", LONG, || {
+        c.query_one(
+            "SELECT max(job_id) FROM pgmigrate.jobs WHERE kind = 'backfill' AND job_id > $1",
+            &[&id],
+        )
+        .unwrap()
+        .get::<_, Option<i64>>(0)
+    });
     let pid: i32 = wait_until("the backfill to be half-way", LONG, || {
         let r = c
             .query_one(
