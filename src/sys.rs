@@ -562,3 +562,13 @@ pub fn nap_ms(ms: i64) {
     }
     pgrx::check_for_interrupts!();
 }
+
+/// Run `f` under a snapshot taken now (read committed: it sees what
+/// committed since this statement began), as each statement of a
+/// PL/pgSQL loop would.
+pub fn fresh_snapshot<R>(f: impl FnOnce() -> R) -> R {
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    let r = f();
+    unsafe { pg_sys::PopActiveSnapshot() };
+    r
+}

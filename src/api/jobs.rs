@@ -408,14 +408,8 @@ fn wait_poll(
 #[pg_extern(volatile, parallel_unsafe, schema = "pgmigrate", name = "_follow")]
 fn follow(job: i64, wait_ms: i32) -> Option<String> {
     let started = Instant::now();
-    let fresh = |f: &dyn Fn() -> Job| -> Job {
-        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
-        let j = f();
-        unsafe { pg_sys::PopActiveSnapshot() };
-        j
-    };
     loop {
-        let j = fresh(&|| accessible(Some(job), false));
+        let j = sys::fresh_snapshot(|| accessible(Some(job), false));
         let going = matches!(
             j.state,
             JobState::Queued | JobState::Running | JobState::Waiting
@@ -425,10 +419,7 @@ fn follow(job: i64, wait_ms: i32) -> Option<String> {
         }
         sys::nap_ms(10);
     }
-    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
-    let seen = as_owner(|| jobs::seen(job));
-    unsafe { pg_sys::PopActiveSnapshot() };
-    seen
+    sys::fresh_snapshot(|| as_owner(|| jobs::seen(job)))
 }
 
 /// Shards done and in all, when they were read.

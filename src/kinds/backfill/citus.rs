@@ -141,16 +141,22 @@ pub fn distributed_cached(relid: pg_sys::Oid) -> bool {
     known
 }
 
-/// The rows of each shard (in `shards` order), from its statistics on its
-/// node (the coordinator's own table is empty): one command per node, the
-/// nodes at once.  0 for a shard whose node does not answer.
-pub fn shard_rows(shards: &[RemoteShard]) -> Vec<i64> {
+/// The nodes that hold `shards`, each once, in the order first met.
+fn nodes_of(shards: &[RemoteShard]) -> Vec<(&str, i32)> {
     let mut nodes: Vec<(&str, i32)> = Vec::new();
     for s in shards {
         if !nodes.contains(&(s.host.as_str(), s.port)) {
             nodes.push((s.host.as_str(), s.port));
         }
     }
+    nodes
+}
+
+/// The rows of each shard (in `shards` order), from its statistics on its
+/// node (the coordinator's own table is empty): one command per node, the
+/// nodes at once.  0 for a shard whose node does not answer.
+pub fn shard_rows(shards: &[RemoteShard]) -> Vec<i64> {
+    let nodes = nodes_of(shards);
     let commands: Vec<String> = nodes
         .iter()
         .map(|(host, port)| {
@@ -255,12 +261,7 @@ pub fn shard_indexes(relid: pg_sys::Oid, schema: &str, name: &str) -> Option<(i6
     let Some(names) = names.filter(|n| n.len() == shards.len()) else {
         return Some((0, total));
     };
-    let mut nodes: Vec<(&str, i32)> = Vec::new();
-    for s in &shards {
-        if !nodes.contains(&(s.host.as_str(), s.port)) {
-            nodes.push((s.host.as_str(), s.port));
-        }
-    }
+    let nodes = nodes_of(&shards);
     let commands: Vec<String> = nodes
         .iter()
         .map(|(host, port)| {
@@ -700,6 +701,33 @@ pub fn controlled(slice: &Job, action: Control) -> Vec<String> {
 /// on the one before it there, so that the node runs the lane's shards
 /// back to back (the slices that follow them later find them sent).
 /// Ok(false): another slice of the job is sending now; look again soon.
+/// Run `command` on the shard's node as the job's owner: its answer, or
+/// the end of this step (a node that cannot be reached is waited for;
+/// one that answers with an error fails the slice, saying "node <node>
+/// <what> <id>: <its error>").
+fn ask_node(
+    job: &Job,
+    spec: &BackfillSpec,
+    shard: &RemoteShard,
+    command: &str,
+    what: &str,
+    id: i64,
+) -> Result<String, StepReport> {
+    match as_job_owner(job, spec, true, || on_node(shard, command)) {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(NodeError::Unreachable(m))) => Err(unreachable_node(job, shard, &m)),
+        Ok(Err(NodeError::Refused(m))) => Err(fail(
+            job,
+            &caught(
+                "XX000",
+                format!("node {} {what} {id}: {m}", shard.node()),
+                None,
+            ),
+        )),
+        Err(e) => Err(fail(job, &e)),
+    }
+}
+
 /// What `send_lane` did.
 enum Lane {
     /// An earlier slice of the lane sent this one's job: what it shows
@@ -833,41 +861,17 @@ pub fn step(job: &Job, spec: &BackfillSpec, shard: &RemoteShard, driver: Driver)
                 .as_ref()
                 .is_some_and(|c| c.get(1).map(String::as_str) == Some("failed"))
             {
-                match as_job_owner(job, spec, true, || {
-                    on_node(shard, &control_command(shard, "migrate_retry", id))
-                }) {
-                    Ok(Ok(_)) => as_owner(|| jobs::set_cursor(job.id, &[id.to_string()])),
-                    Ok(Err(NodeError::Unreachable(m))) => return unreachable_node(job, shard, &m),
-                    Ok(Err(NodeError::Refused(m))) => {
-                        return fail(
-                            job,
-                            &caught(
-                                "XX000",
-                                format!("node {} refused to retry job {id}: {m}", shard.node()),
-                                None,
-                            ),
-                        )
-                    }
-                    Err(e) => return fail(job, &e),
+                let command = control_command(shard, "migrate_retry", id);
+                if let Err(end) = ask_node(job, spec, shard, &command, "refused to retry job", id) {
+                    return end;
                 }
+                as_owner(|| jobs::set_cursor(job.id, &[id.to_string()]));
             }
             // Wait there for its end (a second at most), and read it.
-            match as_job_owner(job, spec, true, || {
-                on_node(shard, &follow_command(&format!("{id}::pg_catalog.int8")))
-            }) {
-                Ok(Ok(answer)) => (id, answer),
-                Ok(Err(NodeError::Unreachable(m))) => return unreachable_node(job, shard, &m),
-                Ok(Err(NodeError::Refused(m))) => {
-                    return fail(
-                        job,
-                        &caught(
-                            "XX000",
-                            format!("node {} could not show job {id}: {m}", shard.node()),
-                            None,
-                        ),
-                    )
-                }
-                Err(e) => return fail(job, &e),
+            let command = follow_command(&format!("{id}::pg_catalog.int8"));
+            match ask_node(job, spec, shard, &command, "could not show job", id) {
+                Ok(answer) => (id, answer),
+                Err(end) => return end,
             }
         }
     };
