@@ -578,6 +578,39 @@ fn the_pacing_options_reach_the_backfill_and_bad_ones_queue_nothing() {
         .unwrap();
     let got: (i64, i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
     assert_eq!(got, (40, 4000, 3000, 64 * 1024 * 1024, 5000));
+
+    // The submitter's build settings reach the index builds the type
+    // change queues from its worker, which has the server's.
+    c.batch_execute("SET maintenance_work_mem = '77MB'; SET max_parallel_maintenance_workers = 0")
+        .unwrap();
+    let id: i64 = one(&mut c, "SELECT migrate_alter_type('paced', 'id', 'bigint')");
+    c.batch_execute("RESET maintenance_work_mem; RESET max_parallel_maintenance_workers")
+        .unwrap();
+    wait_state(&mut c, id, "succeeded");
+    assert_eq!(column_type(&mut c, "paced", "id"), "bigint");
+    let builds: Vec<(String, String)> = c
+        .query(
+            "SELECT s->>0, s->>1 FROM pgmigrate.jobs j, jsonb_array_elements(j.spec->'settings') s
+              WHERE j.kind = 'create_index' AND j.job_id > $1 AND j.state = 'succeeded'
+                AND s->>0 IN ('maintenance_work_mem', 'max_parallel_maintenance_workers')
+              ORDER BY j.job_id, 1",
+            &[&id],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        builds,
+        [
+            ("maintenance_work_mem".to_string(), "77MB".to_string()),
+            (
+                "max_parallel_maintenance_workers".to_string(),
+                "0".to_string()
+            ),
+        ],
+        "the primary key's build, under the submitter's settings"
+    );
 }
 
 /// kill -9 of the worker that runs `job` (or, with `index`, its index

@@ -105,6 +105,11 @@ pub struct AlterTypeSpec {
     /// changes the column back, the same way.
     #[serde(default)]
     pub rolled_back: bool,
+    /// The submitter's maintenance_work_mem and
+    /// max_parallel_maintenance_workers, for the index builds it queues
+    /// (a job queued before they were kept builds with the server's).
+    #[serde(default)]
+    pub build_settings: Vec<(String, String)>,
     #[serde(flatten)]
     pub policy: LockPolicy,
 }
@@ -627,7 +632,12 @@ fn indexes_step(
         let sql = ix.create.clone();
         let _ = ix.unique;
         match as_job_owner(job, None, || {
-            crate::kinds::index::submit::queue_constraint_index(&sql, None, jobs::Gates::default())
+            crate::kinds::index::submit::queue_constraint_index(
+                &sql,
+                None,
+                jobs::Gates::default(),
+                &spec.build_settings,
+            )
         }) {
             Ok(id) => queued.push(id),
             Err(e) => return fail(job, &e),
@@ -1525,6 +1535,7 @@ fn migrate_alter_type(
         complete,
         backfill,
         rolled_back: false,
+        build_settings: crate::kinds::index::submit::build_settings(),
         policy,
     };
     let shown = display_qualified(&target.schema, &target.table);
@@ -1599,6 +1610,7 @@ mod tests {
             complete: Complete::Auto,
             backfill: BackfillPace::default(),
             rolled_back: false,
+            build_settings: Vec::new(),
             policy: LockPolicy {
                 lock_timeout_ms: 2000,
                 max_retries: 10,

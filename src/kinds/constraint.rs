@@ -751,7 +751,7 @@ fn unique_parts(
         index_sql.push_str(" NULLS NOT DISTINCT");
     }
     let index_job =
-        crate::kinds::index::submit::queue_constraint_index(&index_sql, run_at, index_gates);
+        crate::kinds::index::submit::queue_constraint_index(&index_sql, run_at, index_gates, &[]);
     notices.push((
         None,
         format!(

@@ -117,14 +117,33 @@ fn captured_settings() -> Vec<(String, String)> {
         .collect()
 }
 
+/// The settings a build's memory and parallel workers come from, as this
+/// session has them: a job that queues its index builds later (a type
+/// change, from a worker) keeps its submitter's and hands them on.
+pub fn build_settings() -> Vec<(String, String)> {
+    ["maintenance_work_mem", "max_parallel_maintenance_workers"]
+        .iter()
+        .map(|n| (n.to_string(), sys::setting(n)))
+        .collect()
+}
+
 /// Queue the CREATE UNIQUE INDEX a unique or primary key constraint is
-/// added on (migrate_add_constraint): checked like migrate_create_index's
-/// statement, with its default options.
+/// added on (migrate_add_constraint), or an index a type change rebuilds:
+/// checked like migrate_create_index's statement, with its default
+/// options, under this session's settings but for `build` (see
+/// build_settings).
 pub fn queue_constraint_index(
     sql: &str,
     run_at: Option<TimestampWithTimeZone>,
     gates: jobs::Gates,
+    build: &[(String, String)],
 ) -> i64 {
+    let mut settings = captured_settings();
+    for (name, value) in build {
+        for s in settings.iter_mut().filter(|(n, _)| n == name) {
+            s.1 = value.clone();
+        }
+    }
     let c = Common {
         run_at,
         window: None,
@@ -132,7 +151,7 @@ pub fn queue_constraint_index(
         max_retries: 3,
         retry_delay_ms: 60_000,
         migration: None,
-        settings: captured_settings(),
+        settings,
         gates,
     };
     queue_create(sql, c)
