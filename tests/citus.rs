@@ -136,6 +136,21 @@ fn counts(c: &mut Client, table: &str) -> Vec<(i32, i64)> {
     .collect()
 }
 
+/// `sql` is refused with 0A000 and a message that says `says`, and
+/// queues nothing.
+fn refused_at_submit(c: &mut Client, sql: &str, says: &str) {
+    let count = |c: &mut Client| -> i64 {
+        c.query_one("SELECT count(*) FROM migrate_progress", &[])
+            .unwrap()
+            .get(0)
+    };
+    let before = count(c);
+    let e = c.query_one(sql, &[]).unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{}", message(&e));
+    assert!(message(&e).contains(says), "{}", message(&e));
+    assert_eq!(before, count(c), "nothing queued");
+}
+
 #[test]
 fn distributed_backfills_go_shard_by_shard_on_their_nodes() {
     let citus = Citus::start("citus-shards");
@@ -228,24 +243,11 @@ fn distributed_backfills_go_shard_by_shard_on_their_nodes() {
     // A type change of a distributed table is refused at submit, nothing
     // queued; a CHECK constraint and NOT NULL work (Citus runs their DDL
     // on every shard).
-    let before: i64 = c
-        .query_one("SELECT count(*) FROM migrate_progress", &[])
-        .unwrap()
-        .get(0);
-    let e = c
-        .query_one("SELECT migrate_alter_type('items', 'n', 'bigint')", &[])
-        .unwrap_err();
-    assert_eq!(sqlstate(&e), "0A000", "{}", message(&e));
-    assert!(
-        message(&e).contains("Citus distributed table"),
-        "{}",
-        message(&e)
+    refused_at_submit(
+        &mut c,
+        "SELECT migrate_alter_type('items', 'n', 'bigint')",
+        "Citus distributed table",
     );
-    let after: i64 = c
-        .query_one("SELECT count(*) FROM migrate_progress", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(before, after);
     let job = submit(
         &mut c,
         "SELECT migrate_add_constraint('items', 'CHECK (n >= 0)')",
@@ -295,24 +297,11 @@ fn distributed_backfills_go_shard_by_shard_on_their_nodes() {
         on_shards, 64,
         "the key and the foreign key on each of 32 shards"
     );
-    let queued: i64 = c
-        .query_one("SELECT count(*) FROM migrate_progress", &[])
-        .unwrap()
-        .get(0);
-    let e = c
-        .query_one("SELECT migrate_add_constraint('items', 'UNIQUE (n)')", &[])
-        .unwrap_err();
-    assert_eq!(sqlstate(&e), "0A000", "{}", message(&e));
-    assert!(
-        message(&e).contains("must include its distribution column id"),
-        "{}",
-        message(&e)
+    refused_at_submit(
+        &mut c,
+        "SELECT migrate_add_constraint('items', 'UNIQUE (n)')",
+        "must include its distribution column id",
     );
-    let now: i64 = c
-        .query_one("SELECT count(*) FROM migrate_progress", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(queued, now, "nothing queued");
 
     // migrate_analyze says where a statement on a distributed table runs.
     let said: String = c
